@@ -1,0 +1,566 @@
+package devicectl
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// ErrLinkClosed is returned for calls on, or cut off by, a closed link.
+var ErrLinkClosed = errors.New("the link to the computer closed")
+
+// Request is one action asked over the link.
+type Request struct {
+	ID           uint64          `json:"-"`
+	Action       string          `json:"action"`
+	Conversation string          `json:"conversation,omitempty"`
+	Args         json.RawMessage `json:"args,omitempty"`
+	// TimeoutMS is the caller's remaining time when it sent the request.
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+}
+
+// Result is what an action returns: a small JSON description and an
+// optional binary payload (a screenshot, a download) that travels chunked.
+type Result struct {
+	JSON json.RawMessage
+	Blob []byte
+}
+
+// Handler serves requests on the computer's side of a link.
+type Handler func(ctx context.Context, req *Request) (*Result, error)
+
+// ActionError is an error that crossed the link; Code is stable, Message is
+// for people.
+type ActionError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *ActionError) Error() string { return e.Message }
+
+// Notice is a one-way message on the link (grant changes, goodbyes).
+type Notice struct {
+	Type string          `json:"type"`
+	Body json.RawMessage `json:"body,omitempty"`
+}
+
+// LinkConfig tunes a link; the zero value works.
+type LinkConfig struct {
+	// Handler serves incoming requests; nil refuses them.
+	Handler Handler
+	// OnNotice receives notices from the peer.
+	OnNotice func(Notice)
+	// ChunkSize is the payload of one chunk frame (default 32 KiB).
+	ChunkSize int
+	// HighWater stops sending chunks while this much is buffered (default 1 MiB).
+	HighWater uint64
+	// LowWater resumes sending chunks (default 512 KiB).
+	LowWater uint64
+	Logger   *slog.Logger
+}
+
+const inlineMax = 16 << 10
+
+// Link is request/response RPC over two data channels: "ctl", unordered,
+// for requests, response headers, cancels and pings, and "bulk", ordered,
+// for result chunks. The SCTP sender drains unordered messages first, and
+// one writer per link sends queued control frames before any chunk, so a
+// small call is not stuck behind a large result.
+type Link struct {
+	ctl, bulk *webrtc.DataChannel
+	cfg       LinkConfig
+	log       *slog.Logger
+
+	ctlQ    chan []byte
+	wake    chan struct{}
+	low     chan struct{}
+	closed  chan struct{}
+	closeMu sync.Once
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex
+	nextID   uint64
+	calls    map[uint64]*call
+	pings    map[uint64]chan time.Duration
+	served   map[uint64]context.CancelFunc
+	early    map[uint64]time.Time // cancels that overtook their request
+	jobs     []*bulkJob
+	rootCtx  context.Context
+	rootStop context.CancelFunc
+}
+
+type call struct {
+	done   chan struct{}
+	hdr    *responseHeader
+	buf    []byte
+	next   uint32
+	err    error
+	result *Result
+}
+
+type bulkJob struct {
+	id    uint64
+	blob  []byte
+	size  int
+	index uint32
+}
+
+// NewLink wraps two negotiated data channels. It starts the writer at once;
+// frames that arrive before the channels open are fine.
+func NewLink(ctl, bulk *webrtc.DataChannel, cfg LinkConfig) *Link {
+	if cfg.ChunkSize <= 0 || cfg.ChunkSize > MaxChunkSize {
+		cfg.ChunkSize = 32 << 10
+	}
+	if cfg.HighWater == 0 {
+		cfg.HighWater = 1 << 20
+	}
+	if cfg.LowWater == 0 || cfg.LowWater >= cfg.HighWater {
+		cfg.LowWater = cfg.HighWater / 2
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	l := &Link{
+		ctl: ctl, bulk: bulk, cfg: cfg, log: cfg.Logger,
+		ctlQ: make(chan []byte, 1024), wake: make(chan struct{}, 1), low: make(chan struct{}, 1),
+		closed: make(chan struct{}),
+		calls:  map[uint64]*call{}, pings: map[uint64]chan time.Duration{},
+		served: map[uint64]context.CancelFunc{}, early: map[uint64]time.Time{},
+		rootCtx: ctx, rootStop: stop,
+	}
+	bulk.SetBufferedAmountLowThreshold(cfg.LowWater)
+	bulk.OnBufferedAmountLow(func() { signal(l.low) })
+	ctl.OnMessage(func(m webrtc.DataChannelMessage) { l.receive(m.Data) })
+	bulk.OnMessage(func(m webrtc.DataChannelMessage) { l.receive(m.Data) })
+	ctl.OnClose(func() { l.Close() })
+	bulk.OnClose(func() { l.Close() })
+	l.wg.Add(1)
+	go l.writer()
+	return l
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Done is closed when the link closes.
+func (l *Link) Done() <-chan struct{} { return l.closed }
+
+// Close ends the link: pending calls fail with ErrLinkClosed and served
+// requests are cancelled. It waits for the link's goroutines. The data
+// channels belong to the peer connection, which its owner closes.
+func (l *Link) Close() error {
+	l.closeMu.Do(func() {
+		close(l.closed)
+		l.rootStop()
+		l.mu.Lock()
+		for id, c := range l.calls {
+			c.err = ErrLinkClosed
+			close(c.done)
+			delete(l.calls, id)
+		}
+		for id, p := range l.pings {
+			close(p)
+			delete(l.pings, id)
+		}
+		l.jobs = nil
+		l.mu.Unlock()
+	})
+	l.wg.Wait()
+	return nil
+}
+
+func (l *Link) sendCtl(b []byte) error {
+	select {
+	case <-l.closed:
+		return ErrLinkClosed
+	case l.ctlQ <- b:
+		return nil
+	}
+}
+
+// writer is the one goroutine that sends on this link.
+func (l *Link) writer() {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.closed:
+			return
+		case b := <-l.ctlQ:
+			_ = l.ctl.Send(b)
+			continue
+		default:
+		}
+		if l.bulk.BufferedAmount() < l.cfg.HighWater {
+			if b := l.nextChunk(); b != nil {
+				_ = l.bulk.Send(b)
+				continue
+			}
+			select {
+			case <-l.closed:
+				return
+			case b := <-l.ctlQ:
+				_ = l.ctl.Send(b)
+			case <-l.wake:
+			}
+			continue
+		}
+		select {
+		case <-l.closed:
+			return
+		case b := <-l.ctlQ:
+			_ = l.ctl.Send(b)
+		case <-l.low:
+		case <-time.After(50 * time.Millisecond):
+			// A low-water signal can be lost when the channel reopens;
+			// looking again costs nothing.
+		}
+	}
+}
+
+func (l *Link) nextChunk() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.jobs) == 0 {
+		return nil
+	}
+	j := l.jobs[0]
+	start := int(j.index) * l.cfg.ChunkSize
+	end := min(start+l.cfg.ChunkSize, len(j.blob))
+	b := encodeChunk(j.id, j.index, j.blob[start:end])
+	j.index++
+	if end == len(j.blob) {
+		l.jobs = l.jobs[1:]
+	} else if len(l.jobs) > 1 {
+		// Round robin, so one large result does not hold up another.
+		l.jobs = append(l.jobs[1:], j)
+	}
+	return b
+}
+
+// Call asks the peer to run an action and waits for its result. The
+// context's deadline travels with the request; cancelling the context
+// cancels the action on the computer.
+func (l *Link) Call(ctx context.Context, action, conversation string, args any) (*Result, error) {
+	var raw json.RawMessage
+	switch a := args.(type) {
+	case nil:
+	case json.RawMessage:
+		raw = a
+	case []byte:
+		raw = a
+	default:
+		b, err := json.Marshal(a)
+		if err != nil {
+			return nil, fmt.Errorf("encode arguments: %w", err)
+		}
+		raw = b
+	}
+	req := Request{Action: action, Conversation: conversation, Args: raw}
+	if dl, ok := ctx.Deadline(); ok {
+		req.TimeoutMS = max(1, time.Until(dl).Milliseconds())
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > MaxControlMessage {
+		return nil, fmt.Errorf("arguments of %d bytes are too large for one request", len(body))
+	}
+	c := &call{done: make(chan struct{})}
+	l.mu.Lock()
+	select {
+	case <-l.closed:
+		l.mu.Unlock()
+		return nil, ErrLinkClosed
+	default:
+	}
+	l.nextID++
+	id := l.nextID
+	l.calls[id] = c
+	l.mu.Unlock()
+	if err := l.sendCtl(encodeSimple(frameRequest, id, body)); err != nil {
+		l.forget(id)
+		return nil, err
+	}
+	select {
+	case <-c.done:
+		return c.result, c.err
+	case <-ctx.Done():
+		l.forget(id)
+		_ = l.sendCtl(encodeSimple(frameCancel, id, nil))
+		return nil, ctx.Err()
+	}
+}
+
+func (l *Link) forget(id uint64) {
+	l.mu.Lock()
+	delete(l.calls, id)
+	l.mu.Unlock()
+}
+
+// Ping measures the round trip over the control channel.
+func (l *Link) Ping(ctx context.Context) (time.Duration, error) {
+	ch := make(chan time.Duration, 1)
+	l.mu.Lock()
+	l.nextID++
+	id := l.nextID
+	l.pings[id] = ch
+	l.mu.Unlock()
+	var ts [8]byte
+	binary.BigEndian.PutUint64(ts[:], uint64(time.Now().UnixNano()))
+	if err := l.sendCtl(encodeSimple(framePing, id, ts[:])); err != nil {
+		return 0, err
+	}
+	select {
+	case d, ok := <-ch:
+		if !ok {
+			return 0, ErrLinkClosed
+		}
+		return d, nil
+	case <-ctx.Done():
+		l.mu.Lock()
+		delete(l.pings, id)
+		l.mu.Unlock()
+		return 0, ctx.Err()
+	}
+}
+
+// Notify sends a one-way notice.
+func (l *Link) Notify(n Notice) error {
+	b, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	return l.sendCtl(encodeSimple(frameNotice, 0, b))
+}
+
+func (l *Link) receive(b []byte) {
+	f, err := decodeFrame(b)
+	if err != nil {
+		l.log.Warn("dropped a link frame", "err", err)
+		return
+	}
+	switch f.typ {
+	case frameRequest:
+		l.serve(f)
+	case frameCancel:
+		l.cancelServed(f.id)
+	case frameResponse:
+		l.onResponse(f)
+	case frameChunk:
+		l.onChunk(f)
+	case framePing:
+		_ = l.sendCtl(encodeSimple(framePong, f.id, f.payload))
+	case framePong:
+		l.mu.Lock()
+		ch := l.pings[f.id]
+		delete(l.pings, f.id)
+		l.mu.Unlock()
+		if ch != nil {
+			ch <- time.Since(time.Unix(0, int64(binary.BigEndian.Uint64(f.payload))))
+		}
+	case frameNotice:
+		var n Notice
+		if err := json.Unmarshal(f.payload, &n); err != nil {
+			l.log.Warn("dropped a malformed notice", "err", err)
+			return
+		}
+		if l.cfg.OnNotice != nil {
+			l.cfg.OnNotice(n)
+		}
+	}
+}
+
+func (l *Link) cancelServed(id uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if stop, ok := l.served[id]; ok {
+		stop()
+		return
+	}
+	for i, j := range l.jobs {
+		if j.id == id {
+			l.jobs = append(l.jobs[:i], l.jobs[i+1:]...)
+			return
+		}
+	}
+	now := time.Now()
+	for k, t := range l.early {
+		if now.Sub(t) > time.Minute {
+			delete(l.early, k)
+		}
+	}
+	if len(l.early) < 4096 {
+		l.early[id] = now
+	}
+}
+
+func (l *Link) serve(f *frame) {
+	var req Request
+	if err := json.Unmarshal(f.payload, &req); err != nil || req.Action == "" {
+		l.respondErr(f.id, &ActionError{Code: "bad_request", Message: "the request did not decode"})
+		return
+	}
+	req.ID = f.id
+	ctx, stop := context.WithCancel(l.rootCtx)
+	if req.TimeoutMS > 0 {
+		ctx, stop = context.WithTimeout(l.rootCtx, time.Duration(req.TimeoutMS)*time.Millisecond)
+	}
+	l.mu.Lock()
+	if _, cancelled := l.early[f.id]; cancelled {
+		delete(l.early, f.id)
+		l.mu.Unlock()
+		stop()
+		return
+	}
+	l.served[f.id] = stop
+	l.mu.Unlock()
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer func() {
+			l.mu.Lock()
+			delete(l.served, f.id)
+			l.mu.Unlock()
+			stop()
+		}()
+		var res *Result
+		var err error
+		if l.cfg.Handler == nil {
+			err = &ActionError{Code: "unsupported", Message: "this side of the link serves no actions"}
+		} else {
+			res, err = l.cfg.Handler(ctx, &req)
+		}
+		if ctx.Err() != nil {
+			// The caller gave up or the link closed: nobody waits for an answer.
+			return
+		}
+		if err != nil {
+			var ae *ActionError
+			if !errors.As(err, &ae) {
+				ae = &ActionError{Code: "failed", Message: err.Error()}
+			}
+			l.respondErr(f.id, ae)
+			return
+		}
+		l.respond(f.id, res)
+	}()
+}
+
+func (l *Link) respondErr(id uint64, ae *ActionError) {
+	b, _ := json.Marshal(ae)
+	_ = l.sendCtl(encodeResponse(id, &responseHeader{isErr: true, json: b}))
+}
+
+func (l *Link) respond(id uint64, res *Result) {
+	if res == nil {
+		res = &Result{}
+	}
+	if len(res.JSON)+inlineMax > MaxControlMessage {
+		l.respondErr(id, &ActionError{Code: "failed", Message: "the action's description is too large"})
+		return
+	}
+	if len(res.Blob) > MaxResultSize {
+		l.respondErr(id, &ActionError{Code: "too_large", Message: fmt.Sprintf("result of %d bytes is over the %d byte limit", len(res.Blob), MaxResultSize)})
+		return
+	}
+	h := &responseHeader{json: res.JSON, blobSize: uint64(len(res.Blob)), blobHash: sha256.Sum256(res.Blob)}
+	if len(res.Blob) <= inlineMax {
+		h.inline = res.Blob
+		_ = l.sendCtl(encodeResponse(id, h))
+		return
+	}
+	h.chunks = uint32((len(res.Blob) + l.cfg.ChunkSize - 1) / l.cfg.ChunkSize)
+	if err := l.sendCtl(encodeResponse(id, h)); err != nil {
+		return
+	}
+	l.mu.Lock()
+	l.jobs = append(l.jobs, &bulkJob{id: id, blob: res.Blob})
+	l.mu.Unlock()
+	signal(l.wake)
+}
+
+func (l *Link) onResponse(f *frame) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.calls[f.id]
+	if c == nil || c.hdr != nil {
+		return
+	}
+	h := f.resp
+	c.hdr = &h
+	if h.isErr {
+		var ae ActionError
+		if err := json.Unmarshal(h.json, &ae); err != nil || ae.Code == "" {
+			ae = ActionError{Code: "failed", Message: "the computer sent an unreadable error"}
+		}
+		l.finish(f.id, c, nil, &ae)
+		return
+	}
+	if h.chunks == 0 {
+		l.complete(f.id, c, h.inline)
+		return
+	}
+	if c.buf == nil {
+		c.buf = make([]byte, 0, h.blobSize)
+	}
+	l.maybeComplete(f.id, c)
+}
+
+func (l *Link) onChunk(f *frame) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.calls[f.id]
+	if c == nil {
+		return
+	}
+	if f.index != c.next {
+		l.finish(f.id, c, nil, fmt.Errorf("%w: chunk %d arrived, expected %d", ErrBadFrame, f.index, c.next))
+		return
+	}
+	if uint64(len(c.buf)+len(f.payload)) > MaxResultSize || (c.hdr != nil && uint64(len(c.buf)+len(f.payload)) > c.hdr.blobSize) {
+		l.finish(f.id, c, nil, fmt.Errorf("%w: result longer than announced", ErrBadFrame))
+		return
+	}
+	c.buf = append(c.buf, f.payload...)
+	c.next++
+	l.maybeComplete(f.id, c)
+}
+
+func (l *Link) maybeComplete(id uint64, c *call) {
+	if c.hdr == nil || c.next < c.hdr.chunks {
+		return
+	}
+	l.complete(id, c, c.buf)
+}
+
+// complete checks size and hash before handing a result over.
+func (l *Link) complete(id uint64, c *call, blob []byte) {
+	if uint64(len(blob)) != c.hdr.blobSize || sha256.Sum256(blob) != c.hdr.blobHash {
+		l.finish(id, c, nil, fmt.Errorf("%w: result of %d bytes does not match its size or hash", ErrBadFrame, len(blob)))
+		return
+	}
+	if len(blob) == 0 {
+		blob = nil
+	}
+	l.finish(id, c, &Result{JSON: c.hdr.json, Blob: blob}, nil)
+}
+
+func (l *Link) finish(id uint64, c *call, res *Result, err error) {
+	delete(l.calls, id)
+	c.result, c.err = res, err
+	close(c.done)
+}

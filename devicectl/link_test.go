@@ -1,0 +1,298 @@
+package devicectl
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/lowkeyhq/lowkey/pairing"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type pair struct {
+	hub, comp *Conn
+	ta, tb    Transport
+}
+
+func (p *pair) close() {
+	p.hub.Close()
+	p.comp.Close()
+	p.ta.(io.Closer).Close()
+	p.hub.Wait()
+	p.comp.Wait()
+}
+
+// connect links two fresh identities over loopback through a signed
+// in-memory signaling pipe, the way the hub and a companion do.
+func connect(t testing.TB, handler Handler, mutate func(*PeerConfig, *PeerConfig)) (*pair, error) {
+	t.Helper()
+	hubID, _ := pairing.NewIdentity()
+	compID, _ := pairing.NewIdentity()
+	ta, tb := Pipe()
+	binding := pairing.NewNonce()
+	hs := &SignedSignaler{T: ta, Key: hubID.Key, PeerKey: compID.Public(), Role: "hub", PeerRole: "companion", Binding: binding}
+	cs := &SignedSignaler{T: tb, Key: compID.Key, PeerKey: hubID.Public(), Role: "companion", PeerRole: "hub", Binding: binding}
+	hc := PeerConfig{Identity: hubID, PeerFingerprint: compID.Fingerprint(), LoopbackOnly: true}
+	cc := PeerConfig{Identity: compID, PeerFingerprint: hubID.Fingerprint(), LoopbackOnly: true, Link: LinkConfig{Handler: handler}}
+	if mutate != nil {
+		mutate(&hc, &cc)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var (
+		comp    *Conn
+		compErr error
+		wg      sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		comp, compErr = Answer(ctx, cc, cs)
+		if compErr != nil {
+			ta.(io.Closer).Close()
+		}
+	}()
+	hub, err := Offer(ctx, hc, hs)
+	if err != nil {
+		// As the hub does: a failed set-up closes the signaling too.
+		ta.(io.Closer).Close()
+	}
+	wg.Wait()
+	p := &pair{hub: hub, comp: comp, ta: ta, tb: tb}
+	if err != nil || compErr != nil {
+		if hub != nil {
+			hub.Close()
+		}
+		if comp != nil {
+			comp.Close()
+		}
+		ta.(io.Closer).Close()
+		if hub != nil {
+			hub.Wait()
+		}
+		if comp != nil {
+			comp.Wait()
+		}
+		return nil, errors.Join(err, compErr)
+	}
+	return p, nil
+}
+
+func echoHandler(ctx context.Context, req *Request) (*Result, error) {
+	switch req.Action {
+	case "echo":
+		var a struct{ Bytes int }
+		_ = json.Unmarshal(req.Args, &a)
+		blob := make([]byte, a.Bytes)
+		for i := range blob {
+			blob[i] = byte(i * 7)
+		}
+		return &Result{JSON: json.RawMessage(`{"ok":true}`), Blob: blob}, nil
+	case "block":
+		<-ctx.Done()
+		return nil, ctx.Err()
+	case "deadline":
+		dl, ok := ctx.Deadline()
+		b, _ := json.Marshal(map[string]any{"has": ok, "left_ms": time.Until(dl).Milliseconds()})
+		return &Result{JSON: b}, nil
+	}
+	return nil, &ActionError{Code: "unknown_action", Message: "no such action " + req.Action}
+}
+
+func TestLinkEchoSizes(t *testing.T) {
+	p, err := connect(t, echoHandler, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	for _, n := range []int{0, 100, inlineMax, inlineMax + 1, 1 << 20, 5 << 20} {
+		res, err := p.hub.Link.Call(context.Background(), "echo", "", map[string]int{"bytes": n})
+		if err != nil {
+			t.Fatalf("echo %d: %v", n, err)
+		}
+		if len(res.Blob) != n {
+			t.Fatalf("echo %d: got %d bytes", n, len(res.Blob))
+		}
+		for i := range res.Blob {
+			if res.Blob[i] != byte(i*7) {
+				t.Fatalf("echo %d: byte %d differs", n, i)
+			}
+		}
+	}
+}
+
+func TestLinkUnknownActionCarriesError(t *testing.T) {
+	p, err := connect(t, echoHandler, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	_, err = p.hub.Link.Call(context.Background(), "nope", "", nil)
+	var ae *ActionError
+	if !errors.As(err, &ae) || ae.Code != "unknown_action" {
+		t.Fatalf("got %v, want unknown_action", err)
+	}
+}
+
+func TestLinkCancelReachesTheComputer(t *testing.T) {
+	started := make(chan struct{})
+	stopped := make(chan error, 1)
+	h := func(ctx context.Context, req *Request) (*Result, error) {
+		close(started)
+		<-ctx.Done()
+		stopped <- ctx.Err()
+		return nil, ctx.Err()
+	}
+	p, err := connect(t, h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.hub.Link.Call(ctx, "block", "", nil)
+		errc <- err
+	}()
+	<-started
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("call returned %v", err)
+	}
+	select {
+	case err := <-stopped:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("handler saw %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the action on the computer was not cancelled")
+	}
+}
+
+func TestLinkDeadlineTravels(t *testing.T) {
+	p, err := connect(t, echoHandler, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	res, err := p.hub.Link.Call(ctx, "deadline", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Has    bool
+		LeftMS int64 `json:"left_ms"`
+	}
+	_ = json.Unmarshal(res.JSON, &got)
+	if !got.Has || got.LeftMS <= 0 || got.LeftMS > 3000 {
+		t.Fatalf("computer saw deadline %+v", got)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	if _, err := p.hub.Link.Call(short, "block", "", nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("blocked call: %v", err)
+	}
+}
+
+func TestSmallCallDuringBulk(t *testing.T) {
+	p, err := connect(t, echoHandler, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	bulkDone := make(chan error, 1)
+	go func() {
+		_, err := p.hub.Link.Call(context.Background(), "echo", "", map[string]int{"bytes": 20 << 20})
+		bulkDone <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	// The small call must finish while the large one is still moving.
+	if _, err := p.hub.Link.Call(context.Background(), "echo", "", map[string]int{"bytes": 100}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-bulkDone:
+		t.Logf("bulk finished first (%v): the machine was fast; ordering not observed", err)
+	default:
+	}
+	if err := <-bulkDone; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLinkRefusesWrongPinnedCertificate(t *testing.T) {
+	other, _ := pairing.NewIdentity()
+	_, err := connect(t, echoHandler, func(hc, cc *PeerConfig) { hc.PeerFingerprint = other.Fingerprint() })
+	if !errors.Is(err, ErrFingerprint) {
+		t.Fatalf("got %v, want ErrFingerprint", err)
+	}
+}
+
+func TestLinkCloseFailsPendingCalls(t *testing.T) {
+	p, err := connect(t, echoHandler, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.hub.Link.Call(context.Background(), "block", "", nil)
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	p.comp.Close()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("call succeeded on a closed link")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("pending call not released after the peer went away")
+	}
+	p.close()
+}
+
+func TestPing(t *testing.T) {
+	p, err := connect(t, echoHandler, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	d, err := p.hub.Link.Ping(context.Background())
+	if err != nil || d <= 0 {
+		t.Fatalf("ping %v %v", d, err)
+	}
+}
+
+func TestResultHashChecked(t *testing.T) {
+	// A chunk that differs from what the header announced is refused.
+	l := &Link{calls: map[uint64]*call{}}
+	c := &call{done: make(chan struct{})}
+	l.calls[1] = c
+	blob := make([]byte, 40000)
+	_, _ = rand.Read(blob)
+	h := encodeResponse(1, &responseHeader{blobSize: uint64(len(blob)), chunks: 2, blobHash: [32]byte{1}})
+	f, err := decodeFrame(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.onResponse(f)
+	for i, part := range [][]byte{blob[:32768], blob[32768:]} {
+		f, _ := decodeFrame(encodeChunk(1, uint32(i), part))
+		l.onChunk(f)
+	}
+	<-c.done
+	if !errors.Is(c.err, ErrBadFrame) || !bytes.Contains([]byte(c.err.Error()), []byte("hash")) {
+		t.Fatalf("got %v", c.err)
+	}
+}

@@ -1,0 +1,375 @@
+package devicectl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/lowkeyhq/lowkey/pairing"
+)
+
+// ErrFingerprint means the peer's DTLS certificate is not the pinned one:
+// someone is between the box and the computer, or the pairing is stale.
+var ErrFingerprint = errors.New("the peer's DTLS certificate does not match the one pinned at pairing")
+
+// PeerConfig sets up one side of a peer connection.
+type PeerConfig struct {
+	Identity *pairing.Identity
+	// PeerFingerprint is the pinned DTLS fingerprint of the other side.
+	PeerFingerprint string
+	// LoopbackOnly keeps ICE on 127.0.0.1 (tests and benchmarks).
+	LoopbackOnly bool
+	Link         LinkConfig
+	Logger       *slog.Logger
+}
+
+// Conn is an established peer connection and the link on it. It lives as
+// long as both the peer connection and its signaling do.
+type Conn struct {
+	Link *Link
+
+	pc      *webrtc.PeerConnection
+	sig     Signaler
+	cfg     PeerConfig
+	offerer bool
+	log     *slog.Logger
+
+	opened   chan struct{}
+	done     chan struct{}
+	once     sync.Once
+	errMu    sync.Mutex
+	err      error
+	wg       sync.WaitGroup
+	restarts int
+
+	// Touched only by the signal reader.
+	remoteSet bool
+	pending   []webrtc.ICECandidateInit
+}
+
+func newAPI(cfg PeerConfig) *webrtc.API {
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	// Notice a blip quickly (ICE restart), give up on a dead path soon after.
+	se.SetICETimeouts(3*time.Second, 8*time.Second, time.Second)
+	if cfg.LoopbackOnly {
+		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
+	}
+	return webrtc.NewAPI(webrtc.WithSettingEngine(se))
+}
+
+func newConn(cfg PeerConfig, sig Signaler, offerer bool) (*Conn, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Link.Logger == nil {
+		cfg.Link.Logger = cfg.Logger
+	}
+	pc, err := newAPI(cfg).NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{cfg.Identity.Cert}})
+	if err != nil {
+		return nil, fmt.Errorf("peer connection: %w", err)
+	}
+	c := &Conn{pc: pc, sig: sig, cfg: cfg, offerer: offerer, log: cfg.Logger,
+		opened: make(chan struct{}), done: make(chan struct{})}
+	unordered, ordered := false, true
+	id0, id1 := uint16(0), uint16(1)
+	neg := true
+	ctl, err := pc.CreateDataChannel("ctl", &webrtc.DataChannelInit{Negotiated: &neg, ID: &id0, Ordered: &unordered})
+	if err == nil {
+		var bulk *webrtc.DataChannel
+		bulk, err = pc.CreateDataChannel("bulk", &webrtc.DataChannelInit{Negotiated: &neg, ID: &id1, Ordered: &ordered})
+		if err == nil {
+			c.Link = NewLink(ctl, bulk, cfg.Link)
+			var openMu sync.Mutex
+			openCount := 0
+			onOpen := func() {
+				openMu.Lock()
+				defer openMu.Unlock()
+				openCount++
+				if openCount == 2 {
+					c.verifyAndOpen()
+				}
+			}
+			ctl.OnOpen(onOpen)
+			bulk.OnOpen(onOpen)
+		}
+	}
+	if err != nil {
+		_ = pc.Close()
+		return nil, fmt.Errorf("data channels: %w", err)
+	}
+	pc.OnICECandidate(func(cand *webrtc.ICECandidate) {
+		if cand == nil {
+			return
+		}
+		init := cand.ToJSON()
+		if err := c.sig.Send(context.Background(), Signal{Type: "candidate", Candidate: &init}); err != nil {
+			c.fail(fmt.Errorf("send candidate: %w", err))
+		}
+	})
+	pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
+		c.log.Debug("ICE state", "state", s.String())
+		if s == webrtc.ICEConnectionStateDisconnected && c.offerer {
+			go c.restartICE()
+		}
+	})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		switch s {
+		case webrtc.PeerConnectionStateFailed:
+			c.fail(errors.New("the peer connection failed"))
+		case webrtc.PeerConnectionStateClosed:
+			c.fail(errors.New("the peer connection closed"))
+		}
+	})
+	go func() {
+		<-c.Link.Done()
+		c.fail(ErrLinkClosed)
+	}()
+	return c, nil
+}
+
+// verifyAndOpen runs once both channels are open: the DTLS certificate the
+// peer presented must be the pinned one, whatever the SDP said.
+func (c *Conn) verifyAndOpen() {
+	remote := c.pc.SCTP().Transport().GetRemoteCertificate()
+	if !pairing.SameFingerprint(pairing.CertFingerprint(remote), c.cfg.PeerFingerprint) {
+		c.fail(ErrFingerprint)
+		return
+	}
+	select {
+	case <-c.opened:
+	default:
+		close(c.opened)
+	}
+}
+
+// checkSDP refuses a description whose fingerprints are not the pinned one.
+func (c *Conn) checkSDP(sdp string) error {
+	n := 0
+	for _, line := range strings.Split(sdp, "\n") {
+		line = strings.TrimSpace(line)
+		v, ok := strings.CutPrefix(line, "a=fingerprint:")
+		if !ok {
+			continue
+		}
+		alg, fp, _ := strings.Cut(v, " ")
+		if !strings.EqualFold(alg, "sha-256") || !pairing.SameFingerprint(fp, c.cfg.PeerFingerprint) {
+			return ErrFingerprint
+		}
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: the description carries none", ErrFingerprint)
+	}
+	return nil
+}
+
+// Offer is the box's side: it makes the offer and returns once the link is
+// up and the peer's certificate matched the pinned one.
+func Offer(ctx context.Context, cfg PeerConfig, sig Signaler) (*Conn, error) {
+	c, err := newConn(cfg, sig, true)
+	if err != nil {
+		return nil, err
+	}
+	c.wg.Add(1)
+	go c.readSignals()
+	if err := c.sendOffer(false); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, c.waitOpen(ctx)
+}
+
+// Answer is the computer's side: it answers the box's offer.
+func Answer(ctx context.Context, cfg PeerConfig, sig Signaler) (*Conn, error) {
+	c, err := newConn(cfg, sig, false)
+	if err != nil {
+		return nil, err
+	}
+	c.wg.Add(1)
+	go c.readSignals()
+	return c, c.waitOpen(ctx)
+}
+
+func (c *Conn) waitOpen(ctx context.Context) error {
+	select {
+	case <-c.opened:
+		return nil
+	case <-c.done:
+		return c.Err()
+	case <-ctx.Done():
+		c.fail(fmt.Errorf("link set-up: %w", ctx.Err()))
+		c.Close()
+		return c.Err()
+	}
+}
+
+func (c *Conn) sendOffer(restart bool) error {
+	offer, err := c.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: restart})
+	if err != nil {
+		return fmt.Errorf("offer: %w", err)
+	}
+	if err := c.pc.SetLocalDescription(offer); err != nil {
+		return fmt.Errorf("offer: %w", err)
+	}
+	return c.sig.Send(context.Background(), Signal{Type: "offer", SDP: offer.SDP})
+}
+
+func (c *Conn) restartICE() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	c.errMu.Lock()
+	c.restarts++
+	c.errMu.Unlock()
+	c.log.Info("link disconnected; restarting ICE")
+	if err := c.sendOffer(true); err != nil {
+		c.fail(fmt.Errorf("ICE restart: %w", err))
+	}
+}
+
+// Restarts counts ICE restarts on this connection.
+func (c *Conn) Restarts() int {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.restarts
+}
+
+func (c *Conn) readSignals() {
+	defer c.wg.Done()
+	for {
+		s, err := c.sig.Recv(context.Background())
+		if err != nil {
+			c.fail(fmt.Errorf("signaling: %w", err))
+			return
+		}
+		if err := c.handle(s); err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// ByeError is the reason the peer gave for ending the link.
+type ByeError struct{ Reason, Message string }
+
+func (e *ByeError) Error() string {
+	if e.Message != "" {
+		return e.Message
+	}
+	return "the peer ended the link: " + e.Reason
+}
+
+func (c *Conn) handle(s Signal) error {
+	switch s.Type {
+	case "offer":
+		if c.offerer {
+			return fmt.Errorf("%w: unexpected offer", ErrBadSignal)
+		}
+		if err := c.checkSDP(s.SDP); err != nil {
+			return err
+		}
+		if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: s.SDP}); err != nil {
+			return fmt.Errorf("%w: offer: %v", ErrBadSignal, err)
+		}
+		if err := c.remoteReady(); err != nil {
+			return err
+		}
+		ans, err := c.pc.CreateAnswer(nil)
+		if err != nil {
+			return fmt.Errorf("answer: %w", err)
+		}
+		if err := c.pc.SetLocalDescription(ans); err != nil {
+			return fmt.Errorf("answer: %w", err)
+		}
+		return c.sig.Send(context.Background(), Signal{Type: "answer", SDP: ans.SDP})
+	case "answer":
+		if !c.offerer {
+			return fmt.Errorf("%w: unexpected answer", ErrBadSignal)
+		}
+		if err := c.checkSDP(s.SDP); err != nil {
+			return err
+		}
+		if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.SDP}); err != nil {
+			return fmt.Errorf("%w: answer: %v", ErrBadSignal, err)
+		}
+		return c.remoteReady()
+	case "candidate":
+		if s.Candidate == nil {
+			return nil
+		}
+		if !c.remoteSet {
+			if len(c.pending) < 64 {
+				c.pending = append(c.pending, *s.Candidate)
+			}
+			return nil
+		}
+		if err := c.pc.AddICECandidate(*s.Candidate); err != nil {
+			c.log.Debug("ignored a remote candidate", "err", err)
+		}
+		return nil
+	case "bye":
+		return &ByeError{Reason: s.Reason, Message: s.Message}
+	}
+	return fmt.Errorf("%w: %q during a link", ErrBadSignal, s.Type)
+}
+
+func (c *Conn) remoteReady() error {
+	c.remoteSet = true
+	for _, cand := range c.pending {
+		if err := c.pc.AddICECandidate(cand); err != nil {
+			c.log.Debug("ignored a remote candidate", "err", err)
+		}
+	}
+	c.pending = nil
+	return nil
+}
+
+func (c *Conn) fail(err error) {
+	c.once.Do(func() {
+		c.errMu.Lock()
+		c.err = err
+		c.errMu.Unlock()
+		close(c.done)
+	})
+}
+
+// Done is closed when the connection ends.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err says why the connection ended.
+func (c *Conn) Err() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
+}
+
+// Bye tells the peer why the link ends, then closes it.
+func (c *Conn) Bye(reason, message string) {
+	_ = c.sig.Send(context.Background(), Signal{Type: "bye", Reason: reason, Message: message})
+	c.fail(&ByeError{Reason: reason, Message: message})
+	c.Close()
+}
+
+// Close tears the connection down. The caller must also close the
+// signaling transport so the signal reader returns; Close waits for it.
+func (c *Conn) Close() {
+	c.fail(errors.New("closed"))
+	c.Link.Close()
+	_ = c.pc.Close()
+}
+
+// Wait waits for the signal reader after the transport is closed.
+func (c *Conn) Wait() { c.wg.Wait() }
