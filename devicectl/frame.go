@@ -16,6 +16,7 @@ const (
 	framePing     byte = 5 // id, sender's clock
 	framePong     byte = 6 // id, echoed clock
 	frameNotice   byte = 7 // JSON Notice, one way
+	frameEnd      byte = 8 // id, SHA-256 of the whole chunked result
 )
 
 const (
@@ -47,6 +48,8 @@ type responseHeader struct {
 	json     []byte
 	blobSize uint64
 	chunks   uint32
+	// blobHash is set for inline results; a chunked result's hash comes
+	// last, in its end frame, so hashing overlaps the transfer.
 	blobHash [sha256.Size]byte
 	inline   []byte
 }
@@ -102,6 +105,11 @@ func decodeFrame(b []byte) (*frame, error) {
 		if len(p) != 0 {
 			return nil, fmt.Errorf("%w: cancel with a body", ErrBadFrame)
 		}
+	case frameEnd:
+		if len(p) != sha256.Size {
+			return nil, fmt.Errorf("%w: end frame", ErrBadFrame)
+		}
+		f.payload = p
 	case framePing, framePong:
 		if len(p) != 8 {
 			return nil, fmt.Errorf("%w: ping", ErrBadFrame)

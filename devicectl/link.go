@@ -1,12 +1,14 @@
 package devicectl
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"sync"
 	"time"
@@ -69,6 +71,11 @@ type LinkConfig struct {
 
 const inlineMax = 16 << 10
 
+// DefaultChunkSize is the payload of one chunk frame. Each data channel
+// message costs a fixed amount of work on both sides, so larger chunks move
+// bulk faster; 60 KiB stays well under SCTP's and browsers' message limits.
+const DefaultChunkSize = 60 << 10
+
 // Link is request/response RPC over two data channels: "ctl", unordered,
 // for requests, response headers, cancels and pings, and "bulk", ordered,
 // for result chunks. The SCTP sender drains unordered messages first, and
@@ -98,26 +105,28 @@ type Link struct {
 }
 
 type call struct {
-	done   chan struct{}
-	hdr    *responseHeader
-	buf    []byte
-	next   uint32
-	err    error
-	result *Result
+	done    chan struct{}
+	hdr     *responseHeader
+	buf     []byte
+	next    uint32
+	sum     hash.Hash
+	endHash []byte
+	err     error
+	result  *Result
 }
 
 type bulkJob struct {
 	id    uint64
 	blob  []byte
-	size  int
 	index uint32
+	sum   hash.Hash
 }
 
 // NewLink wraps two negotiated data channels. It starts the writer at once;
 // frames that arrive before the channels open are fine.
 func NewLink(ctl, bulk *webrtc.DataChannel, cfg LinkConfig) *Link {
 	if cfg.ChunkSize <= 0 || cfg.ChunkSize > MaxChunkSize {
-		cfg.ChunkSize = 32 << 10
+		cfg.ChunkSize = DefaultChunkSize
 	}
 	if cfg.HighWater == 0 {
 		cfg.HighWater = 1 << 20
@@ -238,12 +247,15 @@ func (l *Link) nextChunk() []byte {
 	}
 	j := l.jobs[0]
 	start := int(j.index) * l.cfg.ChunkSize
+	if start >= len(j.blob) {
+		l.jobs = l.jobs[1:]
+		return encodeSimple(frameEnd, j.id, j.sum.Sum(nil))
+	}
 	end := min(start+l.cfg.ChunkSize, len(j.blob))
 	b := encodeChunk(j.id, j.index, j.blob[start:end])
+	j.sum.Write(j.blob[start:end])
 	j.index++
-	if end == len(j.blob) {
-		l.jobs = l.jobs[1:]
-	} else if len(l.jobs) > 1 {
+	if len(l.jobs) > 1 {
 		// Round robin, so one large result does not hold up another.
 		l.jobs = append(l.jobs[1:], j)
 	}
@@ -362,6 +374,8 @@ func (l *Link) receive(b []byte) {
 		l.onResponse(f)
 	case frameChunk:
 		l.onChunk(f)
+	case frameEnd:
+		l.onEnd(f)
 	case framePing:
 		_ = l.sendCtl(encodeSimple(framePong, f.id, f.payload))
 	case framePong:
@@ -477,8 +491,9 @@ func (l *Link) respond(id uint64, res *Result) {
 		l.respondErr(id, &ActionError{Code: "too_large", Message: fmt.Sprintf("result of %d bytes is over the %d byte limit", len(res.Blob), MaxResultSize)})
 		return
 	}
-	h := &responseHeader{json: res.JSON, blobSize: uint64(len(res.Blob)), blobHash: sha256.Sum256(res.Blob)}
+	h := &responseHeader{json: res.JSON, blobSize: uint64(len(res.Blob))}
 	if len(res.Blob) <= inlineMax {
+		h.blobHash = sha256.Sum256(res.Blob)
 		h.inline = res.Blob
 		_ = l.sendCtl(encodeResponse(id, h))
 		return
@@ -488,7 +503,7 @@ func (l *Link) respond(id uint64, res *Result) {
 		return
 	}
 	l.mu.Lock()
-	l.jobs = append(l.jobs, &bulkJob{id: id, blob: res.Blob})
+	l.jobs = append(l.jobs, &bulkJob{id: id, blob: res.Blob, sum: sha256.New()})
 	l.mu.Unlock()
 	signal(l.wake)
 }
@@ -511,12 +526,27 @@ func (l *Link) onResponse(f *frame) {
 		return
 	}
 	if h.chunks == 0 {
+		if uint64(len(h.inline)) != h.blobSize || sha256.Sum256(h.inline) != h.blobHash {
+			l.finish(f.id, c, nil, fmt.Errorf("%w: inline result does not match its size or hash", ErrBadFrame))
+			return
+		}
 		l.complete(f.id, c, h.inline)
 		return
 	}
 	if c.buf == nil {
 		c.buf = make([]byte, 0, h.blobSize)
 	}
+	l.maybeComplete(f.id, c)
+}
+
+func (l *Link) onEnd(f *frame) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.calls[f.id]
+	if c == nil {
+		return
+	}
+	c.endHash = f.payload
 	l.maybeComplete(f.id, c)
 }
 
@@ -536,23 +566,28 @@ func (l *Link) onChunk(f *frame) {
 		return
 	}
 	c.buf = append(c.buf, f.payload...)
+	if c.sum == nil {
+		c.sum = sha256.New()
+	}
+	c.sum.Write(f.payload)
 	c.next++
 	l.maybeComplete(f.id, c)
 }
 
+// maybeComplete hands a chunked result over once the header, every chunk
+// and the end frame are in, and its size and hash check out.
 func (l *Link) maybeComplete(id uint64, c *call) {
-	if c.hdr == nil || c.next < c.hdr.chunks {
+	if c.hdr == nil || c.endHash == nil || c.next < c.hdr.chunks {
+		return
+	}
+	if uint64(len(c.buf)) != c.hdr.blobSize || c.sum == nil || !bytes.Equal(c.sum.Sum(nil), c.endHash) {
+		l.finish(id, c, nil, fmt.Errorf("%w: result of %d bytes does not match its size or hash", ErrBadFrame, len(c.buf)))
 		return
 	}
 	l.complete(id, c, c.buf)
 }
 
-// complete checks size and hash before handing a result over.
 func (l *Link) complete(id uint64, c *call, blob []byte) {
-	if uint64(len(blob)) != c.hdr.blobSize || sha256.Sum256(blob) != c.hdr.blobHash {
-		l.finish(id, c, nil, fmt.Errorf("%w: result of %d bytes does not match its size or hash", ErrBadFrame, len(blob)))
-		return
-	}
 	if len(blob) == 0 {
 		blob = nil
 	}

@@ -281,7 +281,7 @@ func TestResultHashChecked(t *testing.T) {
 	l.calls[1] = c
 	blob := make([]byte, 40000)
 	_, _ = rand.Read(blob)
-	h := encodeResponse(1, &responseHeader{blobSize: uint64(len(blob)), chunks: 2, blobHash: [32]byte{1}})
+	h := encodeResponse(1, &responseHeader{blobSize: uint64(len(blob)), chunks: 2})
 	f, err := decodeFrame(h)
 	if err != nil {
 		t.Fatal(err)
@@ -291,6 +291,9 @@ func TestResultHashChecked(t *testing.T) {
 		f, _ := decodeFrame(encodeChunk(1, uint32(i), part))
 		l.onChunk(f)
 	}
+	wrong := make([]byte, 32)
+	f, _ = decodeFrame(encodeSimple(frameEnd, 1, wrong))
+	l.onEnd(f)
 	<-c.done
 	if !errors.Is(c.err, ErrBadFrame) || !bytes.Contains([]byte(c.err.Error()), []byte("hash")) {
 		t.Fatalf("got %v", c.err)

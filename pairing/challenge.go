@@ -3,6 +3,8 @@ package pairing
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"fmt"
 )
 
@@ -35,4 +37,158 @@ func VerifyChallenge(pub ed25519.PublicKey, sig []byte, role, hubID, deviceID st
 		return false
 	}
 	return ed25519.Verify(pub, challengeText(role, hubID, deviceID, companionNonce, hubNonce), sig)
+}
+
+// LinkMessage is one message of the link's authentication, before signed
+// signaling starts on the same socket.
+type LinkMessage struct {
+	// Type is "hello", "challenge", "auth", "welcome", "done" or "error".
+	Type     string `json:"type"`
+	DeviceID string `json:"device_id,omitempty"`
+	HubID    string `json:"hub_id,omitempty"`
+	Nonce    []byte `json:"nonce,omitempty"`
+	Sig      []byte `json:"sig,omitempty"`
+	// Intent is "link" (keep a link up) or "unpair" (forget me).
+	Intent  string `json:"intent,omitempty"`
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// DecodeLinkMessage parses an authentication message from the network.
+func DecodeLinkMessage(b []byte) (*LinkMessage, error) {
+	if len(b) > 4096 {
+		return nil, fmt.Errorf("%w: %d bytes", ErrBadMessage, len(b))
+	}
+	var m LinkMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+	}
+	switch m.Type {
+	case "hello":
+		if m.DeviceID == "" || len(m.DeviceID) > 64 || len(m.Nonce) != NonceSize || (m.Intent != "link" && m.Intent != "unpair") {
+			return nil, fmt.Errorf("%w: hello", ErrBadMessage)
+		}
+	case "challenge":
+		if len(m.Nonce) != NonceSize || len(m.Sig) != ed25519.SignatureSize {
+			return nil, fmt.Errorf("%w: challenge", ErrBadMessage)
+		}
+	case "auth":
+		if len(m.Sig) != ed25519.SignatureSize {
+			return nil, fmt.Errorf("%w: auth", ErrBadMessage)
+		}
+	case "welcome", "done", "error":
+	default:
+		return nil, fmt.Errorf("%w: unknown type %q", ErrBadMessage, m.Type)
+	}
+	return &m, nil
+}
+
+// MsgConn moves whole messages.
+type MsgConn interface {
+	Send(b []byte) error
+	Recv() ([]byte, error)
+}
+
+// LinkError is a refusal the box sent: "revoked", "unknown_device",
+// "bad_signature".
+type LinkError struct{ Code, Msg string }
+
+func (e *LinkError) Error() string { return e.Msg }
+
+// ErrRevoked matches a LinkError saying the computer was unpaired.
+var ErrRevoked = errors.New("this computer was unpaired from the box")
+
+// Is makes errors.Is(err, ErrRevoked) work on the box's refusal.
+func (e *LinkError) Is(target error) bool {
+	return target == ErrRevoked && (e.Code == "revoked" || e.Code == "unknown_device")
+}
+
+func sendLink(c MsgConn, m *LinkMessage) error {
+	b, _ := json.Marshal(m)
+	return c.Send(b)
+}
+
+func recvLink(c MsgConn, want string) (*LinkMessage, error) {
+	b, err := c.Recv()
+	if err != nil {
+		return nil, err
+	}
+	m, err := DecodeLinkMessage(b)
+	if err != nil {
+		return nil, err
+	}
+	if m.Type == "error" {
+		return nil, &LinkError{Code: m.Code, Msg: m.Message}
+	}
+	if m.Type != want {
+		return nil, fmt.Errorf("%w: got %q, want %q", ErrBadMessage, m.Type, want)
+	}
+	return m, nil
+}
+
+// Binding ties signaling to one authenticated connection.
+func Binding(hubID, deviceID string, companionNonce, hubNonce []byte) []byte {
+	return fmt.Appendf(nil, "%s\x00%s\x00%x\x00%x", hubID, deviceID, companionNonce, hubNonce)
+}
+
+// AuthenticateToHub runs the computer's side: it proves its identity and
+// checks the box's against the pinned key. It returns the binding for
+// signed signaling.
+func AuthenticateToHub(c MsgConn, id *Identity, hubID string, hubKey ed25519.PublicKey, intent string) ([]byte, error) {
+	nc := NewNonce()
+	if err := sendLink(c, &LinkMessage{Type: "hello", DeviceID: id.ID(), Nonce: nc, Intent: intent}); err != nil {
+		return nil, err
+	}
+	ch, err := recvLink(c, "challenge")
+	if err != nil {
+		return nil, err
+	}
+	if ch.HubID != hubID || !VerifyChallenge(hubKey, ch.Sig, "hub", hubID, id.ID(), nc, ch.Nonce) {
+		return nil, errors.New("the box did not prove it holds the pinned key: this is not the box this computer paired with")
+	}
+	if err := sendLink(c, &LinkMessage{Type: "auth", Sig: SignChallenge(id.Key, "companion", hubID, id.ID(), nc, ch.Nonce)}); err != nil {
+		return nil, err
+	}
+	if _, err := recvLink(c, "welcome"); err != nil {
+		return nil, err
+	}
+	return Binding(hubID, id.ID(), nc, ch.Nonce), nil
+}
+
+// DeviceLookup finds a paired computer's pinned key; it returns a
+// *LinkError for computers that are unknown or revoked.
+type DeviceLookup func(deviceID string) (ed25519.PublicKey, error)
+
+// AuthenticateDevice runs the box's side and returns the device ID, the
+// intent and the binding.
+func AuthenticateDevice(c MsgConn, id *Identity, lookup DeviceLookup) (deviceID, intent string, binding []byte, err error) {
+	hello, err := recvLink(c, "hello")
+	if err != nil {
+		return "", "", nil, err
+	}
+	pub, err := lookup(hello.DeviceID)
+	if err != nil {
+		var le *LinkError
+		if errors.As(err, &le) {
+			_ = sendLink(c, &LinkMessage{Type: "error", Code: le.Code, Message: le.Msg})
+		}
+		return "", "", nil, err
+	}
+	nh := NewNonce()
+	if err := sendLink(c, &LinkMessage{Type: "challenge", HubID: id.ID(), Nonce: nh, Sig: SignChallenge(id.Key, "hub", id.ID(), hello.DeviceID, hello.Nonce, nh)}); err != nil {
+		return "", "", nil, err
+	}
+	auth, err := recvLink(c, "auth")
+	if err != nil {
+		return "", "", nil, err
+	}
+	if !VerifyChallenge(pub, auth.Sig, "companion", id.ID(), hello.DeviceID, hello.Nonce, nh) {
+		le := &LinkError{Code: "bad_signature", Msg: "the computer's signature does not match its pinned key"}
+		_ = sendLink(c, &LinkMessage{Type: "error", Code: le.Code, Message: le.Msg})
+		return "", "", nil, le
+	}
+	if err := sendLink(c, &LinkMessage{Type: "welcome"}); err != nil {
+		return "", "", nil, err
+	}
+	return hello.DeviceID, hello.Intent, Binding(id.ID(), hello.DeviceID, hello.Nonce, nh), nil
 }

@@ -1,0 +1,237 @@
+// Command lowkey is the box: it runs the hub and talks to a running hub
+// over its admin socket.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/hub"
+	"github.com/lowkeyhq/lowkey/internal/admin"
+)
+
+var version = "0.1.0-dev"
+
+const usage = `lowkey — the box
+
+Usage:
+  lowkey hub [--data DIR] [--listen ADDR] [--pages-listen ADDR] [--name NAME] [--no-mdns] [--session-memory BYTES]
+  lowkey pair-code [--data DIR] [--ttl DURATION]   open a pairing window and print its code
+  lowkey devices [--data DIR]                      list paired computers
+  lowkey devices revoke [--data DIR] ID            unpair a computer now
+  lowkey token [--data DIR]                        print a bearer token for the HTTP API
+  lowkey bench link [--json]                       raw pion vs the Lowkey link, side by side
+  lowkey demo [--once]                             a hub, a paired companion on this machine, sys.info
+
+The data directory is --data, else $LOWKEY_DATA, else ~/.local/share/lowkey.
+Admin commands talk to the running hub over DIR/hub.sock.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd, args := os.Args[1], os.Args[2:]
+	var err error
+	switch cmd {
+	case "hub":
+		err = runHub(args)
+	case "pair-code":
+		err = runPairCode(args)
+	case "devices":
+		err = runDevices(args)
+	case "token":
+		err = runToken(args)
+	case "bench":
+		err = runBench(args)
+	case "demo":
+		err = runDemo(args)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return
+	case "version", "--version":
+		fmt.Println("lowkey", version)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "lowkey: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lowkey:", err)
+		os.Exit(1)
+	}
+}
+
+func defaultData() string {
+	if d := os.Getenv("LOWKEY_DATA"); d != "" {
+		return d
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ".lowkey"
+	}
+	return filepath.Join(home, ".local", "share", "lowkey")
+}
+
+func newFlags(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func logger() *slog.Logger {
+	level := slog.LevelInfo
+	if os.Getenv("LOWKEY_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func runHub(args []string) error {
+	fs := newFlags("hub", "lowkey hub [flags]")
+	var cfg hub.Config
+	fs.StringVar(&cfg.DataDir, "data", defaultData(), "data directory (store, identity, hub.sock)")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7780", "web app and API address")
+	fs.StringVar(&cfg.PagesListen, "pages-listen", "127.0.0.1:7781", "published pages address (their own origin)")
+	fs.StringVar(&cfg.Name, "name", "", "the box's name on the LAN (default: host name)")
+	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not advertise on the LAN")
+	fs.Int64Var(&cfg.SessionMemory, "session-memory", 512<<20, "default memory budget of a session, in bytes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("hub takes no arguments, got %q", fs.Args())
+	}
+	cfg.Version, cfg.Logger = version, logger()
+	h, err := hub.Start(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Lowkey hub is ready: %s\n", h.URL())
+	ctx, stop := signalContext()
+	defer stop()
+	<-ctx.Done()
+	fmt.Println("stopping")
+	return h.Close()
+}
+
+func adminClient(fs *flag.FlagSet, args []string) (*admin.Client, error) {
+	data := fs.String("data", defaultData(), "data directory of the running hub")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return admin.New(hub.SocketPath(*data)), nil
+}
+
+func runPairCode(args []string) error {
+	fs := newFlags("pair-code", "lowkey pair-code [--data DIR] [--ttl DURATION]")
+	ttl := fs.Duration("ttl", 5*time.Minute, "how long the code stays valid (at most 5m)")
+	c, err := adminClient(fs, args)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Code      string    `json:"code"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if err := c.Do("POST", "/admin/pair-code?ttl="+ttl.String(), nil, &out); err != nil {
+		return err
+	}
+	fmt.Printf("Pairing code: %s (valid until %s, %s from now)\n", out.Code, out.ExpiresAt.Local().Format("15:04:05"), time.Until(out.ExpiresAt).Round(time.Second))
+	fmt.Printf("On the computer: lowkey-companion pair --code %s\n", out.Code)
+	return nil
+}
+
+func runDevices(args []string) error {
+	if len(args) > 0 && args[0] == "revoke" {
+		fs := newFlags("devices revoke", "lowkey devices revoke [--data DIR] ID")
+		c, err := adminClient(fs, args[1:])
+		if err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return errors.New("devices revoke takes one device ID (see \"lowkey devices\")")
+		}
+		if err := c.Do("DELETE", "/api/v1/devices/"+fs.Arg(0), nil, nil); err != nil {
+			return err
+		}
+		fmt.Printf("revoked %s: its link is closed and it cannot connect again\n", fs.Arg(0))
+		return nil
+	}
+	fs := newFlags("devices", "lowkey devices [--data DIR] | lowkey devices revoke ID")
+	c, err := adminClient(fs, args)
+	if err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unknown devices subcommand %q (try \"revoke ID\")", fs.Arg(0))
+	}
+	var ds []hub.DeviceView
+	if err := c.Do("GET", "/api/v1/devices", nil, &ds); err != nil {
+		return err
+	}
+	printDevices(os.Stdout, ds)
+	return nil
+}
+
+func printDevices(w io.Writer, ds []hub.DeviceView) {
+	if len(ds) == 0 {
+		fmt.Fprintln(w, "no paired computers: run \"lowkey pair-code\" to pair one")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tONLINE\tRTT\tPLATFORM\tLAST SEEN")
+	for _, d := range ds {
+		online, rtt := "no", "-"
+		if d.Online {
+			online = "yes"
+		}
+		if d.RTTMillis != nil {
+			rtt = strconv.FormatFloat(*d.RTTMillis, 'f', 2, 64) + " ms"
+		}
+		seen := "never"
+		if !d.LastSeen.IsZero() {
+			seen = d.LastSeen.Local().Format("2006-01-02 15:04:05")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Name, online, rtt, d.Platform, seen)
+	}
+	tw.Flush()
+}
+
+func runToken(args []string) error {
+	fs := newFlags("token", "lowkey token [--data DIR]")
+	c, err := adminClient(fs, args)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Token string `json:"token"`
+	}
+	if err := c.Do("GET", "/admin/token", nil, &out); err != nil {
+		return err
+	}
+	fmt.Println(out.Token)
+	return nil
+}

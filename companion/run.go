@@ -1,0 +1,246 @@
+package companion
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/pairing"
+)
+
+// Config is everything the companion's run loop needs; flags map onto it.
+type Config struct {
+	State State
+	// BrowserPath chooses the Chromium binary (default: the system one).
+	BrowserPath string
+	// NoMDNS stops re-finding the box on the LAN when its address fails.
+	NoMDNS bool
+	// LoopbackICE keeps WebRTC on loopback (tests, the demo).
+	LoopbackICE bool
+	Version     string
+	Logger      *slog.Logger
+}
+
+// Status is what "lowkey-companion status" shows.
+type Status struct {
+	PID       int       `json:"pid"`
+	Hub       string    `json:"hub"`
+	HubID     string    `json:"hub_id"`
+	Addr      string    `json:"addr"`
+	Link      string    `json:"link"` // connecting, online, offline, unpaired, stopped
+	Since     time.Time `json:"since"`
+	LastError string    `json:"last_error,omitempty"`
+	Grants    []string  `json:"grants"`
+}
+
+// Runner keeps the link to the pinned box up.
+type Runner struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	status Status
+	// linkUp is signalled each time a link comes up (tests).
+	linkUp chan struct{}
+}
+
+// NewRunner prepares a run loop.
+func NewRunner(cfg Config) *Runner {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	return &Runner{cfg: cfg, log: cfg.Logger, linkUp: make(chan struct{}, 16)}
+}
+
+// LinkUp is signalled each time the link comes up.
+func (r *Runner) LinkUp() <-chan struct{} { return r.linkUp }
+
+// Status is the loop's current state.
+func (r *Runner) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+func (r *Runner) setStatus(link string, err error) {
+	r.mu.Lock()
+	if r.status.Link != link {
+		r.status.Since = time.Now().UTC()
+	}
+	r.status.Link = link
+	r.status.LastError = ""
+	if err != nil {
+		r.status.LastError = err.Error()
+	}
+	r.status.PID = os.Getpid()
+	if r.status.Grants == nil {
+		r.status.Grants = []string{}
+	}
+	s := r.status
+	r.mu.Unlock()
+	b, _ := json.MarshalIndent(s, "", "  ")
+	if err := pairing.WriteFileAtomic(r.cfg.State.path("status.json"), b); err != nil {
+		r.log.Debug("could not write status", "err", err)
+	}
+}
+
+// ReadStatus reads what a running companion last reported.
+func ReadStatus(st State) (*Status, error) {
+	b, err := os.ReadFile(st.path("status.json"))
+	if err != nil {
+		return nil, err
+	}
+	var s Status
+	return &s, json.Unmarshal(b, &s)
+}
+
+// Run keeps the link up until ctx ends (nil) or the box says this computer
+// was unpaired (an error matching pairing.ErrRevoked).
+func (r *Runner) Run(ctx context.Context) error {
+	id, err := r.cfg.State.Identity()
+	if err != nil {
+		return err
+	}
+	hub, err := r.cfg.State.Hub()
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.status = Status{Hub: hub.Peer.Name, HubID: hub.Peer.ID, Addr: hub.Addr}
+	r.mu.Unlock()
+	defer func() {
+		if ctx.Err() != nil {
+			r.setStatus("stopped", nil)
+		}
+	}()
+	handler := devicectl.SysHandler(r.cfg.Version, r.cfg.BrowserPath)
+	failures := 0
+	for {
+		r.setStatus("connecting", nil)
+		start := time.Now()
+		err := r.linkOnce(ctx, id, hub, handler)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, pairing.ErrRevoked) {
+			r.setStatus("unpaired", err)
+			r.log.Error("the box refused this computer", "err", err)
+			return err
+		}
+		r.setStatus("offline", err)
+		r.log.Warn("link down", "hub", hub.Addr, "err", err)
+		if time.Since(start) > 30*time.Second {
+			failures = 0
+		}
+		failures++
+		if failures%3 == 0 && !r.cfg.NoMDNS {
+			r.rediscover(ctx, hub)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff(failures)):
+		}
+	}
+}
+
+// backoff grows from 100 ms, jittered, and stays at most a second for the
+// first attempts so a restarted box is found again within a few seconds.
+func backoff(n int) time.Duration {
+	d := 100 * time.Millisecond << min(n-1, 10)
+	limit := time.Second
+	if n > 30 {
+		limit = 15 * time.Second
+	}
+	d = min(d, limit)
+	return d/2 + rand.N(d/2+1)
+}
+
+// rediscover looks for the pinned box on the LAN, by its key fingerprint
+// prefix, in case its address changed. The link itself authenticates it.
+func (r *Runner) rediscover(ctx context.Context, hub *HubRecord) {
+	found, err := pairing.Browse(ctx, 2*time.Second)
+	if err != nil {
+		r.log.Debug("mDNS browse failed", "err", err)
+		return
+	}
+	want := pairing.KeyFingerprintPrefix(hub.Peer.PublicKey)
+	for _, f := range found {
+		if f.KeyPrefix == want && f.Addr != hub.Addr {
+			r.log.Info("found the box at a new address", "old", hub.Addr, "new", f.Addr)
+			hub.Addr = f.Addr
+			if err := r.cfg.State.SaveHub(hub); err != nil {
+				r.log.Warn("could not save the new address", "err", err)
+			}
+			r.mu.Lock()
+			r.status.Addr = f.Addr
+			r.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRecord, handler devicectl.Handler) error {
+	c, err := dial(ctx, hub.Addr, "/api/v1/link", devicectl.MaxSignalSize)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.WS.SetReadDeadline(time.Now().Add(10 * time.Second))
+	binding, err := pairing.AuthenticateToHub(c, id, hub.Peer.ID, hub.Peer.PublicKey, "link")
+	if err != nil {
+		return err
+	}
+	_ = c.WS.SetReadDeadline(time.Time{})
+	sig := &devicectl.SignedSignaler{T: c, Key: id.Key, PeerKey: hub.Peer.PublicKey, Role: "companion", PeerRole: "hub", Binding: binding}
+	setup, cancel := context.WithTimeout(ctx, 15*time.Second)
+	conn, err := devicectl.Answer(setup, devicectl.PeerConfig{
+		Identity: id, PeerFingerprint: hub.Peer.Fingerprint, LoopbackOnly: r.cfg.LoopbackICE,
+		Logger: r.log, Link: devicectl.LinkConfig{Handler: handler},
+	}, sig)
+	cancel()
+	if conn == nil {
+		return err
+	}
+	defer func() {
+		conn.Close()
+		_ = c.Close()
+		conn.Wait()
+	}()
+	if err != nil {
+		return revokedOr(err)
+	}
+	r.setStatus("online", nil)
+	r.log.Info("link up", "hub", hub.Peer.Name, "addr", hub.Addr)
+	select {
+	case r.linkUp <- struct{}{}:
+	default:
+	}
+	select {
+	case <-conn.Done():
+		return revokedOr(conn.Err())
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func revokedOr(err error) error {
+	var bye *devicectl.ByeError
+	if errors.As(err, &bye) && bye.Reason == "revoked" {
+		return &pairing.LinkError{Code: "revoked", Msg: bye.Error()}
+	}
+	if errors.As(err, &bye) {
+		return fmt.Errorf("the box ended the link: %w", err)
+	}
+	return err
+}

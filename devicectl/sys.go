@@ -1,0 +1,109 @@
+package devicectl
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+)
+
+// MaxEcho bounds sys.echo.
+const MaxEcho = 64 << 20
+
+// Availability says whether a computer can offer a capability, and why not.
+type Availability struct {
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
+	Detail    string `json:"detail,omitempty"`
+}
+
+// Info is the answer to sys.info.
+type Info struct {
+	Hostname     string                      `json:"hostname"`
+	OS           string                      `json:"os"`
+	Arch         string                      `json:"arch"`
+	Version      string                      `json:"companion_version"`
+	Capabilities map[Capability]Availability `json:"capabilities"`
+}
+
+// EchoResult is the description of sys.echo's answer; the bytes travel as
+// the result's blob.
+type EchoResult struct {
+	Bytes  int    `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+// Probe finds what this computer can offer.
+func Probe(browserPath string) map[Capability]Availability {
+	caps := map[Capability]Availability{}
+	if p := FindBrowser(browserPath); p != "" {
+		caps[CapBrowser] = Availability{Available: false, Detail: p, Reason: "browser control is not built into this version yet (Chromium found at " + p + ")"}
+	} else {
+		caps[CapBrowser] = Availability{Reason: "no Chromium or Chrome found: install chromium or pass --browser PATH"}
+	}
+	switch {
+	case runtime.GOOS != "linux":
+		caps[CapDesktop] = Availability{Reason: "desktop control is not supported on " + runtime.GOOS + " yet"}
+	case os.Getenv("DISPLAY") == "":
+		caps[CapDesktop] = Availability{Reason: "no X display: DISPLAY is not set (pass --display :N)"}
+	default:
+		caps[CapDesktop] = Availability{Reason: "desktop control is not built into this version yet (display " + os.Getenv("DISPLAY") + ")"}
+	}
+	return caps
+}
+
+// FindBrowser returns the Chromium to use: the given path if it exists,
+// else the first system browser found. It never downloads one.
+func FindBrowser(given string) string {
+	if given != "" {
+		if p, err := exec.LookPath(given); err == nil {
+			return p
+		}
+		return ""
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// SysHandler serves the sys.* actions.
+func SysHandler(version, browserPath string) Handler {
+	return func(ctx context.Context, req *Request) (*Result, error) {
+		switch req.Action {
+		case "sys.info":
+			host, _ := os.Hostname()
+			b, err := json.Marshal(Info{Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: version, Capabilities: Probe(browserPath)})
+			return &Result{JSON: b}, err
+		case "sys.echo":
+			var a struct {
+				Bytes int `json:"bytes"`
+			}
+			if len(req.Args) > 0 {
+				if err := json.Unmarshal(req.Args, &a); err != nil {
+					return nil, &ActionError{Code: "bad_args", Message: "sys.echo takes {\"bytes\": N}"}
+				}
+			}
+			if a.Bytes < 0 || a.Bytes > MaxEcho {
+				return nil, &ActionError{Code: "bad_args", Message: fmt.Sprintf("sys.echo: bytes must be between 0 and %d", MaxEcho)}
+			}
+			blob := make([]byte, a.Bytes)
+			for i := range min(len(blob), 256) {
+				blob[i] = byte(i)
+			}
+			for n := 256; n < len(blob); n *= 2 {
+				copy(blob[n:], blob[:n])
+			}
+			sum := sha256.Sum256(blob)
+			b, _ := json.Marshal(EchoResult{Bytes: a.Bytes, SHA256: hex.EncodeToString(sum[:])})
+			return &Result{JSON: b, Blob: blob}, nil
+		}
+		return nil, &ActionError{Code: "unknown_action", Message: "this computer does not know the action " + req.Action}
+	}
+}

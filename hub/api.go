@@ -1,0 +1,318 @@
+package hub
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/pairing"
+	"github.com/lowkeyhq/lowkey/sessions"
+)
+
+// routes is the whole HTTP surface in one table. The admin socket serves
+// the same API as the owner, plus what only the box itself may do.
+func (h *Hub) routes(admin bool) http.Handler {
+	mux := http.NewServeMux()
+	api := map[string]http.HandlerFunc{
+		"POST /api/v1/pairing/codes":                          h.postPairingCode(false),
+		"GET /api/v1/devices":                                 h.getDevices,
+		"DELETE /api/v1/devices/{id}":                         h.deleteDevice,
+		"POST /api/v1/sessions":                               h.postSession,
+		"GET /api/v1/sessions/{id}":                           h.getSession,
+		"POST /api/v1/sessions/{id}/devices/{device}/actions": h.postAction,
+		"GET /metrics":                                        h.getMetrics,
+	}
+	for pattern, fn := range api {
+		mux.Handle(pattern, h.owner(admin, fn))
+	}
+	if admin {
+		mux.HandleFunc("POST /admin/pair-code", h.postPairingCode(true))
+		mux.HandleFunc("GET /admin/token", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"token": h.token})
+		})
+		return mux
+	}
+	// These authenticate by pairing code and by pinned keys, not by token.
+	mux.HandleFunc("GET /api/v1/pair", h.handlePair)
+	mux.HandleFunc("GET /api/v1/link", h.handleLink)
+	mux.HandleFunc("GET /{$}", h.getIndex)
+	return securityHeaders(mux)
+}
+
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("X-Frame-Options", "DENY")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// owner admits the box owner: anyone on the admin socket, or a request
+// with the bearer token.
+func (h *Hub) owner(admin bool, next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !admin {
+			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(h.token)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="lowkey"`)
+				writeError(w, http.StatusUnauthorized, "unauthorized", "a bearer token is required: run \"lowkey token\" on the box")
+				return
+			}
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+		next(w, r)
+	})
+}
+
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]apiError{"error": {Code: code, Message: msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// readJSON decodes a request body strictly; an empty body is {}.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if errors.Is(err, io.EOF) {
+		return true
+	}
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the JSON object")
+	}
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the request body is too large")
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "bad_json", "the request body is not valid JSON for this call: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (h *Hub) postPairingCode(fromBox bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ttl := pairing.WindowTTL
+		if s := r.URL.Query().Get("ttl"); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 || d > pairing.WindowTTL {
+				writeError(w, http.StatusBadRequest, "bad_ttl", "ttl must be a duration up to 5m, like 90s")
+				return
+			}
+			ttl = d
+		}
+		code, exp, err := h.window.Open(ttl, fromBox)
+		if errors.Is(err, pairing.ErrLocked) {
+			writeError(w, http.StatusTooManyRequests, "pairing_locked", err.Error())
+			return
+		}
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "internal", "could not make a code")
+			return
+		}
+		h.log.Info("pairing window open", "expires", exp.Format(time.RFC3339), "from_box", fromBox)
+		writeJSON(w, http.StatusCreated, map[string]any{"code": pairing.FormatCode(code), "expires_at": exp.UTC()})
+	}
+}
+
+func (h *Hub) getDevices(w http.ResponseWriter, r *http.Request) {
+	ds, err := h.Devices()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not read devices")
+		return
+	}
+	writeJSON(w, http.StatusOK, ds)
+}
+
+func (h *Hub) deleteDevice(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	err := h.Revoke(id, "revoked by the owner")
+	if errors.Is(err, ErrNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(id))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not revoke")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": true})
+}
+
+func (h *Hub) postSession(w http.ResponseWriter, r *http.Request) {
+	var req sessions.NewRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	s, err := sessions.New(req, h.cfg.SessionMemory)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if err := h.store.Put("session/"+s.ID, s); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not save the session")
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"id": s.ID})
+}
+
+func (h *Hub) session(w http.ResponseWriter, id string) *sessions.Session {
+	var s sessions.Session
+	if err := h.store.Get("session/"+id, &s); err != nil {
+		writeError(w, http.StatusNotFound, "not_found", "no session "+strconv.Quote(id))
+		return nil
+	}
+	return &s
+}
+
+func (h *Hub) getSession(w http.ResponseWriter, r *http.Request) {
+	if s := h.session(w, r.PathValue("id")); s != nil {
+		writeJSON(w, http.StatusOK, s)
+	}
+}
+
+type actionRequest struct {
+	Action    string          `json:"action"`
+	Args      json.RawMessage `json:"args"`
+	TimeoutMS int64           `json:"timeout_ms"`
+}
+
+type actionResponse struct {
+	Action     string          `json:"action"`
+	Device     string          `json:"device"`
+	Result     json.RawMessage `json:"result"`
+	Data       string          `json:"data_base64,omitempty"`
+	DataBytes  int             `json:"data_bytes"`
+	DurationMS float64         `json:"duration_ms"`
+}
+
+func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
+	s := h.session(w, r.PathValue("id"))
+	if s == nil {
+		return
+	}
+	var req actionRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	devID := r.PathValue("device")
+	capability, known := devicectl.Lookup(req.Action)
+	switch {
+	case req.Action == "":
+		writeError(w, http.StatusBadRequest, "bad_request", "action is required, like \"sys.info\"")
+		return
+	case !known:
+		writeError(w, http.StatusBadRequest, "unknown_action", "unknown action "+strconv.Quote(req.Action))
+		return
+	case !devicectl.Implemented(req.Action):
+		writeError(w, http.StatusNotImplemented, "not_implemented", fmt.Sprintf("%s needs %s control, which this version of Lowkey does not have yet", req.Action, capability))
+		return
+	case req.TimeoutMS < 0 || req.TimeoutMS > 600_000:
+		writeError(w, http.StatusBadRequest, "bad_request", "timeout_ms must be between 0 and 600000")
+		return
+	}
+	d, err := h.device(devID)
+	if err != nil || d.Revoked {
+		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(devID))
+		return
+	}
+	timeout := 30 * time.Second
+	if req.TimeoutMS > 0 {
+		timeout = time.Duration(req.TimeoutMS) * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	start := time.Now()
+	res, err := h.Call(ctx, devID, req.Action, s.ID, req.Args)
+	if err != nil {
+		h.actionError(w, err)
+		return
+	}
+	out := actionResponse{Action: req.Action, Device: devID, Result: res.JSON, DataBytes: len(res.Blob), DurationMS: float64(time.Since(start).Microseconds()) / 1000}
+	if out.Result == nil {
+		out.Result = json.RawMessage("{}")
+	}
+	if len(res.Blob) > 0 {
+		out.Data = base64.StdEncoding.EncodeToString(res.Blob)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Hub) actionError(w http.ResponseWriter, err error) {
+	var ae *devicectl.ActionError
+	switch {
+	case errors.Is(err, errOffline), errors.Is(err, devicectl.ErrLinkClosed):
+		writeError(w, http.StatusConflict, "device_offline", err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusGatewayTimeout, "timeout", "the computer did not answer in time")
+	case errors.Is(err, context.Canceled):
+		writeError(w, http.StatusConflict, "cancelled", "the action was cancelled")
+	case errors.As(err, &ae) && ae.Code == "bad_args":
+		writeError(w, http.StatusBadRequest, ae.Code, ae.Message)
+	case errors.As(err, &ae):
+		writeError(w, http.StatusBadGateway, ae.Code, ae.Message)
+	default:
+		writeError(w, http.StatusBadGateway, "link_error", err.Error())
+	}
+}
+
+func (h *Hub) getMetrics(w http.ResponseWriter, r *http.Request) {
+	ds, _ := h.Devices()
+	online := 0
+	var b strings.Builder
+	b.WriteString("# HELP lowkey_link_rtt_seconds Round trip of each online computer's link.\n# TYPE lowkey_link_rtt_seconds gauge\n")
+	for _, d := range ds {
+		if d.Online {
+			online++
+			if d.RTTMillis != nil {
+				fmt.Fprintf(&b, "lowkey_link_rtt_seconds{device=%q} %g\n", d.ID, *d.RTTMillis/1000)
+			}
+		}
+	}
+	_, _, _, total, locked := h.window.State()
+	fmt.Fprintf(&b, "# HELP lowkey_devices_paired Paired computers.\n# TYPE lowkey_devices_paired gauge\nlowkey_devices_paired %d\n", len(ds))
+	fmt.Fprintf(&b, "# HELP lowkey_devices_online Computers with a live link.\n# TYPE lowkey_devices_online gauge\nlowkey_devices_online %d\n", online)
+	fmt.Fprintf(&b, "# HELP lowkey_pairing_failures Wrong pairing attempts since pairing was last reopened on the box.\n# TYPE lowkey_pairing_failures gauge\nlowkey_pairing_failures %d\n", total)
+	l := 0
+	if locked {
+		l = 1
+	}
+	fmt.Fprintf(&b, "# HELP lowkey_pairing_locked 1 while pairing is locked.\n# TYPE lowkey_pairing_locked gauge\nlowkey_pairing_locked %d\n", l)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	_, _ = io.WriteString(w, b.String())
+}
+
+func (h *Hub) getIndex(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	fmt.Fprintf(w, `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Lowkey · %[1]s</title></head><body><h1>Lowkey · %[1]s</h1>
+<p>The box is running. The chat web app is not built yet; the HTTP API is at <code>/api/v1</code> (run <code>lowkey token</code> on the box for a token).</p>
+<p>Pair a computer: run <code>lowkey pair-code</code> on the box, then <code>lowkey-companion pair --hub %[2]s --code CODE</code> on the computer.</p>
+</body></html>`, htmlEscape(h.cfg.Name), htmlEscape(r.Host))
+}
+
+func htmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "'", "&#39;").Replace(s)
+}

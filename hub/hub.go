@@ -1,0 +1,230 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/pairing"
+)
+
+// Config is everything the hub needs; flags map onto it one to one.
+type Config struct {
+	// DataDir holds the store, the identity and hub.sock.
+	DataDir string
+	// Listen is the web app and API address (default 127.0.0.1:7780).
+	Listen string
+	// PagesListen is the published pages' own origin (default 127.0.0.1:7781).
+	PagesListen string
+	// Name is how the box shows itself on the LAN and to companions.
+	Name string
+	// NoMDNS turns off the LAN advertisement.
+	NoMDNS bool
+	// SessionMemory is the default memory budget of a session, in bytes.
+	SessionMemory int64
+	// LoopbackICE keeps WebRTC on loopback (tests, the demo).
+	LoopbackICE bool
+	// Version is reported in mDNS and the API.
+	Version string
+	Logger  *slog.Logger
+}
+
+func (c *Config) fill() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:7780"
+	}
+	if c.PagesListen == "" {
+		c.PagesListen = "127.0.0.1:7781"
+	}
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+		if c.Name == "" {
+			c.Name = "lowkey"
+		}
+	}
+	if c.SessionMemory == 0 {
+		c.SessionMemory = 512 << 20
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Hub is a running box.
+type Hub struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *Store
+	id     *pairing.Identity
+	token  string
+	window *pairing.Window
+
+	ln, adminLn net.Listener
+	srv, admin  *http.Server
+	advert      *pairing.Advert
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	links map[string]*live
+}
+
+// SocketPath is where the admin socket of a data dir lives.
+func SocketPath(dataDir string) string { return filepath.Join(dataDir, "hub.sock") }
+
+// Start opens the store, listens, and serves until Close.
+func Start(cfg Config) (*Hub, error) {
+	cfg.fill()
+	if cfg.DataDir == "" {
+		return nil, errors.New("no data directory given")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	h := &Hub{cfg: cfg, log: cfg.Logger, links: map[string]*live{}}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	ok := false
+	defer func() {
+		if !ok {
+			h.Close()
+		}
+	}()
+	var err error
+	if h.store, err = OpenStore(filepath.Join(cfg.DataDir, "store"), h.log); err != nil {
+		return nil, err
+	}
+	if h.id, err = pairing.LoadOrCreateIdentity(filepath.Join(cfg.DataDir, "identity.json")); err != nil {
+		return nil, err
+	}
+	if h.token, err = h.loadToken(); err != nil {
+		return nil, err
+	}
+	var fails pairingFailures
+	_ = h.store.Get("meta/pairing_failures", &fails)
+	h.window = pairing.NewWindow(fails.Total, func(total int, locked bool) {
+		if err := h.store.Put("meta/pairing_failures", pairingFailures{Total: total, Locked: locked}); err != nil {
+			h.log.Error("could not save the pairing failure count", "err", err)
+		}
+	})
+	if h.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	// The store's lock is ours, so a leftover socket is from a hub that died.
+	sock := SocketPath(cfg.DataDir)
+	_ = os.Remove(sock)
+	if h.adminLn, err = net.Listen("unix", sock); err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	h.srv = &http.Server{Handler: h.routes(false), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
+	h.admin = &http.Server{Handler: h.routes(true), ReadHeaderTimeout: 10 * time.Second}
+	h.wg.Add(2)
+	go func() { defer h.wg.Done(); _ = h.srv.Serve(h.ln) }()
+	go func() { defer h.wg.Done(); _ = h.admin.Serve(h.adminLn) }()
+	if !cfg.NoMDNS {
+		h.startMDNS()
+	}
+	ok = true
+	h.log.Info("hub ready", "url", h.URL(), "id", h.id.ID(), "data", cfg.DataDir)
+	return h, nil
+}
+
+type pairingFailures struct {
+	Total  int  `json:"total"`
+	Locked bool `json:"locked"`
+}
+
+func (h *Hub) startMDNS() {
+	tcp := h.ln.Addr().(*net.TCPAddr)
+	if tcp.IP.IsLoopback() {
+		h.log.Info("not advertised on the LAN: the hub listens on loopback only (use --listen 0.0.0.0:7780 to be found)")
+		return
+	}
+	a, err := pairing.Advertise(h.cfg.Name, tcp.IP, tcp.Port, h.cfg.Version, pairing.KeyFingerprintPrefix(h.id.Public()))
+	if err != nil {
+		h.log.Warn("mDNS advertisement failed; companions can still use --hub", "err", err)
+		return
+	}
+	h.advert = a
+	h.log.Info("advertised on the LAN", "service", pairing.ServiceType, "name", h.cfg.Name)
+}
+
+func (h *Hub) loadToken() (string, error) {
+	var tok string
+	err := h.store.Get("meta/token", &tok)
+	if err == nil && tok != "" {
+		return tok, nil
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return "", err
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	tok = base64.RawURLEncoding.EncodeToString(b)
+	return tok, h.store.Put("meta/token", tok)
+}
+
+// URL is the web app's address.
+func (h *Hub) URL() string {
+	a := h.ln.Addr().(*net.TCPAddr)
+	host := a.IP.String()
+	if a.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(a.Port))
+}
+
+// Identity is the box's identity.
+func (h *Hub) Identity() *pairing.Identity { return h.id }
+
+// Token is the owner's bearer token.
+func (h *Hub) Token() string { return h.token }
+
+// Close stops serving, ends every link and closes the store.
+func (h *Hub) Close() error {
+	h.cancel()
+	h.advert.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if h.srv != nil {
+		_ = h.srv.Shutdown(ctx)
+	}
+	if h.admin != nil {
+		_ = h.admin.Shutdown(ctx)
+	}
+	if h.ln != nil {
+		_ = h.ln.Close()
+	}
+	if h.adminLn != nil {
+		_ = h.adminLn.Close()
+	}
+	h.mu.Lock()
+	for _, l := range h.links {
+		l.end()
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+	if h.store != nil {
+		return h.store.Close()
+	}
+	return nil
+}

@@ -1,0 +1,143 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/internal/wsconn"
+	"github.com/lowkeyhq/lowkey/pairing"
+)
+
+var upgrader = websocket.Upgrader{
+	ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10,
+	// Companions are not browsers; a browser page gets no say here.
+	CheckOrigin: func(r *http.Request) bool { return r.Header.Get("Origin") == "" },
+}
+
+// handleLink authenticates a computer by its pinned key, then brokers the
+// WebRTC link to it and keeps it until either side ends it.
+func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	h.wg.Add(1)
+	defer h.wg.Done()
+	c := wsconn.New(ws, devicectl.MaxSignalSize)
+	defer c.Close()
+	_ = ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+	devID, intent, binding, err := pairing.AuthenticateDevice(c, h.id, h.lookup)
+	if err != nil {
+		h.log.Info("link refused", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	_ = ws.SetReadDeadline(time.Time{})
+	if intent == "unpair" {
+		if err := h.Revoke(devID, "unpaired from the computer"); err != nil {
+			h.log.Warn("unpair", "device", devID, "err", err)
+		}
+		_ = c.WriteJSON(pairing.LinkMessage{Type: "done"})
+		return
+	}
+	d, err := h.device(devID)
+	if err != nil {
+		return
+	}
+	sig := &devicectl.SignedSignaler{T: c, Key: h.id.Key, PeerKey: d.Peer.PublicKey, Role: "hub", PeerRole: "companion", Binding: binding}
+	ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
+	conn, err := devicectl.Offer(ctx, devicectl.PeerConfig{
+		Identity: h.id, PeerFingerprint: d.Peer.Fingerprint, LoopbackOnly: h.cfg.LoopbackICE,
+		Logger: h.log.With("device", devID),
+	}, sig)
+	cancel()
+	if err != nil {
+		h.log.Warn("link set-up failed", "device", devID, "err", err)
+		if conn != nil {
+			conn.Close()
+			_ = c.Close()
+			conn.Wait()
+		}
+		return
+	}
+	l := &live{conn: conn, ws: c, since: time.Now()}
+	l.seen.Store(time.Now().UnixNano())
+	h.mu.Lock()
+	old := h.links[devID]
+	h.links[devID] = l
+	h.mu.Unlock()
+	if old != nil {
+		old.end()
+	}
+	h.log.Info("device online", "device", devID, "name", d.Peer.Name)
+	go h.describe(devID, l)
+	h.keepAlive(l)
+	h.mu.Lock()
+	if h.links[devID] == l {
+		delete(h.links, devID)
+	}
+	h.mu.Unlock()
+	l.end()
+	conn.Wait()
+	h.touch(devID, time.Unix(0, l.seen.Load()))
+	h.log.Info("device offline", "device", devID, "why", conn.Err())
+}
+
+// keepAlive measures the link's round trip until the link ends.
+func (h *Hub) keepAlive(l *live) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+		d, err := l.conn.Link.Ping(ctx)
+		cancel()
+		if err == nil {
+			l.rtt.Store(int64(d))
+			l.seen.Store(time.Now().UnixNano())
+		}
+		select {
+		case <-t.C:
+		case <-l.conn.Done():
+			return
+		case <-h.ctx.Done():
+			return
+		}
+	}
+}
+
+// describe asks a fresh link what the computer offers.
+func (h *Hub) describe(id string, l *live) {
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	res, err := l.conn.Link.Call(ctx, "sys.info", "", nil)
+	if err != nil {
+		return
+	}
+	var info devicectl.Info
+	if json.Unmarshal(res.JSON, &info) != nil {
+		return
+	}
+	d, err := h.device(id)
+	if err != nil || d.Revoked {
+		return
+	}
+	caps, _ := json.Marshal(info.Capabilities)
+	d.Platform, d.Capabilities, d.LastSeen = info.OS+"/"+info.Arch, caps, time.Now().UTC()
+	_ = h.store.Put(deviceKey(id), d)
+}
+
+func (h *Hub) touch(id string, seen time.Time) {
+	d, err := h.device(id)
+	if err != nil || d.Revoked {
+		return
+	}
+	d.LastSeen = seen.UTC()
+	if err := h.store.Put(deviceKey(id), d); err != nil && !errors.Is(err, ErrNotFound) {
+		h.log.Warn("could not save last seen", "device", id, "err", err)
+	}
+}

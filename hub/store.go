@@ -1,0 +1,126 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// ErrNotFound is a missing key.
+var ErrNotFound = errors.New("not found")
+
+// Store is the hub's state in an embedded Badger database: synchronous
+// writes (an acknowledged write survives a crash), small memtables for a
+// small box, and value-log GC on a timer.
+type Store struct {
+	db   *badger.DB
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// OpenStore opens the store in dir. Badger allows one process per
+// directory; a second hub gets a clear error instead of Badger's.
+func OpenStore(dir string, log *slog.Logger) (*Store, error) {
+	opts := badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithValueLogFileSize(64 << 20).
+		WithBlockCacheSize(16 << 20).
+		WithLogger(badgerLogger{log})
+	db, err := badger.Open(opts)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("another hub is already using the data directory %s: stop it first, or give this one its own --data", dir)
+		}
+		return nil, fmt.Errorf("open store in %s: %w", dir, err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	s := &Store{db: db, stop: stop}
+	s.wg.Add(1)
+	go s.gcLoop(ctx, 10*time.Minute)
+	return s, nil
+}
+
+func (s *Store) gcLoop(ctx context.Context, every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+// Close stops GC and closes the database.
+func (s *Store) Close() error {
+	s.stop()
+	s.wg.Wait()
+	return s.db.Close()
+}
+
+// Put stores v as JSON under key.
+func (s *Store) Put(key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(key), b) })
+}
+
+// Get loads the JSON at key into v.
+func (s *Store) Get(key string, v any) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte(key))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+	})
+}
+
+// Delete removes key.
+func (s *Store) Delete(key string) error {
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(key)) })
+}
+
+// Each calls fn with the raw JSON of every key under prefix, in key order.
+func (s *Store) Each(prefix string, fn func(key string, raw []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: true, PrefetchSize: 32})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			if err := item.Value(func(b []byte) error { return fn(string(item.Key()), b) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), "part", "store")
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), "part", "store")
+}
+func (b badgerLogger) Infof(string, ...any)  {}
+func (b badgerLogger) Debugf(string, ...any) {}

@@ -1,0 +1,82 @@
+// Package admin is the client side of the hub's admin socket, used by the
+// lowkey commands on the box.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// ErrNoHub means nothing answers on the socket.
+var ErrNoHub = errors.New("no hub is running")
+
+// Client talks to one hub over DIR/hub.sock.
+type Client struct {
+	Socket string
+	http   *http.Client
+}
+
+// New returns a client for the socket path.
+func New(socket string) *Client {
+	return &Client{Socket: socket, http: &http.Client{
+		Timeout: 60 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}},
+	}}
+}
+
+// Do calls method path and decodes the JSON answer into out.
+func (c *Client) Do(method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequest(method, "http://hub"+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if _, statErr := os.Stat(c.Socket); statErr != nil || isRefused(err) {
+			return fmt.Errorf("%w (no socket answers at %s): start one with \"lowkey hub\"", ErrNoHub, c.Socket)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
+			return errors.New(e.Error.Message)
+		}
+		return fmt.Errorf("hub answered %s", resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
+
+func isRefused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}

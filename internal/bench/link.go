@@ -1,0 +1,153 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/internal/local"
+)
+
+// LinkReport is "lowkey bench link --json".
+type LinkReport struct {
+	RawRTTP50us          float64 `json:"raw_rtt_p50_us"`
+	RawRTTP99us          float64 `json:"raw_rtt_p99_us"`
+	LinkRTTP50us         float64 `json:"link_rtt_p50_us"`
+	LinkRTTP99us         float64 `json:"link_rtt_p99_us"`
+	Raw5MiBms            float64 `json:"raw_5mib_ms"`
+	Link5MiBms           float64 `json:"link_5mib_ms"`
+	LinkRPCDuringBulkP99 float64 `json:"link_rpc_during_bulk_p99_ms"`
+	RTTRatio             float64 `json:"rtt_p50_ratio"`
+	BulkRatio            float64 `json:"bulk_5mib_ratio"`
+	Rounds               int     `json:"rounds"`
+	BulkRuns             int     `json:"bulk_runs"`
+}
+
+// LinkOptions bound the run.
+type LinkOptions struct {
+	Rounds   int // echo round trips per side
+	BulkRuns int // 5 MiB transfers per side (median)
+	Progress io.Writer
+}
+
+// Link measures a raw pion data channel and the Lowkey link (a real box and
+// a real companion, paired, on loopback) side by side.
+func Link(ctx context.Context, o LinkOptions) (*LinkReport, error) {
+	if o.Rounds <= 0 {
+		o.Rounds = 2000
+	}
+	if o.BulkRuns <= 0 {
+		o.BulkRuns = 5
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	const size = 5 << 20
+	rep := &LinkReport{Rounds: o.Rounds, BulkRuns: o.BulkRuns}
+
+	fmt.Fprintln(o.Progress, "raw pion: connecting")
+	raw, err := newRawPair(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rtts, err := raw.echoRTT(100, o.Rounds)
+	if err != nil {
+		raw.close()
+		return nil, err
+	}
+	rep.RawRTTP50us, rep.RawRTTP99us = us(percentile(rtts, .5)), us(percentile(rtts, .99))
+	var bulks []time.Duration
+	for range o.BulkRuns {
+		d, err := raw.bulk(size, devicectl.DefaultChunkSize)
+		if err != nil {
+			raw.close()
+			return nil, err
+		}
+		bulks = append(bulks, d)
+	}
+	rep.Raw5MiBms = ms(percentile(bulks, .5))
+	raw.close()
+
+	fmt.Fprintln(o.Progress, "lowkey link: starting a box and pairing a companion")
+	dir, err := os.MkdirTemp("", "lowkey-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := local.Start(ctx, dir, local.Options{Logger: quiet})
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	call := func(ctx context.Context, n int) error {
+		args, _ := json.Marshal(map[string]int{"bytes": n})
+		res, err := p.Hub.Call(ctx, p.DeviceID, "sys.echo", "bench", args)
+		if err == nil && len(res.Blob) != n {
+			err = fmt.Errorf("echo returned %d bytes, want %d", len(res.Blob), n)
+		}
+		return err
+	}
+	fmt.Fprintln(o.Progress, "lowkey link: echo")
+	rtts = rtts[:0]
+	for range o.Rounds {
+		t := time.Now()
+		if err := call(ctx, 100); err != nil {
+			return nil, err
+		}
+		rtts = append(rtts, time.Since(t))
+	}
+	rep.LinkRTTP50us, rep.LinkRTTP99us = us(percentile(rtts, .5)), us(percentile(rtts, .99))
+	fmt.Fprintln(o.Progress, "lowkey link: 5 MiB results")
+	bulks = bulks[:0]
+	for range o.BulkRuns {
+		t := time.Now()
+		if err := call(ctx, size); err != nil {
+			return nil, err
+		}
+		bulks = append(bulks, time.Since(t))
+	}
+	rep.Link5MiBms = ms(percentile(bulks, .5))
+
+	fmt.Fprintln(o.Progress, "lowkey link: small calls during 5 MiB transfers")
+	bctx, stopBulk := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var bulkErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < o.BulkRuns*2 && bctx.Err() == nil; i++ {
+			if err := call(bctx, size); err != nil && bctx.Err() == nil {
+				bulkErr = err
+				return
+			}
+		}
+	}()
+	var during []time.Duration
+	deadline := time.Now().Add(10 * time.Second)
+	for len(during) < 500 && time.Now().Before(deadline) {
+		t := time.Now()
+		if err := call(ctx, 100); err != nil {
+			stopBulk()
+			wg.Wait()
+			return nil, err
+		}
+		during = append(during, time.Since(t))
+		time.Sleep(2 * time.Millisecond)
+	}
+	stopBulk()
+	wg.Wait()
+	if bulkErr != nil {
+		return nil, bulkErr
+	}
+	rep.LinkRPCDuringBulkP99 = ms(percentile(during, .99))
+	rep.RTTRatio = rep.LinkRTTP50us / rep.RawRTTP50us
+	rep.BulkRatio = rep.Link5MiBms / rep.Raw5MiBms
+	return rep, nil
+}

@@ -1,0 +1,132 @@
+// Package local runs a box and a companion on this machine, paired through
+// the real flow (admin socket code, CPace over the pairing WebSocket) and
+// linked over loopback: the demo, the benchmarks and the tests share it.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/companion"
+	"github.com/lowkeyhq/lowkey/hub"
+	"github.com/lowkeyhq/lowkey/internal/admin"
+)
+
+// Pair is a running box with one linked companion.
+type Pair struct {
+	Hub      *hub.Hub
+	HubDir   string
+	State    companion.State
+	Runner   *companion.Runner
+	Record   *companion.HubRecord
+	DeviceID string
+	Code     string
+
+	stop    context.CancelFunc
+	runDone chan error
+}
+
+// Options shape the pair.
+type Options struct {
+	Listen  string
+	Name    string
+	Version string
+	Logger  *slog.Logger
+}
+
+// Start makes a box in dir/box and a companion in dir/laptop, pairs them
+// and waits for the link.
+func Start(ctx context.Context, dir string, o Options) (*Pair, error) {
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:0"
+	}
+	if o.Name == "" {
+		o.Name = "laptop"
+	}
+	p := &Pair{HubDir: filepath.Join(dir, "box"), State: companion.State{Dir: filepath.Join(dir, "laptop")}}
+	h, err := hub.Start(hub.Config{DataDir: p.HubDir, Listen: o.Listen, NoMDNS: true, LoopbackICE: true, Name: "box", Version: o.Version, Logger: o.Logger})
+	if err != nil {
+		return nil, err
+	}
+	p.Hub = h
+	var code struct {
+		Code string `json:"code"`
+	}
+	if err := admin.New(hub.SocketPath(p.HubDir)).Do("POST", "/admin/pair-code", nil, &code); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("pairing code: %w", err)
+	}
+	p.Code = code.Code
+	if p.Record, err = companion.Pair(ctx, p.State, p.Addr(), code.Code, o.Name); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("pairing: %w", err)
+	}
+	id, err := p.State.Identity()
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	p.DeviceID = id.ID()
+	p.Runner = companion.NewRunner(companion.Config{State: p.State, LoopbackICE: true, NoMDNS: true, Version: o.Version, Logger: o.Logger})
+	rctx, stop := context.WithCancel(context.Background())
+	p.stop, p.runDone = stop, make(chan error, 1)
+	go func() { p.runDone <- p.Runner.Run(rctx) }()
+	if err := p.WaitLink(ctx, 20*time.Second); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Addr is the box's host:port.
+func (p *Pair) Addr() string { return strings.TrimPrefix(p.Hub.URL(), "http://") }
+
+// URL is the box's web address.
+func (p *Pair) URL() string { return p.Hub.URL() }
+
+// WaitLink waits for the companion's next link-up.
+func (p *Pair) WaitLink(ctx context.Context, limit time.Duration) error {
+	select {
+	case <-p.Runner.LinkUp():
+		return nil
+	case err := <-p.runDone:
+		p.runDone <- err
+		return fmt.Errorf("companion stopped: %w", err)
+	case <-time.After(limit):
+		return fmt.Errorf("the link did not come up in %s", limit)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the companion, then the box.
+func (p *Pair) Close() {
+	if p.stop != nil {
+		p.stop()
+		<-p.runDone
+	}
+	if p.Hub != nil {
+		p.Hub.Close()
+	}
+}
+
+// RunnerErr is what the companion ended with, if it ended on its own.
+func (p *Pair) RunnerErr() error {
+	select {
+	case err := <-p.runDone:
+		p.runDone <- err
+		if err == nil {
+			return errors.New("companion stopped")
+		}
+		return err
+	default:
+		return nil
+	}
+}
+
+

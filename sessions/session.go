@@ -1,0 +1,63 @@
+package sessions
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Session is one conversation.
+type Session struct {
+	ID               string    `json:"id"`
+	Title            string    `json:"title"`
+	Agent            string    `json:"agent"`
+	MemoryLimitBytes int64     `json:"memory_limit_bytes"`
+	CreatedAt        time.Time `json:"created_at"`
+}
+
+// NewRequest is what a client may set on a new session.
+type NewRequest struct {
+	Title            string `json:"title"`
+	Agent            string `json:"agent"`
+	MemoryLimitBytes int64  `json:"memory_limit_bytes"`
+}
+
+// MinMemory is the smallest budget a session may ask for.
+const MinMemory = 16 << 20
+
+// ErrBadRequest wraps every validation failure.
+var ErrBadRequest = errors.New("bad session request")
+
+// New validates a request and makes the session record.
+func New(req NewRequest, defaultMemory int64) (*Session, error) {
+	if !utf8.ValidString(req.Title) || len(req.Title) > 200 {
+		return nil, fmt.Errorf("%w: title must be text of at most 200 bytes", ErrBadRequest)
+	}
+	agent := req.Agent
+	if agent == "" {
+		agent = "builtin"
+	}
+	if agent != "builtin" && agent != "openai" && !strings.HasPrefix(agent, "exec:") {
+		return nil, fmt.Errorf("%w: agent %q: use builtin, openai or exec:COMMAND", ErrBadRequest, agent)
+	}
+	mem := req.MemoryLimitBytes
+	if mem == 0 {
+		mem = defaultMemory
+	}
+	if mem < MinMemory {
+		return nil, fmt.Errorf("%w: memory_limit_bytes must be at least %d", ErrBadRequest, MinMemory)
+	}
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	title := req.Title
+	if title == "" {
+		title = "New conversation"
+	}
+	return &Session{ID: "s-" + hex.EncodeToString(b), Title: title, Agent: agent, MemoryLimitBytes: mem, CreatedAt: time.Now().UTC()}, nil
+}
