@@ -128,5 +128,3 @@ func (p *Pair) RunnerErr() error {
 		return nil
 	}
 }
-
-
