@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lowkeyhq/lowkey/companion"
@@ -27,8 +28,9 @@ type Pair struct {
 	DeviceID string
 	Code     string
 
-	stop    context.CancelFunc
-	runDone chan error
+	stop      context.CancelFunc
+	runDone   chan error
+	closeOnce sync.Once
 }
 
 // Options shape the pair.
@@ -104,15 +106,17 @@ func (p *Pair) WaitLink(ctx context.Context, limit time.Duration) error {
 	}
 }
 
-// Close stops the companion, then the box.
+// Close stops the companion, then the box. It may be called again.
 func (p *Pair) Close() {
-	if p.stop != nil {
-		p.stop()
-		<-p.runDone
-	}
-	if p.Hub != nil {
-		p.Hub.Close()
-	}
+	p.closeOnce.Do(func() {
+		if p.stop != nil {
+			p.stop()
+			<-p.runDone
+		}
+		if p.Hub != nil {
+			p.Hub.Close()
+		}
+	})
 }
 
 // RunnerErr is what the companion ended with, if it ended on its own.

@@ -1,0 +1,364 @@
+package hub_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/lowkeyhq/lowkey/companion"
+	"github.com/lowkeyhq/lowkey/hub"
+	"github.com/lowkeyhq/lowkey/internal/admin"
+	"github.com/lowkeyhq/lowkey/internal/local"
+	"github.com/lowkeyhq/lowkey/pairing"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Badger's and glog's process-wide helpers outlive any one store.
+		goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreAnyFunction("github.com/dgraph-io/badger/v4/y.(*WaterMark).process"),
+		goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2.(*defaultPolicy[...]).processItems"),
+	)
+}
+
+func quiet() *slog.Logger {
+	if os.Getenv("LOWKEY_TEST_LOG") != "" {
+		return slog.Default()
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func startPair(t *testing.T) *local.Pair {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := local.Start(ctx, t.TempDir(), local.Options{Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+type api struct {
+	t     *testing.T
+	base  string
+	token string
+}
+
+func (a api) do(method, path string, body any) (int, map[string]any, []byte) {
+	a.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, a.base+path, rd)
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	_ = json.Unmarshal(raw, &m)
+	return resp.StatusCode, m, raw
+}
+
+func errCode(m map[string]any) string {
+	e, _ := m["error"].(map[string]any)
+	c, _ := e["code"].(string)
+	return c
+}
+
+func ownerAPI(t *testing.T, p *local.Pair) api {
+	return api{t: t, base: p.URL(), token: p.Hub.Token()}
+}
+
+func newSession(t *testing.T, a api) string {
+	code, m, raw := a.do("POST", "/api/v1/sessions", map[string]string{"title": "t"})
+	if code != http.StatusCreated {
+		t.Fatalf("create session: %d %s", code, raw)
+	}
+	return m["id"].(string)
+}
+
+func TestSysActionsOverTheLink(t *testing.T) {
+	p := startPair(t)
+	a := ownerAPI(t, p)
+	sid := newSession(t, a)
+	path := "/api/v1/sessions/" + sid + "/devices/" + p.DeviceID + "/actions"
+	code, m, raw := a.do("POST", path, map[string]any{"action": "sys.info"})
+	if code != 200 {
+		t.Fatalf("sys.info: %d %s", code, raw)
+	}
+	res := m["result"].(map[string]any)
+	host, _ := os.Hostname()
+	if res["hostname"] != host || res["os"] == "" {
+		t.Fatalf("sys.info result %v", res)
+	}
+	caps := res["capabilities"].(map[string]any)
+	for _, c := range []string{"browser", "desktop"} {
+		cp, ok := caps[c].(map[string]any)
+		if !ok || (cp["available"] == false && cp["reason"] == "") {
+			t.Fatalf("capability %s without a reason: %v", c, caps)
+		}
+	}
+	code, m, raw = a.do("POST", path, map[string]any{"action": "sys.echo", "args": map[string]int{"bytes": 3 << 20}})
+	if code != 200 || m["data_bytes"].(float64) != 3<<20 || len(m["data_base64"].(string)) < 4<<20 {
+		t.Fatalf("sys.echo: %d %.200s", code, raw)
+	}
+	// The device list shows it online with a measured round trip.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ds []hub.DeviceView
+		_, _, raw = a.do("GET", "/api/v1/devices", nil)
+		_ = json.Unmarshal(raw, &ds)
+		if len(ds) == 1 && ds[0].Online && ds[0].RTTMillis != nil && ds[0].Platform != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("devices: %s", raw)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestAPIErrors(t *testing.T) {
+	p := startPair(t)
+	a := ownerAPI(t, p)
+	anon := api{t: t, base: p.URL()}
+	wrong := api{t: t, base: p.URL(), token: "not-the-token"}
+	sid := newSession(t, a)
+	act := "/api/v1/sessions/" + sid + "/devices/" + p.DeviceID + "/actions"
+	cases := []struct {
+		name   string
+		a      api
+		method string
+		path   string
+		body   any
+		status int
+		code   string
+	}{
+		{"no token", anon, "GET", "/api/v1/devices", nil, 401, "unauthorized"},
+		{"wrong token", wrong, "GET", "/api/v1/devices", nil, 401, "unauthorized"},
+		{"metrics need a token", anon, "GET", "/metrics", nil, 401, "unauthorized"},
+		{"bad JSON", a, "POST", "/api/v1/sessions", "{", 400, "bad_json"},
+		{"unknown field", a, "POST", "/api/v1/sessions", `{"nope":1}`, 400, "bad_json"},
+		{"bad agent", a, "POST", "/api/v1/sessions", `{"agent":"x"}`, 400, "bad_request"},
+		{"tiny budget", a, "POST", "/api/v1/sessions", `{"memory_limit_bytes":10}`, 400, "bad_request"},
+		{"no session", a, "GET", "/api/v1/sessions/s-nope", nil, 404, "not_found"},
+		{"action, no session", a, "POST", "/api/v1/sessions/s-nope/devices/" + p.DeviceID + "/actions", `{"action":"sys.info"}`, 404, "not_found"},
+		{"action missing", a, "POST", act, `{}`, 400, "bad_request"},
+		{"unknown action", a, "POST", act, `{"action":"sys.format_disk"}`, 400, "unknown_action"},
+		{"browser not built", a, "POST", act, `{"action":"browser.navigate","args":{"url":"http://127.0.0.1/"}}`, 501, "not_implemented"},
+		{"unknown device", a, "POST", "/api/v1/sessions/" + sid + "/devices/nope/actions", `{"action":"sys.info"}`, 404, "not_found"},
+		{"echo too large", a, "POST", act, `{"action":"sys.echo","args":{"bytes":1000000000}}`, 400, "bad_args"},
+		{"echo bad args", a, "POST", act, `{"action":"sys.echo","args":{"bytes":"many"}}`, 400, "bad_args"},
+		{"bad timeout", a, "POST", act, `{"action":"sys.info","timeout_ms":-1}`, 400, "bad_request"},
+		{"revoke unknown", a, "DELETE", "/api/v1/devices/nope", nil, 404, "not_found"},
+		{"bad ttl", a, "POST", "/api/v1/pairing/codes?ttl=1h", nil, 400, "bad_ttl"},
+		{"huge body", a, "POST", "/api/v1/sessions", `{"title":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "too_large"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, m, raw := c.a.do(c.method, c.path, c.body)
+			if status != c.status || errCode(m) != c.code {
+				t.Fatalf("got %d %s, want %d %s", status, raw, c.status, c.code)
+			}
+			msg, _ := m["error"].(map[string]any)["message"].(string)
+			if msg == "" {
+				t.Fatal("error without a message")
+			}
+		})
+	}
+	// A pairing code over the API has the promised shape.
+	status, m, raw := a.do("POST", "/api/v1/pairing/codes", nil)
+	if status != 201 {
+		t.Fatalf("pairing code: %d %s", status, raw)
+	}
+	if c, _ := m["code"].(string); len(c) != 9 || c[4] != '-' {
+		t.Fatalf("code %q", m["code"])
+	}
+}
+
+func TestOfflineDeviceIsAConflict(t *testing.T) {
+	p := startPair(t)
+	a := ownerAPI(t, p)
+	sid := newSession(t, a)
+	p.Close() // stops the companion first; the hub too, so restart it
+	h, err := hub.Start(hub.Config{DataDir: p.HubDir, Listen: p.Addr(), NoMDNS: true, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	a.base = h.URL()
+	status, m, raw := a.do("POST", "/api/v1/sessions/"+sid+"/devices/"+p.DeviceID+"/actions", `{"action":"sys.info"}`)
+	if status != 409 || errCode(m) != "device_offline" {
+		t.Fatalf("got %d %s", status, raw)
+	}
+}
+
+func TestRevokeCutsTheLinkAndRefusesReconnect(t *testing.T) {
+	p := startPair(t)
+	a := ownerAPI(t, p)
+	start := time.Now()
+	if status, _, raw := a.do("DELETE", "/api/v1/devices/"+p.DeviceID, nil); status != 200 {
+		t.Fatalf("revoke: %d %s", status, raw)
+	}
+	var err error
+	for err == nil && time.Since(start) < 2*time.Second {
+		time.Sleep(10 * time.Millisecond)
+		err = p.RunnerErr()
+	}
+	took := time.Since(start)
+	if !errors.Is(err, pairing.ErrRevoked) {
+		t.Fatalf("companion ended with %v", err)
+	}
+	if took > time.Second {
+		t.Fatalf("the link closed %s after the revoke, want within 1s", took)
+	}
+	t.Logf("link closed %s after the revoke", took)
+	// Its next connection is refused, saying it was unpaired.
+	r := companion.NewRunner(companion.Config{State: p.State, LoopbackICE: true, NoMDNS: true, Logger: quiet()})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = r.Run(ctx)
+	if !errors.Is(err, pairing.ErrRevoked) || !strings.Contains(err.Error(), "unpaired") {
+		t.Fatalf("reconnect after revoke: %v", err)
+	}
+	if status, _, _ := a.do("GET", "/api/v1/devices", nil); status != 200 {
+		t.Fatal(status)
+	}
+	_, _, raw := a.do("GET", "/api/v1/devices", nil)
+	if strings.Contains(string(raw), p.DeviceID) {
+		t.Fatalf("revoked device still listed: %s", raw)
+	}
+}
+
+func TestCompanionUnpairTellsTheBox(t *testing.T) {
+	p := startPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := companion.Unpair(ctx, p.State); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.State.Hub(); !errors.Is(err, companion.ErrNotPaired) {
+		t.Fatalf("companion still has the box: %v", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for p.RunnerErr() == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := p.RunnerErr(); !errors.Is(err, pairing.ErrRevoked) {
+		t.Fatalf("running companion ended with %v", err)
+	}
+	_, _, raw := ownerAPI(t, p).do("GET", "/api/v1/devices", nil)
+	if string(bytes.TrimSpace(raw)) != "[]" {
+		t.Fatalf("box still lists: %s", raw)
+	}
+}
+
+func TestTwoCompanionsOnOneHub(t *testing.T) {
+	p := startPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var code struct{ Code string }
+	if err := admin.New(hub.SocketPath(p.HubDir)).Do("POST", "/admin/pair-code", nil, &code); err != nil {
+		t.Fatal(err)
+	}
+	st := companion.State{Dir: t.TempDir()}
+	if _, err := companion.Pair(ctx, st, p.Addr(), code.Code, "desktop"); err != nil {
+		t.Fatal(err)
+	}
+	r := companion.NewRunner(companion.Config{State: st, LoopbackICE: true, NoMDNS: true, Logger: quiet()})
+	rctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	defer func() { stop(); <-done }()
+	select {
+	case <-r.LinkUp():
+	case <-time.After(15 * time.Second):
+		t.Fatal("second companion did not link")
+	}
+	id2, _ := st.Identity()
+	a := ownerAPI(t, p)
+	sid := newSession(t, a)
+	for _, dev := range []string{p.DeviceID, id2.ID()} {
+		status, _, raw := a.do("POST", "/api/v1/sessions/"+sid+"/devices/"+dev+"/actions", map[string]any{"action": "sys.echo", "args": map[string]int{"bytes": 100}})
+		if status != 200 {
+			t.Fatalf("device %s: %d %s", dev, status, raw)
+		}
+	}
+	var ds []hub.DeviceView
+	_, _, raw := a.do("GET", "/api/v1/devices", nil)
+	_ = json.Unmarshal(raw, &ds)
+	if len(ds) != 2 || !ds[0].Online || !ds[1].Online || ds[0].ID == ds[1].ID {
+		t.Fatalf("devices: %s", raw)
+	}
+}
+
+func TestHubRestartCompanionBackWithinThreeSeconds(t *testing.T) {
+	p := startPair(t)
+	p.Hub.Close()
+	start := time.Now()
+	h, err := hub.Start(hub.Config{DataDir: p.HubDir, Listen: p.Addr(), NoMDNS: true, LoopbackICE: true, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Hub = h
+	if err := p.WaitLink(context.Background(), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if took > 3*time.Second {
+		t.Fatalf("companion back %s after the restart, want within 3s", took)
+	}
+	t.Logf("companion back %s after the hub restarted", took)
+	a := ownerAPI(t, p)
+	sid := newSession(t, a)
+	if status, _, raw := a.do("POST", "/api/v1/sessions/"+sid+"/devices/"+p.DeviceID+"/actions", `{"action":"sys.info"}`); status != 200 {
+		t.Fatalf("after restart: %d %s", status, raw)
+	}
+}
+
+func TestSecondHubOnTheSameDataDirIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	h, err := hub.Start(hub.Config{DataDir: dir, Listen: "127.0.0.1:0", NoMDNS: true, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	_, err = hub.Start(hub.Config{DataDir: dir, Listen: "127.0.0.1:0", NoMDNS: true, Logger: quiet()})
+	if err == nil || !strings.Contains(err.Error(), "another hub is already using") {
+		t.Fatalf("second hub: %v", err)
+	}
+	fi, err := os.Stat(hub.SocketPath(dir))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin socket: %v %v", fi.Mode(), err)
+	}
+}
+
+func TestAdminWithoutHubSaysSo(t *testing.T) {
+	err := admin.New(hub.SocketPath(t.TempDir())).Do("GET", "/api/v1/devices", nil, nil)
+	if !errors.Is(err, admin.ErrNoHub) {
+		t.Fatalf("got %v", err)
+	}
+}
