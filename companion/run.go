@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,10 @@ type Config struct {
 	State State
 	// BrowserPath chooses the Chromium binary (default: the system one).
 	BrowserPath string
+	// Headless runs a launched browser without a window.
+	Headless bool
+	// Display is the X display for the screen and a windowed browser.
+	Display string
 	// NoMDNS stops re-finding the box on the LAN when its address fails.
 	NoMDNS bool
 	// LoopbackICE keeps WebRTC on loopback (tests, the demo).
@@ -94,6 +99,14 @@ func (r *Runner) setStatus(link string, err error) {
 	}
 }
 
+// Running says whether the companion that wrote the status is still alive.
+func (s *Status) Running() bool {
+	if s.PID <= 0 || s.Link == "stopped" || s.Link == "unpaired" {
+		return false
+	}
+	return processAlive(s.PID)
+}
+
 // ReadStatus reads what a running companion last reported.
 func ReadStatus(st State) (*Status, error) {
 	b, err := os.ReadFile(st.path("status.json"))
@@ -123,8 +136,13 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.setStatus("stopped", nil)
 		}
 	}()
-	handler := devicectl.SysHandler(r.cfg.Version, r.cfg.BrowserPath)
+	handler := r.guard(devicectl.SysHandler(r.cfg.Version, r.cfg.BrowserPath))
 	failures := 0
+	var (
+		browsing sync.Mutex
+		wg       sync.WaitGroup
+	)
+	defer wg.Wait()
 	for {
 		r.setStatus("connecting", nil)
 		start := time.Now()
@@ -138,13 +156,19 @@ func (r *Runner) Run(ctx context.Context) error {
 			return err
 		}
 		r.setStatus("offline", err)
-		r.log.Warn("link down", "hub", hub.Addr, "err", err)
+		r.log.Warn("link down", "hub", r.addr(), "err", err)
 		if time.Since(start) > 30*time.Second {
 			failures = 0
 		}
 		failures++
-		if failures%3 == 0 && !r.cfg.NoMDNS {
-			r.rediscover(ctx, hub)
+		if failures%3 == 0 && !r.cfg.NoMDNS && browsing.TryLock() {
+			// Look on the LAN while the loop keeps trying the last address.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer browsing.Unlock()
+				r.rediscover(ctx, hub)
+			}()
 		}
 		select {
 		case <-ctx.Done():
@@ -175,23 +199,33 @@ func (r *Runner) rediscover(ctx context.Context, hub *HubRecord) {
 		return
 	}
 	want := pairing.KeyFingerprintPrefix(hub.Peer.PublicKey)
+	old := r.addr()
 	for _, f := range found {
-		if f.KeyPrefix == want && f.Addr != hub.Addr {
-			r.log.Info("found the box at a new address", "old", hub.Addr, "new", f.Addr)
-			hub.Addr = f.Addr
-			if err := r.cfg.State.SaveHub(hub); err != nil {
-				r.log.Warn("could not save the new address", "err", err)
-			}
+		if f.KeyPrefix == want && f.Addr != old {
+			r.log.Info("found the box at a new address", "old", old, "new", f.Addr)
 			r.mu.Lock()
 			r.status.Addr = f.Addr
 			r.mu.Unlock()
+			rec := *hub
+			rec.Addr = f.Addr
+			if err := r.cfg.State.SaveHub(&rec); err != nil {
+				r.log.Warn("could not save the new address", "err", err)
+			}
 			return
 		}
 	}
 }
 
+// addr is the box's address to dial next.
+func (r *Runner) addr() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status.Addr
+}
+
 func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRecord, handler devicectl.Handler) error {
-	c, err := dial(ctx, hub.Addr, "/api/v1/link", devicectl.MaxSignalSize)
+	addr := r.addr()
+	c, err := dial(ctx, addr, "/api/v1/link", devicectl.MaxSignalSize)
 	if err != nil {
 		return err
 	}
@@ -221,7 +255,7 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 		return revokedOr(err)
 	}
 	r.setStatus("online", nil)
-	r.log.Info("link up", "hub", hub.Peer.Name, "addr", hub.Addr)
+	r.log.Info("link up", "hub", hub.Peer.Name, "addr", addr)
 	select {
 	case r.linkUp <- struct{}{}:
 	default:
@@ -243,4 +277,18 @@ func revokedOr(err error) error {
 		return fmt.Errorf("the box ended the link: %w", err)
 	}
 	return err
+}
+
+// guard applies the local kill switch: while paused, every action that
+// touches the computer is refused, whatever the box says. sys.* actions
+// only describe the companion and stay answered.
+func (r *Runner) guard(next devicectl.Handler) devicectl.Handler {
+	return func(ctx context.Context, req *devicectl.Request) (*devicectl.Result, error) {
+		if !strings.HasPrefix(req.Action, "sys.") {
+			if paused, err := r.cfg.State.Paused(); paused || err != nil {
+				return nil, &devicectl.ActionError{Code: "paused", Message: "control of this computer is paused there (\"lowkey-companion resume\" allows it again)"}
+			}
+		}
+		return next(ctx, req)
+	}
 }

@@ -78,3 +78,28 @@ func (s State) Forget() error {
 	}
 	return err
 }
+
+// Paused says whether the local kill switch is on.
+func (s State) Paused() (bool, error) {
+	_, err := os.Stat(s.path("paused"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// SetPaused turns the local kill switch on or off. A running companion
+// checks it before every action.
+func (s State) SetPaused(on bool) error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if on {
+		return pairing.WriteFileAtomic(s.path("paused"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"))
+	}
+	err := os.Remove(s.path("paused"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}

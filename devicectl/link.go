@@ -62,9 +62,11 @@ type LinkConfig struct {
 	OnNotice func(Notice)
 	// ChunkSize is the payload of one chunk frame (default 32 KiB).
 	ChunkSize int
-	// HighWater stops sending chunks while this much is buffered (default 1 MiB).
+	// HighWater stops sending chunks while this much is buffered (default
+	// 128 KiB). It bounds what a control message can find in flight ahead
+	// of it, and keeps the peer's receive window from ever filling.
 	HighWater uint64
-	// LowWater resumes sending chunks (default 512 KiB).
+	// LowWater resumes sending chunks (default half of HighWater).
 	LowWater uint64
 	Logger   *slog.Logger
 }
@@ -129,7 +131,7 @@ func NewLink(ctl, bulk *webrtc.DataChannel, cfg LinkConfig) *Link {
 		cfg.ChunkSize = DefaultChunkSize
 	}
 	if cfg.HighWater == 0 {
-		cfg.HighWater = 1 << 20
+		cfg.HighWater = 128 << 10
 	}
 	if cfg.LowWater == 0 || cfg.LowWater >= cfg.HighWater {
 		cfg.LowWater = cfg.HighWater / 2

@@ -62,11 +62,10 @@ func newAPI(cfg PeerConfig) *webrtc.API {
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	// Notice a blip quickly (ICE restart), give up on a dead path soon after.
 	se.SetICETimeouts(3*time.Second, 8*time.Second, time.Second)
-	// The receive window bounds what is in flight ahead of a control
-	// message: 192 KiB keeps a small call's p99 under 5 ms during a bulk
-	// transfer on loopback, where pion's 1 MiB default let it reach 13 ms,
-	// at no measurable cost to throughput ("lowkey bench link").
-	se.SetSCTPMaxReceiveBufferSize(192 << 10)
+	// A receive window well above what the link keeps in flight (HighWater):
+	// pion sends no window update when the reader frees space, so a window
+	// that fills stalls the sender for its 200 ms delayed-ack timer.
+	se.SetSCTPMaxReceiveBufferSize(1 << 20)
 	if n, err := NewNet(); err == nil {
 		se.SetNet(n)
 	}

@@ -122,7 +122,8 @@ func Link(ctx context.Context, o LinkOptions) (*LinkReport, error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for i := 0; i < o.BulkRuns*2 && bctx.Err() == nil; i++ {
+		// Transfers back to back until the small calls are done (bounded).
+		for i := 0; i < 1000 && bctx.Err() == nil; i++ {
 			if err := call(bctx, size); err != nil && bctx.Err() == nil {
 				bulkErr = err
 				return

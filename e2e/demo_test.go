@@ -1,0 +1,37 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestDemoRunsTheRealFlow(t *testing.T) {
+	out := mustRun(t, "", "lowkey", "demo", "--once")
+	host, _ := os.Hostname()
+	for _, want := range []string{"companion paired", "link up", `"hostname": "` + host + `"`} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// The benchmark command works end to end and reports every figure; the
+// figures themselves are for people, not assertions.
+func TestBenchLinkReportsEveryFigure(t *testing.T) {
+	out, code := run(t, "", "lowkey", "bench", "link", "--json", "--rounds", "50", "--bulk-runs", "1")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	line := out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]
+	var rep map[string]float64
+	if err := json.Unmarshal([]byte(line), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for _, k := range []string{"raw_rtt_p50_us", "raw_rtt_p99_us", "link_rtt_p50_us", "link_rtt_p99_us", "raw_5mib_ms", "link_5mib_ms", "link_rpc_during_bulk_p99_ms"} {
+		if rep[k] <= 0 {
+			t.Fatalf("%s missing or zero in %s", k, line)
+		}
+	}
+}

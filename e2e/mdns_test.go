@@ -1,0 +1,101 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// lan is two network namespaces joined by a veth pair: a small LAN with
+// multicast, made and removed by the test.
+type lan struct {
+	box, laptop string // namespace names
+	boxIf       string
+}
+
+const (
+	boxIP    = "10.213.0.1"
+	laptopIP = "10.213.0.2"
+	movedIP  = "10.213.0.3"
+)
+
+func ip(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func newLAN(t *testing.T) *lan {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the LAN tests need root to make network namespaces")
+		}
+		t.Skip("needs root to make network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Fatal("the LAN tests need the ip command (iproute2)")
+	}
+	id := os.Getpid() % 100000
+	l := &lan{box: fmt.Sprintf("lk-box-%d", id), laptop: fmt.Sprintf("lk-lap-%d", id), boxIf: fmt.Sprintf("lkb%d", id)}
+	lapIf := fmt.Sprintf("lkl%d", id)
+	ip(t, "netns", "add", l.box)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", l.box).Run() })
+	ip(t, "netns", "add", l.laptop)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", l.laptop).Run() })
+	ip(t, "link", "add", l.boxIf, "type", "veth", "peer", "name", lapIf)
+	ip(t, "link", "set", l.boxIf, "netns", l.box)
+	ip(t, "link", "set", lapIf, "netns", l.laptop)
+	for _, side := range []struct{ ns, dev, addr string }{{l.box, l.boxIf, boxIP}, {l.laptop, lapIf, laptopIP}} {
+		ip(t, "-n", side.ns, "link", "set", "lo", "up")
+		ip(t, "-n", side.ns, "addr", "add", side.addr+"/24", "dev", side.dev)
+		ip(t, "-n", side.ns, "link", "set", side.dev, "up", "multicast", "on")
+	}
+	return l
+}
+
+// TestDiscoveryOnTheLAN: the companion finds the box by mDNS, pairs with it
+// without being told its address, links across the veth, and finds it
+// again by its key when the box moves to another address.
+func TestDiscoveryOnTheLAN(t *testing.T) {
+	l := newLAN(t)
+	data := t.TempDir()
+	b := startBox(t, l.box, data, boxIP+":7780", "--name", "closet-box")
+	b.waitFor(`advertised on the LAN`, 5*time.Second)
+
+	// A second box on the LAN: pairing without --hub lists both and asks.
+	ip(t, "-n", l.box, "addr", "add", movedIP+"/24", "dev", l.boxIf)
+	other := startBox(t, l.box, t.TempDir(), movedIP+":7790", "--name", "other-box")
+	state := t.TempDir()
+	out, code := run(t, l.laptop, "lowkey-companion", "pair", "--state", state, "--code", "2468-1357")
+	if code != 1 || !strings.Contains(out, "found 2 boxes") || !strings.Contains(out, "closet-box") || !strings.Contains(out, "other-box") {
+		t.Fatalf("two boxes: exit %d\n%s", code, out)
+	}
+	other.stop()
+
+	// One box: it is found and used.
+	pairCode := b.pairCode(t)
+	out = mustRun(t, l.laptop, "lowkey-companion", "pair", "--state", state, "--code", pairCode, "--name", "laptop")
+	if !strings.Contains(out, "Found closet-box at "+boxIP+":7780") || !strings.Contains(out, "Paired with closet-box") {
+		t.Fatalf("pair by mDNS:\n%s", out)
+	}
+	ds := b.devices(t)
+	if len(ds) != 1 {
+		t.Fatalf("devices: %+v", ds)
+	}
+	id := ds[0].ID
+	c := start(t, l.laptop, "lowkey-companion", "run", "--state", state)
+	b.waitOnline(t, id, 15*time.Second)
+
+	// The box moves to another address: the companion fails on the old one,
+	// looks on the LAN, and follows the box's key to the new one.
+	b.stop()
+	b = startBox(t, l.box, data, movedIP+":7780", "--name", "closet-box")
+	took := b.waitOnline(t, id, 20*time.Second)
+	c.waitFor(`found the box at a new address`, time.Second)
+	t.Logf("companion followed the box to %s in %s", movedIP, took)
+}
