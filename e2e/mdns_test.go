@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lowkeyhq/lowkey/hub"
+	"github.com/lowkeyhq/lowkey/internal/admin"
 )
 
 // lan is two network namespaces joined by a veth pair: a small LAN with
@@ -51,6 +54,10 @@ func newLAN(t *testing.T) *lan {
 	ip(t, "link", "set", l.boxIf, "netns", l.box)
 	ip(t, "link", "set", lapIf, "netns", l.laptop)
 	for _, side := range []struct{ ns, dev, addr string }{{l.box, l.boxIf, boxIP}, {l.laptop, lapIf, laptopIP}} {
+		// IPv4 only, so the blip below cuts every path between the two.
+		if out, err := exec.Command("ip", "netns", "exec", side.ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1").CombinedOutput(); err != nil {
+			t.Fatalf("disable IPv6: %v %s", err, out)
+		}
 		ip(t, "-n", side.ns, "link", "set", "lo", "up")
 		ip(t, "-n", side.ns, "addr", "add", side.addr+"/24", "dev", side.dev)
 		ip(t, "-n", side.ns, "link", "set", side.dev, "up", "multicast", "on")
@@ -98,4 +105,41 @@ func TestDiscoveryOnTheLAN(t *testing.T) {
 	took := b.waitOnline(t, id, 20*time.Second)
 	c.waitFor(`found the box at a new address`, time.Second)
 	t.Logf("companion followed the box to %s in %s", movedIP, took)
+
+	// A network blip longer than ICE's disconnect timeout: the box restarts
+	// ICE on the same link, which carries calls again once the path is back.
+	for _, a := range []string{boxIP, movedIP} {
+		ip(t, "-n", l.laptop, "route", "add", "blackhole", a+"/32")
+	}
+	b.waitFor(`restarting ICE`, 10*time.Second)
+	for _, a := range []string{boxIP, movedIP} {
+		ip(t, "-n", l.laptop, "route", "del", "blackhole", a+"/32")
+	}
+	restored := time.Now()
+	// The box's API through its admin socket: the test runs outside both
+	// namespaces.
+	adm := admin.New(hub.SocketPath(b.data))
+	var sess struct{ ID string }
+	if err := adm.Do("POST", "/api/v1/sessions", map[string]string{"title": "blip"}, &sess); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		err := adm.Do("POST", "/api/v1/sessions/"+sess.ID+"/devices/"+id+"/actions", map[string]any{"action": "sys.echo", "args": map[string]int{"bytes": 100000}, "timeout_ms": 2000}, nil)
+		if err == nil {
+			break
+		}
+		if time.Since(restored) > 20*time.Second {
+			t.Fatalf("no call got through within 20s of the network coming back: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if strings.Count(b.out.String(), "device online") != 1 {
+		t.Fatalf("the link was rebuilt rather than restarted:\n%s", b.out)
+	}
+	select {
+	case <-c.done:
+		t.Fatalf("companion exited: %s", c.out)
+	default:
+	}
+	t.Logf("calls through again %s after the network came back", time.Since(restored).Round(time.Millisecond))
 }

@@ -161,7 +161,7 @@ func TestAdminCommandsWithoutAHub(t *testing.T) {
 	}
 }
 
-func apiJSON(t *testing.T, method, url, token, body string, want int) map[string]any {
+func apiDo(t *testing.T, method, url, token, body string) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -171,8 +171,14 @@ func apiJSON(t *testing.T, method, url, token, body string, want int) map[string
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		t.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, raw)
+	return resp.StatusCode, raw
+}
+
+func apiJSON(t *testing.T, method, url, token, body string, want int) map[string]any {
+	t.Helper()
+	status, raw := apiDo(t, method, url, token, body)
+	if status != want {
+		t.Fatalf("%s %s: %d %s", method, url, status, raw)
 	}
 	var m map[string]any
 	if err := json.Unmarshal(raw, &m); err != nil {
