@@ -27,24 +27,23 @@ func NewNet() (transport.Net, error) {
 
 func (n bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
 	c, err := n.Net.ListenUDP(network, laddr)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		grow(c)
 	}
-	if uc, ok := c.(*net.UDPConn); ok {
-		_ = uc.SetReadBuffer(UDPBuffer)
-		_ = uc.SetWriteBuffer(UDPBuffer)
-	}
-	return c, nil
+	return c, err
 }
 
 func (n bufferedNet) ListenPacket(network, address string) (net.PacketConn, error) {
 	c, err := n.Net.ListenPacket(network, address)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		grow(c)
 	}
+	return c, err
+}
+
+func grow(c any) {
 	if uc, ok := c.(*net.UDPConn); ok {
 		_ = uc.SetReadBuffer(UDPBuffer)
 		_ = uc.SetWriteBuffer(UDPBuffer)
 	}
-	return c, nil
 }

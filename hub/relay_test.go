@@ -3,7 +3,7 @@ package hub_test
 import (
 	"context"
 	"encoding/json"
-		"net/http"
+	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
@@ -159,4 +159,3 @@ func TestSignalingRelayCannotTamper(t *testing.T) {
 		})
 	}
 }
-
