@@ -1,0 +1,7 @@
+//go:build !unix
+
+package browser
+
+import "time"
+
+func waitGone(int, time.Duration) {}
