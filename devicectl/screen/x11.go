@@ -279,4 +279,3 @@ func (x *x11) Close() error {
 	x.conn.Close()
 	return nil
 }
-
