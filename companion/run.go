@@ -8,12 +8,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/pairing"
+	"github.com/pion/webrtc/v4"
 )
 
 // Config is everything the companion's run loop needs; flags map onto it.
@@ -25,6 +26,9 @@ type Config struct {
 	Headless bool
 	// Display is the X display for the screen and a windowed browser.
 	Display string
+	// AttachChrome is the user data directory of a running Chrome to
+	// drive instead of launching one (the person allows it by passing it).
+	AttachChrome string
 	// NoMDNS stops re-finding the box on the LAN when its address fails.
 	NoMDNS bool
 	// LoopbackICE keeps WebRTC on loopback (tests, the demo).
@@ -136,7 +140,14 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.setStatus("stopped", nil)
 		}
 	}()
-	handler := r.guard(devicectl.SysHandler(r.cfg.Version, r.cfg.BrowserPath))
+	ctl := newControl(r.cfg, r.log, func(active []string) {
+		r.mu.Lock()
+		r.status.Grants = active
+		r.mu.Unlock()
+		r.setStatus(r.Status().Link, nil)
+		announce(r.log, r.cfg.Display, active)
+	})
+	defer ctl.close()
 	failures := 0
 	var (
 		browsing sync.Mutex
@@ -146,7 +157,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	for {
 		r.setStatus("connecting", nil)
 		start := time.Now()
-		err := r.linkOnce(ctx, id, hub, handler)
+		err := r.linkOnce(ctx, id, hub, ctl)
+		ctl.clear()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -223,7 +235,7 @@ func (r *Runner) addr() string {
 	return r.status.Addr
 }
 
-func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRecord, handler devicectl.Handler) error {
+func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRecord, ctl *control) error {
 	addr := r.addr()
 	c, err := dial(ctx, addr, "/api/v1/link", devicectl.MaxSignalSize)
 	if err != nil {
@@ -238,10 +250,25 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 	_ = c.WS.SetReadDeadline(time.Time{})
 	sig := &devicectl.SignedSignaler{T: c, Key: id.Key, PeerKey: hub.Peer.PublicKey, Role: "companion", PeerRole: "hub", Binding: binding}
 	setup, cancel := context.WithTimeout(ctx, 15*time.Second)
+	var live atomic.Pointer[webrtc.DataChannel]
+	send := func(frame uint32, data []byte) {
+		dc := live.Load()
+		if dc == nil || dc.BufferedAmount() > 2<<20 {
+			return // the viewer is behind: drop this frame
+		}
+		for _, part := range devicectl.LiveParts(frame, data) {
+			if dc.Send(part) != nil {
+				return
+			}
+		}
+	}
 	conn, err := devicectl.Answer(setup, devicectl.PeerConfig{
 		Identity: id, PeerFingerprint: hub.Peer.Fingerprint, LoopbackOnly: r.cfg.LoopbackICE,
-		Logger: r.log, Link: devicectl.LinkConfig{Handler: handler},
+		Logger: r.log, Link: devicectl.LinkConfig{Handler: ctl.handle, OnNotice: func(n devicectl.Notice) { ctl.notice(n, send) }},
 	}, sig)
+	if conn != nil {
+		live.Store(conn.Live)
+	}
 	cancel()
 	if conn == nil {
 		return err
@@ -277,18 +304,4 @@ func revokedOr(err error) error {
 		return fmt.Errorf("the box ended the link: %w", err)
 	}
 	return err
-}
-
-// guard applies the local kill switch: while paused, every action that
-// touches the computer is refused, whatever the box says. sys.* actions
-// only describe the companion and stay answered.
-func (r *Runner) guard(next devicectl.Handler) devicectl.Handler {
-	return func(ctx context.Context, req *devicectl.Request) (*devicectl.Result, error) {
-		if !strings.HasPrefix(req.Action, "sys.") {
-			if paused, err := r.cfg.State.Paused(); paused || err != nil {
-				return nil, &devicectl.ActionError{Code: "paused", Message: "control of this computer is paused there (\"lowkey-companion resume\" allows it again)"}
-			}
-		}
-		return next(ctx, req)
-	}
 }

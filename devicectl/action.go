@@ -1,7 +1,5 @@
 package devicectl
 
-import "strings"
-
 // Capability is what a computer must offer, and a conversation must be
 // granted, for an action.
 type Capability string
@@ -39,5 +37,7 @@ func Lookup(action string) (Capability, bool) {
 }
 
 // Implemented reports whether this version can perform the action.
-// Browser and desktop control are not built yet (issue #3).
-func Implemented(action string) bool { return strings.HasPrefix(action, "sys.") }
+func Implemented(action string) bool {
+	_, ok := Actions[action]
+	return ok
+}

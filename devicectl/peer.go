@@ -35,6 +35,8 @@ type PeerConfig struct {
 // long as both the peer connection and its signaling do.
 type Conn struct {
 	Link *Link
+	// Live carries live screen frames (see LiveSender, LiveReceiver).
+	Live *webrtc.DataChannel
 
 	pc      *webrtc.PeerConnection
 	sig     Signaler
@@ -95,6 +97,12 @@ func newConn(cfg PeerConfig, sig Signaler, offerer bool) (*Conn, error) {
 	if err == nil {
 		var bulk *webrtc.DataChannel
 		bulk, err = pc.CreateDataChannel("bulk", &webrtc.DataChannelInit{Negotiated: &neg, ID: &id1, Ordered: &ordered})
+		if err == nil {
+			// The live screen: unordered and never retransmitted, so a late
+			// frame is dropped rather than holding up the next one.
+			id2, none := uint16(2), uint16(0)
+			c.Live, err = pc.CreateDataChannel("live", &webrtc.DataChannelInit{Negotiated: &neg, ID: &id2, Ordered: &unordered, MaxRetransmits: &none})
+		}
 		if err == nil {
 			c.Link = NewLink(ctl, bulk, cfg.Link)
 			var openMu sync.Mutex

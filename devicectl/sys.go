@@ -37,25 +37,6 @@ type EchoResult struct {
 	SHA256 string `json:"sha256"`
 }
 
-// Probe finds what this computer can offer.
-func Probe(browserPath string) map[Capability]Availability {
-	caps := map[Capability]Availability{}
-	if p := FindBrowser(browserPath); p != "" {
-		caps[CapBrowser] = Availability{Available: false, Detail: p, Reason: "browser control is not built into this version yet (Chromium found at " + p + ")"}
-	} else {
-		caps[CapBrowser] = Availability{Reason: "no Chromium or Chrome found: install chromium or pass --browser PATH"}
-	}
-	switch {
-	case runtime.GOOS != "linux":
-		caps[CapDesktop] = Availability{Reason: "desktop control is not supported on " + runtime.GOOS + " yet"}
-	case os.Getenv("DISPLAY") == "":
-		caps[CapDesktop] = Availability{Reason: "no X display: DISPLAY is not set (pass --display :N)"}
-	default:
-		caps[CapDesktop] = Availability{Reason: "desktop control is not built into this version yet (display " + os.Getenv("DISPLAY") + ")"}
-	}
-	return caps
-}
-
 // FindBrowser returns the Chromium to use: the given path if it exists,
 // else the first system browser found. It never downloads one.
 func FindBrowser(given string) string {
@@ -74,12 +55,12 @@ func FindBrowser(given string) string {
 }
 
 // SysHandler serves the sys.* actions.
-func SysHandler(version, browserPath string) Handler {
+func SysHandler(version string, probe func() map[Capability]Availability) Handler {
 	return func(ctx context.Context, req *Request) (*Result, error) {
 		switch req.Action {
 		case "sys.info":
 			host, _ := os.Hostname()
-			b, err := json.Marshal(Info{Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: version, Capabilities: Probe(browserPath)})
+			b, err := json.Marshal(Info{Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: version, Capabilities: probe()})
 			return &Result{JSON: b}, err
 		case "sys.echo":
 			var a struct {

@@ -29,6 +29,10 @@ func (h *Hub) routes(admin bool) http.Handler {
 		"POST /api/v1/sessions":                               h.postSession,
 		"GET /api/v1/sessions/{id}":                           h.getSession,
 		"POST /api/v1/sessions/{id}/devices/{device}/actions": h.postAction,
+		"PUT /api/v1/sessions/{id}/devices/{device}/access":   h.putAccess,
+		"GET /api/v1/sessions/{id}/devices/{device}/live":     h.getLive,
+		"POST /api/v1/sessions/{id}/confirmations/{cid}":      h.postConfirmation,
+		"GET /api/v1/audit":                                   h.getAudit,
 		"GET /metrics":                                        h.getMetrics,
 	}
 	for pattern, fn := range api {
@@ -70,8 +74,12 @@ func (h *Hub) owner(admin bool, next http.HandlerFunc) http.Handler {
 				return
 			}
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
-		next(w, r)
+		r.Body = http.MaxBytesReader(w, r.Body, 16<<20)
+		by := "owner"
+		if admin {
+			by = "owner (on the box)"
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), whoKey{}, by)))
 	})
 }
 
@@ -188,9 +196,23 @@ func (h *Hub) session(w http.ResponseWriter, id string) *sessions.Session {
 }
 
 func (h *Hub) getSession(w http.ResponseWriter, r *http.Request) {
-	if s := h.session(w, r.PathValue("id")); s != nil {
-		writeJSON(w, http.StatusOK, s)
+	s := h.session(w, r.PathValue("id"))
+	if s == nil {
+		return
 	}
+	grants := []devicectl.Grant{}
+	_ = h.store.Each("grant/"+s.ID+"/", func(_ string, raw []byte) error {
+		var g devicectl.Grant
+		if json.Unmarshal(raw, &g) == nil {
+			grants = append(grants, g)
+		}
+		return nil
+	})
+	writeJSON(w, http.StatusOK, struct {
+		*sessions.Session
+		Grants        []devicectl.Grant       `json:"grants"`
+		Confirmations []sessions.Confirmation `json:"confirmations"`
+	}{s, grants, h.confirms.Pending(s.ID)})
 }
 
 type actionRequest struct {
@@ -245,7 +267,7 @@ func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	start := time.Now()
-	res, err := h.Call(ctx, devID, req.Action, s.ID, req.Args)
+	res, err := h.gate.Do(ctx, devicectl.GateRequest{Who: who(r), Conversation: s.ID, Device: devID, Action: req.Action, Args: req.Args})
 	if err != nil {
 		h.actionError(w, err)
 		return
@@ -262,6 +284,7 @@ func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
 
 func (h *Hub) actionError(w http.ResponseWriter, err error) {
 	var ae *devicectl.ActionError
+	var ge *devicectl.GateError
 	switch {
 	case errors.Is(err, errOffline), errors.Is(err, devicectl.ErrLinkClosed):
 		writeError(w, http.StatusConflict, "device_offline", err.Error())
@@ -269,10 +292,26 @@ func (h *Hub) actionError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusGatewayTimeout, "timeout", "the computer did not answer in time")
 	case errors.Is(err, context.Canceled):
 		writeError(w, http.StatusConflict, "cancelled", "the action was cancelled")
-	case errors.As(err, &ae) && ae.Code == "bad_args":
-		writeError(w, http.StatusBadRequest, ae.Code, ae.Message)
+	case errors.As(err, &ge):
+		status := http.StatusConflict
+		switch ge.Code {
+		case "denied":
+			status = http.StatusForbidden
+		case "unknown_action":
+			status = http.StatusBadRequest
+		}
+		writeError(w, status, ge.Code, ge.Msg)
 	case errors.As(err, &ae):
-		writeError(w, http.StatusBadGateway, ae.Code, ae.Message)
+		status := http.StatusBadGateway
+		switch ae.Code {
+		case "bad_args", "out_of_bounds", "unknown_action", "too_large":
+			status = http.StatusBadRequest
+		case "no_grant", "paused", "browser_unavailable", "desktop_unavailable", "stale_ref", "dialog_open", "no_dialog", "not_found", "not_ready":
+			status = http.StatusConflict
+		case "timeout":
+			status = http.StatusGatewayTimeout
+		}
+		writeError(w, status, ae.Code, ae.Message)
 	default:
 		writeError(w, http.StatusBadGateway, "link_error", err.Error())
 	}

@@ -151,6 +151,7 @@ func (h *Hub) Revoke(id, reason string) error {
 	l := h.links[id]
 	delete(h.links, id)
 	h.mu.Unlock()
+	h.dropGrants(id)
 	if l != nil {
 		l.conn.Bye("revoked", "this computer was unpaired from the box ("+reason+")")
 		l.end()

@@ -15,7 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/pairing"
+	"github.com/lowkeyhq/lowkey/sessions"
 )
 
 // Config is everything the hub needs; flags map onto it one to one.
@@ -34,6 +36,15 @@ type Config struct {
 	SessionMemory int64
 	// LoopbackICE keeps WebRTC on loopback (tests, the demo).
 	LoopbackICE bool
+	// Policy overrides the device action policy (DATA/policy.json too).
+	Policy map[string]devicectl.Decision
+	// ConfirmTimeout is how long a confirmation waits before it is a No
+	// (default 2 minutes).
+	ConfirmTimeout time.Duration
+	// UnsafeSkipGrantCheck turns off the box's own grant check, leaving
+	// only the computer's. Tests use it to show that the computer enforces
+	// grants by itself; nothing else should.
+	UnsafeSkipGrantCheck bool
 	// Version is reported in mDNS and the API.
 	Version string
 	Logger  *slog.Logger
@@ -80,8 +91,12 @@ type Hub struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	gate     *devicectl.Gate
+	confirms *sessions.Confirmations
+
 	mu    sync.Mutex
 	links map[string]*live
+	lives map[string]*liveRelay
 }
 
 // SocketPath is where the admin socket of a data dir lives.
@@ -96,7 +111,7 @@ func Start(cfg Config) (*Hub, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	h := &Hub{cfg: cfg, log: cfg.Logger, links: map[string]*live{}}
+	h := &Hub{cfg: cfg, log: cfg.Logger, links: map[string]*live{}, lives: map[string]*liveRelay{}, confirms: sessions.NewConfirmations()}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -113,6 +128,15 @@ func Start(cfg Config) (*Hub, error) {
 	}
 	if h.token, err = h.loadToken(); err != nil {
 		return nil, err
+	}
+	policy, err := loadPolicy(cfg.DataDir, cfg.Policy)
+	if err != nil {
+		return nil, err
+	}
+	h.gate = &devicectl.Gate{Grant: h.grant, Policy: policy, Confirm: h.confirm, Audit: h.audit, Call: h.Call,
+		ConfirmTimeout: cfg.ConfirmTimeout, SkipGrantCheck: cfg.UnsafeSkipGrantCheck}
+	if cfg.UnsafeSkipGrantCheck {
+		h.log.Warn("the box's own grant check is OFF: only the computers enforce the toggles")
 	}
 	var fails pairingFailures
 	_ = h.store.Get("meta/pairing_failures", &fails)

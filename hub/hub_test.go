@@ -168,14 +168,18 @@ func TestAPIErrors(t *testing.T) {
 		{"action, no session", a, "POST", "/api/v1/sessions/s-nope/devices/" + p.DeviceID + "/actions", `{"action":"sys.info"}`, 404, "not_found"},
 		{"action missing", a, "POST", act, `{}`, 400, "bad_request"},
 		{"unknown action", a, "POST", act, `{"action":"sys.format_disk"}`, 400, "unknown_action"},
-		{"browser not built", a, "POST", act, `{"action":"browser.navigate","args":{"url":"http://127.0.0.1/"}}`, 501, "not_implemented"},
+		{"browser toggle off", a, "POST", act, `{"action":"browser.navigate","args":{"url":"http://127.0.0.1/"}}`, 409, "toggle_off"},
+		{"access without toggles", a, "PUT", "/api/v1/sessions/" + sid + "/devices/" + p.DeviceID + "/access", `{}`, 400, "bad_request"},
+		{"access unknown device", a, "PUT", "/api/v1/sessions/" + sid + "/devices/nope/access", `{"browser":true}`, 404, "not_found"},
+		{"answer unknown confirmation", a, "POST", "/api/v1/sessions/" + sid + "/confirmations/c-nope", `{"answer":"yes"}`, 404, "not_found"},
+		{"audit bad format", a, "GET", "/api/v1/audit?format=xml", nil, 400, "bad_request"},
 		{"unknown device", a, "POST", "/api/v1/sessions/" + sid + "/devices/nope/actions", `{"action":"sys.info"}`, 404, "not_found"},
 		{"echo too large", a, "POST", act, `{"action":"sys.echo","args":{"bytes":1000000000}}`, 400, "bad_args"},
 		{"echo bad args", a, "POST", act, `{"action":"sys.echo","args":{"bytes":"many"}}`, 400, "bad_args"},
 		{"bad timeout", a, "POST", act, `{"action":"sys.info","timeout_ms":-1}`, 400, "bad_request"},
 		{"revoke unknown", a, "DELETE", "/api/v1/devices/nope", nil, 404, "not_found"},
 		{"bad ttl", a, "POST", "/api/v1/pairing/codes?ttl=1h", nil, 400, "bad_ttl"},
-		{"huge body", a, "POST", "/api/v1/sessions", `{"title":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "too_large"},
+		{"huge body", a, "POST", "/api/v1/sessions", `{"title":"` + strings.Repeat("x", 17<<20) + `"}`, 413, "too_large"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

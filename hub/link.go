@@ -12,6 +12,7 @@ import (
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/internal/wsconn"
 	"github.com/lowkeyhq/lowkey/pairing"
+	"github.com/pion/webrtc/v4"
 )
 
 var upgrader = websocket.Upgrader{
@@ -75,6 +76,9 @@ func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
 		old.end()
 	}
 	h.log.Info("device online", "device", devID, "name", d.Peer.Name)
+	conn.Live.OnMessage(func(m webrtc.DataChannelMessage) { h.liveFrame(devID, m.Data) })
+	h.pushGrants(devID)
+	h.resumeLive(devID)
 	go h.describe(devID, l)
 	h.keepAlive(l)
 	h.mu.Lock()

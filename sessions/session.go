@@ -51,13 +51,16 @@ func New(req NewRequest, defaultMemory int64) (*Session, error) {
 	if mem < MinMemory {
 		return nil, fmt.Errorf("%w: memory_limit_bytes must be at least %d", ErrBadRequest, MinMemory)
 	}
-	b := make([]byte, 8)
-	if _, err := rand.Read(b); err != nil {
-		return nil, err
-	}
 	title := req.Title
 	if title == "" {
 		title = "New conversation"
 	}
-	return &Session{ID: "s-" + hex.EncodeToString(b), Title: title, Agent: agent, MemoryLimitBytes: mem, CreatedAt: time.Now().UTC()}, nil
+	return &Session{ID: "s-" + randomID(), Title: title, Agent: agent, MemoryLimitBytes: mem, CreatedAt: time.Now().UTC()}, nil
+}
+
+// randomID is 16 hex digits from the system's random source.
+func randomID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand never fails on supported systems
+	return hex.EncodeToString(b)
 }

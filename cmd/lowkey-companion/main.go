@@ -27,7 +27,7 @@ const usage = `lowkey-companion — a computer paired with a Lowkey box
 Usage:
   lowkey-companion pair [--hub HOST:PORT] [--code CODE] [--name NAME] [--state DIR]
         pair with a box; without --hub, find it on the LAN (mDNS)
-  lowkey-companion run [--state DIR] [--browser PATH] [--headless] [--display :N] [--no-mdns]
+  lowkey-companion run [--state DIR] [--browser PATH] [--headless] [--display :N] [--no-mdns] [--attach-chrome DIR]
         keep the link to the box up and serve its device actions
   lowkey-companion status [--state DIR]
         the paired box, the link state, which conversations hold control now
@@ -188,6 +188,7 @@ func runRun(args []string) error {
 	headless := fs.Bool("headless", false, "run the browser without a window")
 	display := fs.String("display", "", "X display to use for the screen and a windowed browser (default: $DISPLAY)")
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "never look for the box on the LAN; use only its last address")
+	fs.StringVar(&cfg.AttachChrome, "attach-chrome", "", "drive the running Chrome whose user data directory this is (started with --remote-debugging-port=0) instead of launching one")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/devicectl/browser"
+	"github.com/lowkeyhq/lowkey/internal/testenv"
 )
 
 const testPage = `<!doctype html>
@@ -66,15 +67,7 @@ func testServer(t *testing.T) *httptest.Server {
 	return srv
 }
 
-func requireBrowser(t *testing.T) {
-	t.Helper()
-	if devicectl.FindBrowser("") == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no Chromium on this machine (CI installs it)")
-		}
-		t.Skip("no Chromium on this machine")
-	}
-}
+func requireBrowser(t *testing.T) { testenv.RequireBrowser(t) }
 
 func quiet() *slog.Logger {
 	if os.Getenv("LOWKEY_TEST_LOG") != "" {

@@ -7,11 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"image"
 	"image/jpeg"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -21,44 +18,10 @@ import (
 
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/devicectl/screen"
+	"github.com/lowkeyhq/lowkey/internal/testenv"
 )
 
-// xvfb starts a virtual X display for one test and returns its name.
-func xvfb(t testing.TB, w, h int) string {
-	t.Helper()
-	bin, err := exec.LookPath("Xvfb")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no Xvfb on this machine (CI installs it)")
-		}
-		t.Skip("no Xvfb on this machine")
-	}
-	for n := 90 + os.Getpid()%300; n < 1000; n++ {
-		if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
-			continue
-		}
-		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
-			continue
-		}
-		d := fmt.Sprintf(":%d", n)
-		cmd := exec.Command(bin, d, "-screen", "0", fmt.Sprintf("%dx%dx24", w, h), "-nolisten", "tcp", "-br", "-noreset")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if c, err := xgb.NewConnDisplay(d); err == nil {
-				c.Close()
-				return d
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Fatalf("Xvfb %s did not come up", d)
-	}
-	t.Fatal("no free X display number")
-	return ""
-}
+func xvfb(t testing.TB, w, h int) string { return testenv.Xvfb(t, w, h) }
 
 // window makes a mapped window of one colour that reports key and button
 // events, and gives it the input focus.

@@ -20,13 +20,14 @@ import (
 
 // Pair is a running box with one linked companion.
 type Pair struct {
-	Hub      *hub.Hub
-	HubDir   string
-	State    companion.State
-	Runner   *companion.Runner
-	Record   *companion.HubRecord
-	DeviceID string
-	Code     string
+	Hub       *hub.Hub
+	HubDir    string
+	HubConfig hub.Config
+	State     companion.State
+	Runner    *companion.Runner
+	Record    *companion.HubRecord
+	DeviceID  string
+	Code      string
 
 	stop      context.CancelFunc
 	runDone   chan error
@@ -39,6 +40,9 @@ type Options struct {
 	Name    string
 	Version string
 	Logger  *slog.Logger
+	// Hub and Companion adjust the two configurations before start.
+	Hub       func(*hub.Config)
+	Companion func(*companion.Config)
 }
 
 // Start makes a box in dir/box and a companion in dir/laptop, pairs them
@@ -51,7 +55,12 @@ func Start(ctx context.Context, dir string, o Options) (*Pair, error) {
 		o.Name = "laptop"
 	}
 	p := &Pair{HubDir: filepath.Join(dir, "box"), State: companion.State{Dir: filepath.Join(dir, "laptop")}}
-	h, err := hub.Start(hub.Config{DataDir: p.HubDir, Listen: o.Listen, NoMDNS: true, LoopbackICE: true, Name: "box", Version: o.Version, Logger: o.Logger})
+	hc := hub.Config{DataDir: p.HubDir, Listen: o.Listen, NoMDNS: true, LoopbackICE: true, Name: "box", Version: o.Version, Logger: o.Logger}
+	if o.Hub != nil {
+		o.Hub(&hc)
+	}
+	p.HubConfig = hc
+	h, err := hub.Start(hc)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +83,11 @@ func Start(ctx context.Context, dir string, o Options) (*Pair, error) {
 		return nil, err
 	}
 	p.DeviceID = id.ID()
-	p.Runner = companion.NewRunner(companion.Config{State: p.State, LoopbackICE: true, NoMDNS: true, Version: o.Version, Logger: o.Logger})
+	cc := companion.Config{State: p.State, LoopbackICE: true, NoMDNS: true, Headless: true, Version: o.Version, Logger: o.Logger}
+	if o.Companion != nil {
+		o.Companion(&cc)
+	}
+	p.Runner = companion.NewRunner(cc)
 	rctx, stop := context.WithCancel(context.Background())
 	p.stop, p.runDone = stop, make(chan error, 1)
 	go func() { p.runDone <- p.Runner.Run(rctx) }()

@@ -1,0 +1,233 @@
+package companion
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/devicectl/browser"
+	"github.com/lowkeyhq/lowkey/devicectl/screen"
+)
+
+// control is this computer's own gate: its copy of the grants the box
+// sent, the local kill switch, and the drivers. It refuses whatever the
+// grants do not cover, even when the box asks.
+type control struct {
+	cfg Config
+	log *slog.Logger
+	// onChange is told when control becomes active or inactive.
+	onChange func(active []string)
+
+	mu      sync.Mutex
+	grants  map[string]devicectl.Grant // by conversation
+	version int64
+	browser *browser.Browser
+	screen  *screen.Screen
+	live    *liveStream
+}
+
+func newControl(cfg Config, log *slog.Logger, onChange func([]string)) *control {
+	return &control{cfg: cfg, log: log, onChange: onChange, grants: map[string]devicectl.Grant{}}
+}
+
+// handle serves one request from the box.
+func (c *control) handle(ctx context.Context, req *devicectl.Request) (*devicectl.Result, error) {
+	capability, ok := devicectl.Lookup(req.Action)
+	if !ok {
+		return nil, &devicectl.ActionError{Code: "unknown_action", Message: "this computer does not know the action " + req.Action}
+	}
+	if capability == devicectl.CapSys {
+		return devicectl.SysHandler(c.cfg.Version, c.probe)(ctx, req)
+	}
+	if err := c.allowed(req.Conversation, capability); err != nil {
+		c.log.Warn("refused an action", "action", req.Action, "conversation", req.Conversation, "why", err)
+		return nil, err
+	}
+	switch capability {
+	case devicectl.CapBrowser:
+		return c.browserDriver().Do(ctx, req.Action, req.Args)
+	case devicectl.CapDesktop:
+		s, err := c.screenDriver()
+		if err != nil {
+			return nil, err
+		}
+		return s.Do(ctx, req.Action, req.Args)
+	}
+	return nil, &devicectl.ActionError{Code: "unknown_action", Message: "no driver for " + req.Action}
+}
+
+// allowed checks the kill switch and this computer's copy of the grant.
+func (c *control) allowed(conversation string, capability devicectl.Capability) error {
+	if paused, err := c.cfg.State.Paused(); paused || err != nil {
+		return &devicectl.ActionError{Code: "paused", Message: "control of this computer is paused there (\"lowkey-companion resume\" allows it again)"}
+	}
+	c.mu.Lock()
+	g, ok := c.grants[conversation]
+	c.mu.Unlock()
+	if !ok || !g.Allows(capability) {
+		what := "browser"
+		if capability == devicectl.CapDesktop {
+			what = "desktop"
+		}
+		return &devicectl.ActionError{Code: "no_grant", Message: fmt.Sprintf("this computer holds no %s grant for that conversation: turn its %s access on first", what, what)}
+	}
+	return nil
+}
+
+func (c *control) browserDriver() *browser.Browser {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.browser == nil {
+		c.browser = browser.New(browser.Config{
+			Bin:         c.cfg.BrowserPath,
+			ProfileDir:  c.cfg.State.path("browser-profile"),
+			DownloadDir: c.cfg.State.path("downloads"),
+			Headless:    c.cfg.Headless || c.cfg.Display == "",
+			Display:     c.cfg.Display,
+			AttachDir:   c.cfg.AttachChrome,
+			Logger:      c.log,
+		})
+	}
+	return c.browser
+}
+
+func (c *control) screenDriver() (*screen.Screen, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.screen != nil {
+		return c.screen, nil
+	}
+	s, err := screen.Open(c.cfg.Display)
+	if err != nil {
+		return nil, &devicectl.ActionError{Code: "desktop_unavailable", Message: err.Error()}
+	}
+	c.screen = s
+	return s, nil
+}
+
+// notice applies a message from the box.
+func (c *control) notice(n devicectl.Notice, send func(frame uint32, data []byte)) {
+	switch n.Type {
+	case "grants":
+		var gn struct {
+			devicectl.GrantNotice
+			Version int64 `json:"version"`
+		}
+		if err := json.Unmarshal(n.Body, &gn); err != nil {
+			c.log.Warn("ignored a malformed grant notice", "err", err)
+			return
+		}
+		c.setGrants(gn.Grants, gn.Version)
+	case "live":
+		r, err := devicectl.DecodeLiveRequest(n.Body)
+		if err != nil {
+			c.log.Warn("ignored a malformed live request", "err", err)
+			return
+		}
+		c.setLive(r, send)
+	}
+}
+
+// setGrants replaces the grants with the box's current set. Notices
+// travel unordered: an older one never undoes a newer one.
+func (c *control) setGrants(gs []devicectl.Grant, version int64) {
+	c.mu.Lock()
+	if version != 0 && version < c.version {
+		c.mu.Unlock()
+		return
+	}
+	c.version = version
+	before := activeList(c.grants)
+	c.grants = map[string]devicectl.Grant{}
+	for _, g := range gs {
+		if g.Any() {
+			c.grants[g.Conversation] = g
+		}
+	}
+	after := activeList(c.grants)
+	live := c.live
+	c.mu.Unlock()
+	if live != nil {
+		live.check()
+	}
+	if strings.Join(before, ",") != strings.Join(after, ",") {
+		c.onChange(after)
+	}
+}
+
+// clear drops every grant (the link went down: the box re-sends them).
+func (c *control) clear() {
+	c.setGrants(nil, 0)
+	c.mu.Lock()
+	c.version = 0
+	c.mu.Unlock()
+	c.stopLive()
+}
+
+func activeList(gs map[string]devicectl.Grant) []string {
+	out := []string{}
+	for conv, g := range gs {
+		var what []string
+		if g.Browser {
+			what = append(what, "browser")
+		}
+		if g.Desktop {
+			what = append(what, "desktop")
+		}
+		out = append(out, conv+" ("+strings.Join(what, ", ")+")")
+	}
+	sort.Strings(out)
+	return out
+}
+
+// close stops the drivers: a launched browser is closed, never left behind.
+func (c *control) close() {
+	c.stopLive()
+	c.mu.Lock()
+	b, s := c.browser, c.screen
+	c.browser, c.screen = nil, nil
+	c.mu.Unlock()
+	if b != nil {
+		_ = b.Close()
+	}
+	if s != nil {
+		_ = s.Close()
+	}
+}
+
+// announce shows a change of control on the computer: always a log line,
+// and a desktop notification where the system has notify-send.
+func announce(log *slog.Logger, display string, active []string) {
+	title, body := "Lowkey: control ended", "No conversation controls this computer now."
+	if len(active) > 0 {
+		title, body = "Lowkey: this computer is being controlled", "Active for "+strings.Join(active, "; ")+". Stop it with \"lowkey-companion pause\"."
+		log.Warn("device control ACTIVE", "conversations", strings.Join(active, "; "))
+	} else {
+		log.Warn("device control inactive")
+	}
+	notify, err := exec.LookPath("notify-send")
+	if err != nil || display == "" {
+		return
+	}
+	cmd := exec.Command(notify, "--app-name=Lowkey", "--urgency=normal", title, body)
+	cmd.Env = append(cmd.Environ(), "DISPLAY="+display)
+	if err := cmd.Start(); err == nil {
+		go func() {
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		}()
+	}
+}

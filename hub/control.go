@@ -1,0 +1,252 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/sessions"
+)
+
+func grantKey(session, device string) string { return "grant/" + session + "/" + device }
+
+// grant returns a conversation's grant for a computer. A grant whose
+// conversation is gone counts for nothing.
+func (h *Hub) grant(session, device string) (devicectl.Grant, bool) {
+	var g devicectl.Grant
+	if err := h.store.Get(grantKey(session, device), &g); err != nil {
+		return devicectl.Grant{}, false
+	}
+	var s sessions.Session
+	if err := h.store.Get("session/"+session, &s); err != nil {
+		return devicectl.Grant{}, false
+	}
+	return g, true
+}
+
+// deviceGrants lists the live grants for one computer.
+func (h *Hub) deviceGrants(device string) []devicectl.Grant {
+	out := []devicectl.Grant{}
+	_ = h.store.Each("grant/", func(key string, raw []byte) error {
+		if !strings.HasSuffix(key, "/"+device) {
+			return nil
+		}
+		var g devicectl.Grant
+		if json.Unmarshal(raw, &g) == nil && g.Device == device {
+			if _, ok := h.grant(g.Conversation, device); ok {
+				out = append(out, g)
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// pushGrants sends a computer its whole current set of grants.
+func (h *Hub) pushGrants(device string) {
+	l := h.liveLink(device)
+	if l == nil {
+		return
+	}
+	body, _ := json.Marshal(struct {
+		devicectl.GrantNotice
+		Version int64 `json:"version"`
+	}{devicectl.GrantNotice{Grants: h.deviceGrants(device)}, time.Now().UnixNano()})
+	if err := l.conn.Link.Notify(devicectl.Notice{Type: "grants", Body: body}); err != nil {
+		h.log.Warn("could not send grants", "device", device, "err", err)
+	}
+}
+
+// dropGrants removes every grant for a computer (it was unpaired).
+func (h *Hub) dropGrants(device string) {
+	var keys []string
+	_ = h.store.Each("grant/", func(key string, _ []byte) error {
+		if strings.HasSuffix(key, "/"+device) {
+			keys = append(keys, key)
+		}
+		return nil
+	})
+	for _, k := range keys {
+		_ = h.store.Delete(k)
+	}
+}
+
+type accessRequest struct {
+	Browser *bool `json:"browser"`
+	Desktop *bool `json:"desktop"`
+}
+
+func (h *Hub) putAccess(w http.ResponseWriter, r *http.Request) {
+	s := h.session(w, r.PathValue("id"))
+	if s == nil {
+		return
+	}
+	devID := r.PathValue("device")
+	d, err := h.device(devID)
+	if err != nil || d.Revoked {
+		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(devID))
+		return
+	}
+	var req accessRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.Browser == nil && req.Desktop == nil {
+		writeError(w, http.StatusBadRequest, "bad_request", `give "browser" and/or "desktop" as true or false`)
+		return
+	}
+	g, _ := h.grant(s.ID, devID)
+	g.Conversation, g.Device = s.ID, devID
+	if req.Browser != nil {
+		g.Browser = *req.Browser
+	}
+	if req.Desktop != nil {
+		g.Desktop = *req.Desktop
+	}
+	g.By, g.At = who(r), time.Now().UTC()
+	if g.Any() {
+		err = h.store.Put(grantKey(s.ID, devID), g)
+	} else {
+		err = h.store.Delete(grantKey(s.ID, devID))
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not save the toggle")
+		return
+	}
+	h.pushGrants(devID)
+	h.checkLive(devID)
+	h.log.Info("device access changed", "session", s.ID, "device", devID, "browser", g.Browser, "desktop", g.Desktop, "by", g.By)
+	writeJSON(w, http.StatusOK, g)
+}
+
+type whoKey struct{}
+
+func who(r *http.Request) string {
+	if w, ok := r.Context().Value(whoKey{}).(string); ok {
+		return w
+	}
+	return "owner"
+}
+
+// confirm asks the person through the session's confirm card.
+func (h *Hub) confirm(ctx context.Context, q devicectl.Question) (devicectl.Reply, error) {
+	answer, c := h.confirms.Ask(ctx, q.Conversation, "device:"+q.Action, q.Summary+" on "+h.deviceName(q.Device), q.Timeout)
+	h.log.Info("confirmation closed", "session", q.Conversation, "id", c.ID, "action", q.Action, "answer", answer)
+	return devicectl.Reply(answer), nil
+}
+
+func (h *Hub) deviceName(id string) string {
+	if d, err := h.device(id); err == nil {
+		return d.Peer.Name
+	}
+	return id
+}
+
+func (h *Hub) postConfirmation(w http.ResponseWriter, r *http.Request) {
+	s := h.session(w, r.PathValue("id"))
+	if s == nil {
+		return
+	}
+	var req struct {
+		Answer string `json:"answer"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	err := h.confirms.Answer(s.ID, r.PathValue("cid"), req.Answer)
+	switch {
+	case errors.Is(err, sessions.ErrBadAnswer):
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	case errors.Is(err, sessions.ErrNoConfirmation):
+		writeError(w, http.StatusNotFound, "not_found", "no confirmation "+strconv.Quote(r.PathValue("cid"))+" in this session")
+	case errors.Is(err, sessions.ErrConfirmationClosed):
+		writeError(w, http.StatusConflict, "closed", err.Error())
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("cid"), "answer": req.Answer})
+	}
+}
+
+// audit stores one record. Keys sort by time.
+func (h *Hub) audit(rec devicectl.AuditRecord) {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	rec.ID = fmt.Sprintf("a-%020d-%s", rec.Time.UnixNano(), hex.EncodeToString(b))
+	if err := h.store.Put("audit/"+rec.ID[2:], rec); err != nil {
+		h.log.Error("could not store an audit record", "action", rec.Action, "err", err)
+	}
+	h.log.Info("device action", "action", rec.Action, "session", rec.Conversation, "device", rec.Device, "outcome", rec.Outcome, "ms", rec.DurationMS)
+}
+
+// AuditRecords lists audit records, oldest first, filtered by session and
+// device when given.
+func (h *Hub) AuditRecords(session, device string) ([]devicectl.AuditRecord, error) {
+	out := []devicectl.AuditRecord{}
+	err := h.store.Each("audit/", func(_ string, raw []byte) error {
+		var rec devicectl.AuditRecord
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			return nil
+		}
+		if (session == "" || rec.Conversation == session) && (device == "" || rec.Device == device) {
+			out = append(out, rec)
+		}
+		return nil
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, err
+}
+
+func (h *Hub) getAudit(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	recs, err := h.AuditRecords(q.Get("session"), q.Get("device"))
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not read the audit log")
+		return
+	}
+	switch q.Get("format") {
+	case "", "json":
+		writeJSON(w, http.StatusOK, recs)
+	case "jsonl":
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Header().Set("Content-Disposition", `attachment; filename="lowkey-audit.jsonl"`)
+		enc := json.NewEncoder(w)
+		for _, rec := range recs {
+			_ = enc.Encode(rec)
+		}
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", "format is json or jsonl")
+	}
+}
+
+// loadPolicy is the default policy with DATA/policy.json over it.
+func loadPolicy(dataDir string, over map[string]devicectl.Decision) (devicectl.Policy, error) {
+	p := devicectl.DefaultPolicy()
+	raw, err := os.ReadFile(filepath.Join(dataDir, "policy.json"))
+	if err == nil {
+		var file map[string]devicectl.Decision
+		if err := json.Unmarshal(raw, &file); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dataDir, "policy.json"), err)
+		}
+		if err := p.Merge(file); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dataDir, "policy.json"), err)
+		}
+	} else if !os.IsNotExist(err) {
+		return nil, err
+	}
+	if err := p.Merge(over); err != nil {
+		return nil, err
+	}
+	return p, nil
+}

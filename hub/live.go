@@ -1,0 +1,224 @@
+package hub
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/lowkeyhq/lowkey/devicectl"
+)
+
+// liveRelay fans one computer's live screen out to the viewers on the
+// box. The computer streams while at least one viewer watches.
+type liveRelay struct {
+	device string
+	req    devicectl.LiveRequest
+	asm    devicectl.LiveAssembler
+
+	mu      sync.Mutex
+	viewers map[chan []byte]struct{}
+}
+
+func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
+	s := h.session(w, r.PathValue("id"))
+	if s == nil {
+		return
+	}
+	devID := r.PathValue("device")
+	d, err := h.device(devID)
+	if err != nil || d.Revoked {
+		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(devID))
+		return
+	}
+	q := r.URL.Query()
+	req := devicectl.LiveRequest{Conversation: s.ID, On: true, Source: q.Get("source"), FPS: 15, MaxEdge: 1280, Quality: 70}
+	if req.Source == "" {
+		req.Source = "screen"
+	}
+	for name, dst := range map[string]*int{"fps": &req.FPS, "max_edge": &req.MaxEdge, "quality": &req.Quality} {
+		if v := q.Get(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 || n > 4096 {
+				writeError(w, http.StatusBadRequest, "bad_request", name+" must be a positive number")
+				return
+			}
+			*dst = n
+		}
+	}
+	body, _ := json.Marshal(req)
+	if req, err = devicectl.DecodeLiveRequest(body); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	capability := devicectl.CapDesktop
+	if req.Source == "browser" {
+		capability = devicectl.CapBrowser
+	}
+	rec := devicectl.AuditRecord{Time: time.Now().UTC(), Who: who(r), Conversation: s.ID, Device: devID, Action: "live." + req.Source, Args: body}
+	if g, _ := h.grant(s.ID, devID); !g.Allows(capability) && !h.cfg.UnsafeSkipGrantCheck {
+		rec.Outcome, rec.Detail = "refused", "the toggle is off"
+		h.audit(rec)
+		writeError(w, http.StatusConflict, "toggle_off", "turn this conversation's "+string(capability)+" access on to watch the live screen")
+		return
+	}
+	if h.liveLink(devID) == nil {
+		writeError(w, http.StatusConflict, "device_offline", errOffline.Error())
+		return
+	}
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	h.wg.Add(1)
+	defer h.wg.Done()
+	defer ws.Close()
+	rec.Outcome = "done"
+	h.audit(rec)
+	frames := make(chan []byte, 2)
+	h.watch(devID, req, frames)
+	defer h.unwatch(devID, frames)
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "control ended"), time.Now().Add(time.Second))
+				return
+			}
+			_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if err := ws.WriteMessage(websocket.BinaryMessage, f); err != nil {
+				return
+			}
+		case <-gone:
+			return
+		case <-h.ctx.Done():
+			return
+		}
+	}
+}
+
+func (h *Hub) watch(devID string, req devicectl.LiveRequest, ch chan []byte) {
+	h.mu.Lock()
+	rl := h.lives[devID]
+	first := rl == nil
+	if first {
+		rl = &liveRelay{device: devID, req: req, viewers: map[chan []byte]struct{}{}}
+		h.lives[devID] = rl
+	}
+	h.mu.Unlock()
+	rl.mu.Lock()
+	rl.viewers[ch] = struct{}{}
+	rl.mu.Unlock()
+	if first {
+		h.sendLive(devID, req)
+	}
+}
+
+func (h *Hub) unwatch(devID string, ch chan []byte) {
+	h.mu.Lock()
+	rl := h.lives[devID]
+	if rl == nil {
+		h.mu.Unlock()
+		return
+	}
+	rl.mu.Lock()
+	if _, ok := rl.viewers[ch]; !ok {
+		rl.mu.Unlock()
+		h.mu.Unlock()
+		return
+	}
+	delete(rl.viewers, ch)
+	last := len(rl.viewers) == 0
+	rl.mu.Unlock()
+	if last {
+		delete(h.lives, devID)
+	}
+	h.mu.Unlock()
+	if last {
+		off := rl.req
+		off.On = false
+		h.sendLive(devID, off)
+	}
+}
+
+func (h *Hub) sendLive(devID string, req devicectl.LiveRequest) {
+	l := h.liveLink(devID)
+	if l == nil {
+		return
+	}
+	body, _ := json.Marshal(req)
+	_ = l.conn.Link.Notify(devicectl.Notice{Type: "live", Body: body})
+}
+
+// resumeLive asks a computer that came back to stream again.
+func (h *Hub) resumeLive(devID string) {
+	h.mu.Lock()
+	rl := h.lives[devID]
+	h.mu.Unlock()
+	if rl != nil {
+		h.sendLive(devID, rl.req)
+	}
+}
+
+// liveFrame takes one message from a computer's live channel.
+func (h *Hub) liveFrame(devID string, m []byte) {
+	h.mu.Lock()
+	rl := h.lives[devID]
+	h.mu.Unlock()
+	if rl == nil {
+		return
+	}
+	frame, ok := rl.asm.Add(m)
+	if !ok {
+		return
+	}
+	rl.mu.Lock()
+	for ch := range rl.viewers {
+		select {
+		case ch <- frame:
+		default: // a slow viewer misses frames, never holds the others
+		}
+	}
+	rl.mu.Unlock()
+}
+
+// checkLive ends the viewing of a computer whose conversation lost the
+// grant that the stream needs.
+func (h *Hub) checkLive(devID string) {
+	h.mu.Lock()
+	rl := h.lives[devID]
+	h.mu.Unlock()
+	if rl == nil {
+		return
+	}
+	capability := devicectl.CapDesktop
+	if rl.req.Source == "browser" {
+		capability = devicectl.CapBrowser
+	}
+	if g, _ := h.grant(rl.req.Conversation, devID); g.Allows(capability) || h.cfg.UnsafeSkipGrantCheck {
+		return
+	}
+	h.mu.Lock()
+	if h.lives[devID] == rl {
+		delete(h.lives, devID)
+	}
+	h.mu.Unlock()
+	rl.mu.Lock()
+	for ch := range rl.viewers {
+		close(ch)
+	}
+	rl.viewers = map[chan []byte]struct{}{}
+	rl.mu.Unlock()
+}
