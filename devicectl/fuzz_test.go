@@ -68,3 +68,16 @@ func FuzzDecodeSignal(f *testing.F) {
 		_, _ = DecodeSignal(b)
 	})
 }
+
+func FuzzLiveAssembler(f *testing.F) {
+	for _, p := range LiveParts(1, make([]byte, LivePart+10)) {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var a LiveAssembler
+		if frame, ok := a.Add(b); ok && len(frame) > MaxLiveFrame {
+			t.Fatalf("a frame of %d bytes", len(frame))
+		}
+		_, _ = DecodeLiveRequest(b)
+	})
+}

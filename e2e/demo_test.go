@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/lowkeyhq/lowkey/internal/testenv"
 )
 
 func TestDemoRunsTheRealFlow(t *testing.T) {
@@ -33,5 +35,30 @@ func TestBenchLinkReportsEveryFigure(t *testing.T) {
 		if rep[k] <= 0 {
 			t.Fatalf("%s missing or zero in %s", k, line)
 		}
+	}
+}
+
+func TestBenchBrowserAndLiveReportTheirFigures(t *testing.T) {
+	testenv.RequireBrowser(t)
+	out, code := run(t, "", "lowkey", "bench", "browser", "--json", "--rounds", "2")
+	if code != 0 {
+		t.Fatalf("bench browser: exit %d\n%s", code, out)
+	}
+	var rep map[string]float64
+	if err := json.Unmarshal([]byte(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for _, k := range []string{"direct_navigate_snapshot_ms", "link_navigate_snapshot_ms", "direct_click_ms", "link_click_ms", "direct_screenshot_ms", "link_screenshot_ms"} {
+		if rep[k] <= 0 {
+			t.Fatalf("%s missing in %s", k, out)
+		}
+	}
+	display := testenv.Xvfb(t, 1280, 720)
+	out, code = run(t, "", "lowkey", "bench", "live", "--json", "--display", display, "--seconds", "1")
+	if code != 0 {
+		t.Fatalf("bench live: exit %d\n%s", code, out)
+	}
+	if err := json.Unmarshal([]byte(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), &rep); err != nil || rep["fps"] <= 0 || rep["width"] != 1280 {
+		t.Fatalf("bench live: %v %s", err, out)
 	}
 }

@@ -211,8 +211,8 @@ func (b *box) devices(t *testing.T) []device {
 	var ds []device
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
 		f := strings.Fields(line)
-		if len(f) < 4 {
-			continue
+		if len(f) < 4 || (f[2] != "yes" && f[2] != "no") {
+			continue // a capability note, not a device row
 		}
 		d := device{ID: f[0], Name: f[1], Online: f[2], RTT: f[3]}
 		if d.RTT != "-" && len(f) > 4 {

@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"time"
 
 	"github.com/lowkeyhq/lowkey/internal/bench"
 )
 
 func runBench(args []string) error {
 	if len(args) == 0 {
-		return errors.New("bench needs a target: link (browser and sessions arrive with their features)")
+		return errors.New("bench needs a target: link, browser or live")
 	}
 	switch args[0] {
 	case "link":
@@ -38,8 +40,85 @@ func runBench(args []string) error {
 		fmt.Printf("5 MiB result     raw pion %7.1f ms  link %7.1f ms   (ratio %.2fx)\n", rep.Raw5MiBms, rep.Link5MiBms, rep.BulkRatio)
 		fmt.Printf("small call p99 during 5 MiB transfers: %.2f ms\n", rep.LinkRPCDuringBulkP99)
 		return nil
-	case "browser", "sessions":
-		return fmt.Errorf("bench %s: not built yet (it arrives with %s control)", args[0], args[0])
+	case "browser":
+		fs := newFlags("bench browser", "lowkey bench browser [--json] [--rounds N]")
+		asJSON := fs.Bool("json", false, "print one JSON object")
+		rounds := fs.Int("rounds", 10, "measured rounds per side (the median is reported)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		rep, err := bench.Browser(ctx, *rounds, os.Stderr)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(os.Stdout).Encode(rep)
+		}
+		fmt.Printf("                     rod directly   through the link   added\n")
+		fmt.Printf("navigate + snapshot  %9.1f ms   %12.1f ms   %+6.1f ms\n", rep.DirectNavigateSnapshotMS, rep.LinkNavigateSnapshotMS, rep.LinkNavigateSnapshotMS-rep.DirectNavigateSnapshotMS)
+		fmt.Printf("click                %9.1f ms   %12.1f ms   %+6.1f ms\n", rep.DirectClickMS, rep.LinkClickMS, rep.LinkClickMS-rep.DirectClickMS)
+		fmt.Printf("screenshot (%4d KiB) %8.1f ms   %12.1f ms   %+6.1f ms\n", rep.ScreenshotBytes>>10, rep.DirectScreenshotMS, rep.LinkScreenshotMS, rep.LinkScreenshotMS-rep.DirectScreenshotMS)
+		return nil
+	case "live":
+		fs := newFlags("bench live", "lowkey bench live [--json] [--display :N] [--fps N] [--seconds N]")
+		asJSON := fs.Bool("json", false, "print one JSON object")
+		display := fs.String("display", "", "X display to stream (default: a private 1280x720 Xvfb)")
+		fps := fs.Int("fps", 30, "frame rate to ask for")
+		secs := fs.Int("seconds", 5, "how long to watch")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		if *display == "" {
+			d, stopX, err := startXvfb(1280, 720)
+			if err != nil {
+				return err
+			}
+			defer stopX()
+			*display = d
+		}
+		rep, err := bench.Live(ctx, *display, *fps, time.Duration(*secs)*time.Second, os.Stderr)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(os.Stdout).Encode(rep)
+		}
+		fmt.Printf("live screen %dx%d: %.1f frames per second (asked for %d), %.0f KiB a frame\n", rep.Width, rep.Height, rep.FPS, rep.Asked, rep.KBPer)
+		return nil
+	case "sessions":
+		return errors.New("bench sessions: not built yet (it arrives with agent sessions)")
 	}
-	return fmt.Errorf("unknown bench target %q: use link", args[0])
+	return fmt.Errorf("unknown bench target %q: use link, browser or live", args[0])
+}
+
+// startXvfb starts a private virtual display for a benchmark.
+func startXvfb(w, h int) (string, func(), error) {
+	bin, err := exec.LookPath("Xvfb")
+	if err != nil {
+		return "", nil, errors.New("no Xvfb to stream from: install xvfb or pass --display :N")
+	}
+	for n := 200 + os.Getpid()%500; n < 1000; n++ {
+		if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
+			continue
+		}
+		d := fmt.Sprintf(":%d", n)
+		cmd := exec.Command(bin, d, "-screen", "0", fmt.Sprintf("%dx%dx24", w, h), "-nolisten", "tcp", "-noreset")
+		if err := cmd.Start(); err != nil {
+			return "", nil, err
+		}
+		stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+		for range 100 {
+			if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
+				return d, stop, nil
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		stop()
+		return "", nil, fmt.Errorf("Xvfb %s did not start", d)
+	}
+	return "", nil, errors.New("no free X display number")
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,10 +14,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/admin"
 )
@@ -202,7 +205,7 @@ func printDevices(w io.Writer, ds []hub.DeviceView) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tONLINE\tRTT\tPLATFORM\tLAST SEEN")
+	fmt.Fprintln(tw, "ID\tNAME\tONLINE\tRTT\tPLATFORM\tLAST SEEN\tCAN DRIVE")
 	for _, d := range ds {
 		online, rtt := "no", "-"
 		if d.Online {
@@ -215,9 +218,18 @@ func printDevices(w io.Writer, ds []hub.DeviceView) {
 		if !d.LastSeen.IsZero() {
 			seen = d.LastSeen.Local().Format("2006-01-02 15:04:05")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Name, online, rtt, d.Platform, seen)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Name, online, rtt, d.Platform, seen, canDo(d.Capabilities))
 	}
 	tw.Flush()
+	for _, d := range ds {
+		var caps map[string]devicectl.Availability
+		_ = json.Unmarshal(d.Capabilities, &caps)
+		for _, name := range []string{"browser", "desktop"} {
+			if c, ok := caps[name]; ok && !c.Available {
+				fmt.Fprintf(w, "%s: no %s control: %s\n", d.Name, name, c.Reason)
+			}
+		}
+	}
 }
 
 func runToken(args []string) error {
@@ -234,4 +246,22 @@ func runToken(args []string) error {
 	}
 	fmt.Println(out.Token)
 	return nil
+}
+
+// canDo names the capabilities a computer reported, or "-".
+func canDo(raw json.RawMessage) string {
+	var caps map[string]devicectl.Availability
+	if json.Unmarshal(raw, &caps) != nil || len(caps) == 0 {
+		return "-"
+	}
+	var out []string
+	for _, name := range []string{"browser", "desktop"} {
+		if caps[name].Available {
+			out = append(out, name)
+		}
+	}
+	if len(out) == 0 {
+		return "nothing"
+	}
+	return strings.Join(out, ", ")
 }

@@ -104,6 +104,9 @@ func (r *renderer) walk(n *proto.AccessibilityAXNode, depth int, parentName stri
 	if role == "StaticText" && (name == "" || name == parentName) {
 		show = false
 	}
+	if role == "InlineTextBox" {
+		return // repeats its text node
+	}
 	childDepth := depth
 	if show {
 		line, ref := r.line(n, role, name, depth)

@@ -10,13 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
+	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/local"
 )
@@ -56,13 +58,13 @@ func Run(ctx context.Context, o Options) error {
 	step("companion paired: CPace with key confirmation, box %s pinned (DTLS %s…)", p.Record.Peer.ID, p.Record.Peer.Fingerprint[:23])
 	step("link up: signed challenge, WebRTC data channels, DTLS certificate matches the pinned one")
 
-	api := client{base: h.URL(), token: h.Token()}
+	api := p.Client()
 	var sess struct{ ID string }
-	if err := api.do("POST", "/api/v1/sessions", map[string]string{"title": "demo"}, &sess); err != nil {
+	if err := api.Do("POST", "/api/v1/sessions", map[string]string{"title": "demo"}, &sess); err != nil {
 		return err
 	}
 	var devs []hub.DeviceView
-	if err := api.do("GET", "/api/v1/devices", nil, &devs); err != nil {
+	if err := api.Do("GET", "/api/v1/devices", nil, &devs); err != nil {
 		return err
 	}
 	if len(devs) != 1 {
@@ -73,7 +75,7 @@ func Run(ctx context.Context, o Options) error {
 		Result     json.RawMessage `json:"result"`
 		DurationMS float64         `json:"duration_ms"`
 	}
-	if err := api.do("POST", "/api/v1/sessions/"+sess.ID+"/devices/"+dev+"/actions", map[string]any{"action": "sys.info"}, &info); err != nil {
+	if err := api.Do("POST", "/api/v1/sessions/"+sess.ID+"/devices/"+dev+"/actions", map[string]any{"action": "sys.info"}, &info); err != nil {
 		return err
 	}
 	var pretty bytes.Buffer
@@ -83,10 +85,13 @@ func Run(ctx context.Context, o Options) error {
 		DataBytes  int     `json:"data_bytes"`
 		DurationMS float64 `json:"duration_ms"`
 	}
-	if err := api.do("POST", "/api/v1/sessions/"+sess.ID+"/devices/"+dev+"/actions", map[string]any{"action": "sys.echo", "args": map[string]int{"bytes": 5 << 20}}, &echo); err != nil {
+	if err := api.Do("POST", "/api/v1/sessions/"+sess.ID+"/devices/"+dev+"/actions", map[string]any{"action": "sys.echo", "args": map[string]int{"bytes": 5 << 20}}, &echo); err != nil {
 		return err
 	}
 	step("sys.echo of %d bytes (chunked, hash-checked) in %.1f ms", echo.DataBytes, echo.DurationMS)
+	if err := driveBrowser(api, sess.ID, dev, step); err != nil {
+		return err
+	}
 	if o.Once {
 		return nil
 	}
@@ -100,27 +105,87 @@ Try, while this runs (Ctrl-C stops it and removes the temporary data):
 	return nil
 }
 
-type client struct{ base, token string }
+const demoPage = `<!doctype html><title>Lowkey demo page</title>
+<h1>Hello from the box</h1>
+<p id="count">Clicked 0 times</p>
+<button onclick="this.dataset.n=(+this.dataset.n||0)+1; document.getElementById('count').textContent='Clicked '+this.dataset.n+' times'">Click me</button>`
 
-func (c client) do(method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
+// driveBrowser shows the browser toggle at work: refused while off, then
+// a headless Chromium on the computer driven through the link.
+func driveBrowser(api local.Client, sess, dev string, step func(string, ...any)) error {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = io.WriteString(w, demoPage)
+	}))
+	defer srv.Close()
+	act := func(action string, args any, out any) error {
+		return api.Do("POST", "/api/v1/sessions/"+sess+"/devices/"+dev+"/actions", map[string]any{"action": action, "args": args}, out)
 	}
-	req, err := http.NewRequest(method, c.base+path, rd)
-	if err != nil {
+	err := act("browser.navigate", map[string]string{"url": srv.URL}, nil)
+	if err == nil {
+		return fmt.Errorf("the browser was driven with its toggle off")
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, `"message":"`); i >= 0 {
+		msg = strings.TrimSuffix(strings.TrimSpace(msg[i+11:]), `"}}`)
+	}
+	step("browser access is off by default, so browser.navigate was refused: %s", msg)
+	if devicectl.FindBrowser("") == "" {
+		step("no Chromium on this computer, so the browser part stops here: install chromium to see it")
+		return nil
+	}
+	if err := api.Do("PUT", "/api/v1/sessions/"+sess+"/devices/"+dev+"/access", map[string]bool{"browser": true}, nil); err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := (&http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: (&net.Dialer{}).DialContext}}).Do(req)
-	if err != nil {
+	time.Sleep(100 * time.Millisecond) // the grant travels to the computer
+	step("browser access turned on for this conversation")
+	var nav struct {
+		Result     struct{ Title string } `json:"result"`
+		DurationMS float64                `json:"duration_ms"`
+	}
+	if err := act("browser.navigate", map[string]string{"url": srv.URL}, &nav); err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+	step("headless Chromium on the computer opened %q in %.0f ms", nav.Result.Title, nav.DurationMS)
+	var snap struct {
+		Result struct{ Snapshot string } `json:"result"`
 	}
-	return json.Unmarshal(b, out)
+	if err := act("browser.snapshot", nil, &snap); err != nil {
+		return err
+	}
+	step("its accessibility snapshot, with element refs:\n    %s", strings.ReplaceAll(strings.TrimSpace(snap.Result.Snapshot), "\n", "\n    "))
+	m := regexp.MustCompile(`button "Click me" \[ref=(e\d+)\]`).FindStringSubmatch(snap.Result.Snapshot)
+	if m == nil {
+		return fmt.Errorf("the demo page's button is not in the snapshot")
+	}
+	if err := act("browser.click", map[string]string{"ref": m[1]}, nil); err != nil {
+		return err
+	}
+	if err := act("browser.snapshot", nil, &snap); err != nil {
+		return err
+	}
+	if !strings.Contains(snap.Result.Snapshot, "Clicked 1 times") {
+		return fmt.Errorf("the click did not change the page")
+	}
+	step("clicked %s: the page now says \"Clicked 1 times\"", m[1])
+	var shot struct {
+		Result struct {
+			Width, Height int
+			Scale         float64
+		} `json:"result"`
+		DataBytes int `json:"data_bytes"`
+	}
+	if err := act("browser.screenshot", map[string]any{"max_edge": 800, "format": "jpeg"}, &shot); err != nil {
+		return err
+	}
+	step("screenshot: %dx%d at scale %.2f, %d bytes", shot.Result.Width, shot.Result.Height, shot.Result.Scale, shot.DataBytes)
+	if err := api.Do("PUT", "/api/v1/sessions/"+sess+"/devices/"+dev+"/access", map[string]bool{"browser": false}, nil); err != nil {
+		return err
+	}
+	var audit []json.RawMessage
+	if err := api.Do("GET", "/api/v1/audit?session="+sess, nil, &audit); err != nil {
+		return err
+	}
+	step("browser access off again; the audit log holds %d records for this conversation (GET /api/v1/audit)", len(audit))
+	return nil
 }

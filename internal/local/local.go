@@ -4,10 +4,14 @@
 package local
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -144,4 +148,39 @@ func (p *Pair) RunnerErr() error {
 	default:
 		return nil
 	}
+}
+
+// Client calls the box's HTTP API with the owner's token.
+type Client struct{ Base, Token string }
+
+// Client is an API client for this pair's box.
+func (p *Pair) Client() Client { return Client{Base: p.URL(), Token: p.Hub.Token()} }
+
+// Do calls method path with body as JSON and decodes the answer into out
+// (when out is not nil). A status of 300 or more is an error with the
+// box's message.
+func (c Client) Do(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.Base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
 }

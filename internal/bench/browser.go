@@ -1,0 +1,225 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/lowkeyhq/lowkey/companion"
+	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/devicectl/browser"
+	"github.com/lowkeyhq/lowkey/internal/local"
+)
+
+// BrowserReport is "lowkey bench browser --json": medians in ms.
+type BrowserReport struct {
+	DirectNavigateSnapshotMS float64 `json:"direct_navigate_snapshot_ms"`
+	LinkNavigateSnapshotMS   float64 `json:"link_navigate_snapshot_ms"`
+	DirectClickMS            float64 `json:"direct_click_ms"`
+	LinkClickMS              float64 `json:"link_click_ms"`
+	DirectScreenshotMS       float64 `json:"direct_screenshot_ms"`
+	LinkScreenshotMS         float64 `json:"link_screenshot_ms"`
+	ScreenshotBytes          int     `json:"screenshot_bytes"`
+	Rounds                   int     `json:"rounds"`
+}
+
+const benchPage = `<!doctype html><title>Bench</title><h1>Bench page</h1>
+<p id="n">0</p><button onclick="const n=document.getElementById('n'); n.textContent=+n.textContent+1">Add one</button>
+<ul>` + "%s" + `</ul>`
+
+func benchServer() *httptest.Server {
+	var items strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&items, "<li><a href='#%d'>Item %d</a></li>", i, i)
+	}
+	page := fmt.Sprintf(benchPage, items.String())
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = io.WriteString(w, page)
+	}))
+}
+
+type doer func(ctx context.Context, action string, args any) (*devicectl.Result, error)
+
+// browserRounds runs the measured actions through do.
+func browserRounds(ctx context.Context, do doer, url string, rounds int) (nav, click, shot []time.Duration, shotBytes int, err error) {
+	refRe := regexp.MustCompile(`button "Add one" \[ref=(e\d+)\]`)
+	for range rounds {
+		t := time.Now()
+		if _, err = do(ctx, "browser.navigate", map[string]string{"url": url}); err != nil {
+			return
+		}
+		var res *devicectl.Result
+		if res, err = do(ctx, "browser.snapshot", nil); err != nil {
+			return
+		}
+		nav = append(nav, time.Since(t))
+		var snap struct{ Snapshot string }
+		_ = json.Unmarshal(res.JSON, &snap)
+		m := refRe.FindStringSubmatch(snap.Snapshot)
+		if m == nil {
+			err = fmt.Errorf("the bench page's button is not in the snapshot")
+			return
+		}
+		t = time.Now()
+		if _, err = do(ctx, "browser.click", map[string]string{"ref": m[1]}); err != nil {
+			return
+		}
+		click = append(click, time.Since(t))
+		t = time.Now()
+		if res, err = do(ctx, "browser.screenshot", map[string]any{"format": "png"}); err != nil {
+			return
+		}
+		shot = append(shot, time.Since(t))
+		shotBytes = len(res.Blob)
+	}
+	return
+}
+
+// Browser measures the same actions through rod directly and through
+// box → link → companion → rod, in one run.
+func Browser(ctx context.Context, rounds int, progress io.Writer) (*BrowserReport, error) {
+	if rounds <= 0 {
+		rounds = 10
+	}
+	if devicectl.FindBrowser("") == "" {
+		return nil, fmt.Errorf("no Chromium on this machine: install chromium")
+	}
+	srv := benchServer()
+	defer srv.Close()
+	dir, err := os.MkdirTemp("", "lowkey-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rep := &BrowserReport{Rounds: rounds}
+
+	fmt.Fprintln(progress, "direct: rod in this process")
+	b := browser.New(browser.Config{ProfileDir: filepath.Join(dir, "direct"), Headless: true, Logger: quiet})
+	defer b.Close()
+	direct := func(ctx context.Context, action string, args any) (*devicectl.Result, error) {
+		raw, _ := json.Marshal(args)
+		return b.Do(ctx, action, raw)
+	}
+	// One warm-up round each, not counted: the first launch dominates it.
+	if _, _, _, _, err := browserRounds(ctx, direct, srv.URL, 1); err != nil {
+		return nil, err
+	}
+	nav, click, shot, _, err := browserRounds(ctx, direct, srv.URL, rounds)
+	if err != nil {
+		return nil, err
+	}
+	rep.DirectNavigateSnapshotMS, rep.DirectClickMS, rep.DirectScreenshotMS = ms(percentile(nav, .5)), ms(percentile(click, .5)), ms(percentile(shot, .5))
+	_ = b.Close()
+
+	fmt.Fprintln(progress, "link: box → link → companion → rod")
+	p, err := local.Start(ctx, filepath.Join(dir, "pair"), local.Options{Logger: quiet, Companion: func(c *companion.Config) { c.Headless = true }})
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	c := p.Client()
+	var sess struct{ ID string }
+	if err := c.Do("POST", "/api/v1/sessions", map[string]string{"title": "bench"}, &sess); err != nil {
+		return nil, err
+	}
+	if err := c.Do("PUT", "/api/v1/sessions/"+sess.ID+"/devices/"+p.DeviceID+"/access", map[string]bool{"browser": true}, nil); err != nil {
+		return nil, err
+	}
+	time.Sleep(100 * time.Millisecond)
+	linked := func(ctx context.Context, action string, args any) (*devicectl.Result, error) {
+		raw, _ := json.Marshal(args)
+		return p.Hub.Call(ctx, p.DeviceID, action, sess.ID, raw)
+	}
+	if _, _, _, _, err := browserRounds(ctx, linked, srv.URL, 1); err != nil {
+		return nil, err
+	}
+	nav, click, shot, rep.ScreenshotBytes, err = browserRounds(ctx, linked, srv.URL, rounds)
+	if err != nil {
+		return nil, err
+	}
+	rep.LinkNavigateSnapshotMS, rep.LinkClickMS, rep.LinkScreenshotMS = ms(percentile(nav, .5)), ms(percentile(click, .5)), ms(percentile(shot, .5))
+	return rep, nil
+}
+
+// LiveReport is "lowkey bench live --json".
+type LiveReport struct {
+	Width  int     `json:"width"`
+	Height int     `json:"height"`
+	Asked  int     `json:"asked_fps"`
+	FPS    float64 `json:"fps"`
+	Frames int     `json:"frames"`
+	KBPer  float64 `json:"kib_per_frame"`
+}
+
+// Live measures the live screen's frame rate from a display through the
+// link and the box's relay to a WebSocket viewer.
+func Live(ctx context.Context, display string, asked int, d time.Duration, progress io.Writer) (*LiveReport, error) {
+	dir, err := os.MkdirTemp("", "lowkey-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	unpaint, err := paint(display)
+	if err != nil {
+		return nil, err
+	}
+	defer unpaint()
+	p, err := local.Start(ctx, dir, local.Options{Logger: quiet, Companion: func(c *companion.Config) { c.Display = display }})
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	c := p.Client()
+	var sess struct{ ID string }
+	if err := c.Do("POST", "/api/v1/sessions", map[string]string{"title": "bench"}, &sess); err != nil {
+		return nil, err
+	}
+	if err := c.Do("PUT", "/api/v1/sessions/"+sess.ID+"/devices/"+p.DeviceID+"/access", map[string]bool{"desktop": true}, nil); err != nil {
+		return nil, err
+	}
+	time.Sleep(100 * time.Millisecond)
+	var size struct {
+		Result struct{ Width, Height int }
+	}
+	if err := c.Do("POST", "/api/v1/sessions/"+sess.ID+"/devices/"+p.DeviceID+"/actions", map[string]string{"action": "screen.size"}, &size); err != nil {
+		return nil, err
+	}
+	u := "ws" + strings.TrimPrefix(p.URL(), "http") + fmt.Sprintf("/api/v1/sessions/%s/devices/%s/live?fps=%d&max_edge=4096", sess.ID, p.DeviceID, asked)
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, u, http.Header{"Authorization": {"Bearer " + p.Hub.Token()}})
+	if err != nil {
+		return nil, fmt.Errorf("live stream: %w", err)
+	}
+	defer ws.Close()
+	fmt.Fprintf(progress, "live: watching %dx%d for %s\n", size.Result.Width, size.Result.Height, d)
+	// The first frame starts the clock.
+	if _, _, err := ws.ReadMessage(); err != nil {
+		return nil, err
+	}
+	start, frames, bytes := time.Now(), 0, 0
+	for time.Since(start) < d {
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			return nil, err
+		}
+		frames++
+		bytes += len(data)
+	}
+	el := time.Since(start)
+	return &LiveReport{Width: size.Result.Width, Height: size.Result.Height, Asked: asked, Frames: frames,
+		FPS: float64(frames) / el.Seconds(), KBPer: float64(bytes) / float64(max(frames, 1)) / 1024}, nil
+}
