@@ -1,0 +1,294 @@
+// Package cgroup gives each session a memory budget: one control group
+// per session with a memory limit (swap included, so there is no escape
+// into swap) and a pids limit, one leaf group for the turn and one per
+// job inside it. It speaks cgroup v1 and v2, detected at start, through
+// containerd/cgroups, and starts processes inside their group so no child
+// forked in between can escape.
+//
+// Where groups cannot be made (no root, no delegation) it says why, and
+// processes run without a budget.
+package cgroup
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+)
+
+// Limits of one session.
+type Limits struct {
+	MemoryBytes int64
+	Pids        int64
+}
+
+// Group is one control group.
+type Group interface {
+	// Name is the group's path below the cgroup root.
+	Name() string
+	// Child makes a leaf group inside this one (a turn, a job).
+	Child(name string) (Group, error)
+	// Start starts cmd inside the group.
+	Start(cmd *exec.Cmd) error
+	// Procs lists every process in the group and below.
+	Procs() ([]int, error)
+	// OOMKills counts processes the kernel killed for memory here.
+	OOMKills() uint64
+	// Kill kills every process in the group and below, and waits (up to
+	// a second) until the group is empty.
+	Kill() error
+	// Delete removes the group; it must be empty.
+	Delete() error
+}
+
+// Manager makes session groups under one root ("lowkey").
+type Manager struct {
+	root   string
+	mode   string // "v1", "v2" or "none"
+	reason string
+}
+
+// Detect finds which cgroup version the machine runs and whether this
+// process may make groups there.
+func Detect(root string) *Manager {
+	m := &Manager{root: root}
+	switch cgroups.Mode() {
+	case cgroups.Unified:
+		m.mode = "v2"
+		if err := probeWrite(filepath.Join(v2Mount, root)); err != nil {
+			m.mode, m.reason = "none", "cgroup v2: cannot create groups ("+err.Error()+"): run the hub as root, or in a systemd unit with Delegate=yes"
+		} else if err := enableV2Controllers(filepath.Join(v2Mount, root)); err != nil {
+			m.mode, m.reason = "none", "cgroup v2: "+err.Error()
+		}
+	case cgroups.Legacy, cgroups.Hybrid:
+		m.mode = "v1"
+		for _, sub := range []string{"memory", "pids", "freezer"} {
+			if _, err := os.Stat(filepath.Join(v1Mount, sub)); err != nil {
+				m.mode, m.reason = "none", "cgroup v1 without the "+sub+" controller"
+				break
+			}
+			if err := probeWrite(filepath.Join(v1Mount, sub, root)); err != nil {
+				m.mode, m.reason = "none", "cgroup v1: cannot create groups ("+err.Error()+"): run the hub as root"
+				break
+			}
+		}
+	default:
+		m.mode, m.reason = "none", "this system has no cgroups"
+	}
+	return m
+}
+
+// Mode is "v1", "v2" or "none".
+func (m *Manager) Mode() string { return m.mode }
+
+// Unavailable says why there are no budgets ("" when there are).
+func (m *Manager) Unavailable() string { return m.reason }
+
+// NewSession makes (or re-makes) the group of one session.
+func (m *Manager) NewSession(id string, l Limits) (Group, error) {
+	name := m.root + "/" + id
+	switch m.mode {
+	case "v1":
+		return newV1(name, l)
+	case "v2":
+		return newV2(name, l)
+	}
+	return &noGroup{name: name}, nil
+}
+
+func probeWrite(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	probe := filepath.Join(dir, fmt.Sprintf("probe-%d", os.Getpid()))
+	if err := os.Mkdir(probe, 0o755); err != nil && !os.IsExist(err) {
+		return err
+	}
+	return os.Remove(probe)
+}
+
+// gate starts cmd stopped on a pipe read, so the caller can move it into
+// a group before it runs anything: v1 has no clone-into-cgroup. The
+// process is a shell that waits for one line, closes the pipe and execs
+// the real command.
+func gate(cmd *exec.Cmd, place func(pid int) error) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	fd := 3 + len(cmd.ExtraFiles)
+	cmd.ExtraFiles = append(cmd.ExtraFiles, r)
+	if cmd.Err != nil {
+		w.Close()
+		return cmd.Err
+	}
+	script := fmt.Sprintf(`read -r _ <&%[1]d; exec %[1]d<&-; exec "$@"`, fd)
+	cmd.Args = append([]string{"/bin/sh", "-c", script, "lowkey-worker", cmd.Path}, cmd.Args[1:]...)
+	cmd.Path = "/bin/sh"
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return err
+	}
+	if err := place(cmd.Process.Pid); err != nil {
+		w.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return err
+	}
+	_, err = w.Write([]byte("go\n"))
+	w.Close()
+	return err
+}
+
+// killProcs kills the listed processes until the list comes back empty.
+func killProcs(list func() ([]int, error)) error {
+	deadline := time.Now().Add(time.Second)
+	for {
+		pids, err := list()
+		if err != nil {
+			return err
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d processes still in the group after a second", len(pids))
+		}
+		for _, p := range pids {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func readPids(file string) ([]int, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// walkPids reads cgroup.procs of dir and every group below it.
+func walkPids(dir string) ([]int, error) {
+	var out []int
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		pids, err := readPids(filepath.Join(path, "cgroup.procs"))
+		out = append(out, pids...)
+		return err
+	})
+	return out, err
+}
+
+// counter reads "key N" from a flat-keyed cgroup file.
+func counter(file, key string) uint64 {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && k == key {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// removeTree removes a group and its children, deepest first.
+func removeTree(dir string) error {
+	var dirs []string
+	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	var first error
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// noGroup runs processes without a budget, in their own process group so
+// they can still be stopped together.
+type noGroup struct {
+	name string
+	pids []int
+}
+
+func (g *noGroup) Name() string                     { return g.name }
+func (g *noGroup) Child(name string) (Group, error) { return &noGroup{name: g.name + "/" + name}, nil }
+func (g *noGroup) OOMKills() uint64                 { return 0 }
+func (g *noGroup) Delete() error                    { return nil }
+func (g *noGroup) Start(cmd *exec.Cmd) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	g.pids = append(g.pids, cmd.Process.Pid)
+	return nil
+}
+func (g *noGroup) Procs() ([]int, error) {
+	var out []int
+	for _, p := range g.pids {
+		if syscall.Kill(-p, 0) == nil {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+func (g *noGroup) Kill() error {
+	for _, p := range g.pids {
+		_ = syscall.Kill(-p, syscall.SIGKILL)
+	}
+	return nil
+}
+
+// sumBelow adds up a counter over a group and every group below it.
+func sumBelow(dir, file, key string) uint64 {
+	var n uint64
+	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			n += counter(filepath.Join(path, file), key)
+		}
+		return nil
+	})
+	return n
+}

@@ -1,0 +1,184 @@
+package cgroup_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/internal/testenv"
+	"github.com/lowkeyhq/lowkey/sessions/cgroup"
+)
+
+// The test binary doubles as the workers the tests run.
+func TestMain(m *testing.M) {
+	switch os.Getenv("LOWKEY_CGROUP_TEST_HELPER") {
+	case "hog":
+		var keep [][]byte
+		for {
+			b := make([]byte, 8<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			keep = append(keep, b)
+		}
+	case "sleep":
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func helper(kind string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "LOWKEY_CGROUP_TEST_HELPER="+kind)
+	return cmd
+}
+
+func manager(t *testing.T) *cgroup.Manager {
+	t.Helper()
+	m := cgroup.Detect("lowkey-test-" + strconv.Itoa(os.Getpid()))
+	if m.Mode() == "none" {
+		testenv.Missing(t, "cgroups ("+m.Unavailable()+")")
+	}
+	return m
+}
+
+func session(t *testing.T, m *cgroup.Manager, name string, l cgroup.Limits) cgroup.Group {
+	t.Helper()
+	g, err := m.NewSession(name, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Kill(); _ = g.Delete() })
+	return g
+}
+
+func TestRunawayFailsAloneAtItsBudget(t *testing.T) {
+	m := manager(t)
+	small := session(t, m, "small", cgroup.Limits{MemoryBytes: 64 << 20, Pids: 64})
+	other := session(t, m, "other", cgroup.Limits{MemoryBytes: 256 << 20, Pids: 64})
+	turn, err := small.Child("turn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hog := helper("hog")
+	if err := turn.Start(hog); err != nil {
+		t.Fatal(err)
+	}
+	calm := exec.Command("/bin/sh", "-c", "sleep 0.3; echo fine")
+	calmOut := &strings.Builder{}
+	calm.Stdout = calmOut
+	if err := other.Start(calm); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- hog.Wait() }()
+	select {
+	case err := <-done:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("the runaway ended with %v, want killed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the runaway was not stopped by its budget")
+	}
+	if small.OOMKills() == 0 {
+		t.Fatal("the kernel's OOM kill is not counted in the session")
+	}
+	if err := calm.Wait(); err != nil || calmOut.String() != "fine\n" {
+		t.Fatalf("the other session: %v %q", err, calmOut.String())
+	}
+	if other.OOMKills() != 0 {
+		t.Fatal("the other session saw an OOM kill")
+	}
+}
+
+func TestForkBombStopsAtThePidsLimit(t *testing.T) {
+	m := manager(t)
+	g := session(t, m, "bomb", cgroup.Limits{MemoryBytes: 256 << 20, Pids: 20})
+	// Starts sleepers until fork fails, then reports how many it got.
+	bomb := exec.Command("/bin/sh", "-c", `n=0; while [ $n -lt 200 ]; do sleep 30 >/dev/null 2>&1 & [ $? -eq 0 ] || break; n=$((n+1)); done 2>/dev/null; echo $n`)
+	out := &strings.Builder{}
+	bomb.Stdout = out
+	if err := g.Start(bomb); err != nil {
+		t.Fatal(err)
+	}
+	_ = bomb.Wait()
+	procs, _ := g.Procs()
+	if len(procs) == 0 || len(procs) > 20 {
+		t.Fatalf("%d processes under a limit of 20", len(procs))
+	}
+	if n, _ := strconv.Atoi(strings.TrimSpace(out.String())); n >= 200 {
+		t.Fatalf("the bomb started %d sleepers", n)
+	}
+	start := time.Now()
+	if err := g.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed %d processes in %s", len(procs), time.Since(start))
+}
+
+func TestKillTakesSetsidGrandchildrenAndSparesTheRest(t *testing.T) {
+	m := manager(t)
+	s := session(t, m, "kill", cgroup.Limits{MemoryBytes: 256 << 20, Pids: 100})
+	job, err := s.Child("job-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn, err := s.Child("turn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The job leaves a grandchild in its own session, as daemons do.
+	runner := exec.Command("/bin/sh", "-c", `setsid sleep 100 </dev/null >/dev/null 2>&1 & echo $!; wait`)
+	pidOut := &strings.Builder{}
+	runner.Stdout = pidOut
+	if err := job.Start(runner); err != nil {
+		t.Fatal(err)
+	}
+	keeper := helper("sleep")
+	if err := turn.Start(keeper); err != nil {
+		t.Fatal(err)
+	}
+	var grandchild int
+	for deadline := time.Now().Add(5 * time.Second); grandchild == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		grandchild, _ = strconv.Atoi(strings.TrimSpace(pidOut.String()))
+	}
+	if grandchild == 0 {
+		t.Fatal("no grandchild")
+	}
+	start := time.Now()
+	if err := job.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("stopping the job took %s", took)
+	}
+	_ = runner.Wait()
+	if syscall.Kill(grandchild, 0) == nil {
+		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", grandchild)); !strings.Contains(string(st), ") Z") {
+			t.Fatalf("the setsid grandchild %d survived the job's stop", grandchild)
+		}
+	}
+	if procs, _ := job.Procs(); len(procs) != 0 {
+		t.Fatalf("job still has %v", procs)
+	}
+	// The turn is untouched.
+	if syscall.Kill(keeper.Process.Pid, 0) != nil {
+		t.Fatal("stopping a job stopped the turn")
+	}
+	// Killing the session takes the rest.
+	if err := s.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = keeper.Wait()
+	if procs, _ := s.Procs(); len(procs) != 0 {
+		t.Fatalf("session still has %v", procs)
+	}
+}

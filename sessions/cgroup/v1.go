@@ -1,0 +1,93 @@
+package cgroup
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+const v1Mount = "/sys/fs/cgroup"
+
+// v1 groups live in three hierarchies: memory (the budget), pids (the
+// fork limit) and freezer (to kill a group without racing its forks).
+type v1Group struct {
+	name string
+	cg   cgroup1.Cgroup
+}
+
+func v1Hierarchy() ([]cgroup1.Subsystem, error) {
+	return []cgroup1.Subsystem{cgroup1.NewMemory(v1Mount), cgroup1.NewPids(v1Mount), cgroup1.NewFreezer(v1Mount)}, nil
+}
+
+func newV1(name string, l Limits) (Group, error) {
+	res := &specs.LinuxResources{}
+	if l.MemoryBytes > 0 {
+		swap := l.MemoryBytes // memory+swap equal to memory: no swap escape
+		res.Memory = &specs.LinuxMemory{Limit: &l.MemoryBytes, Swap: &swap}
+		if _, err := os.Stat(filepath.Join(v1Mount, "memory", "memory.memsw.limit_in_bytes")); err != nil {
+			res.Memory.Swap = nil // no swap accounting: nothing to escape into
+		}
+	}
+	if l.Pids > 0 {
+		res.Pids = &specs.LinuxPids{Limit: &l.Pids}
+	}
+	// A group left by a hub that died is emptied and made anew.
+	if old, err := cgroup1.Load(cgroup1.StaticPath("/"+name), cgroup1.WithHiearchy(v1Hierarchy)); err == nil {
+		g := &v1Group{name: name, cg: old}
+		_ = g.Kill()
+		_ = g.Delete()
+	}
+	cg, err := cgroup1.New(cgroup1.StaticPath("/"+name), res, cgroup1.WithHiearchy(v1Hierarchy))
+	if err != nil {
+		return nil, err
+	}
+	return &v1Group{name: name, cg: cg}, nil
+}
+
+func (g *v1Group) Name() string { return g.name }
+
+func (g *v1Group) Child(name string) (Group, error) {
+	cg, err := g.cg.New(name, &specs.LinuxResources{})
+	if err != nil {
+		return nil, err
+	}
+	return &v1Group{name: g.name + "/" + name, cg: cg}, nil
+}
+
+func (g *v1Group) Start(cmd *exec.Cmd) error {
+	return gate(cmd, func(pid int) error { return g.cg.AddProc(uint64(pid)) })
+}
+
+func (g *v1Group) dir(sub string) string { return filepath.Join(v1Mount, sub, g.name) }
+
+func (g *v1Group) Procs() ([]int, error) { return walkPids(g.dir("memory")) }
+
+// OOMKills sums the kills here and in the groups below: v1 counts a kill
+// where the killed process was, not where the limit was hit.
+func (g *v1Group) OOMKills() uint64 { return sumBelow(g.dir("memory"), "memory.oom_control", "oom_kill") }
+
+// Kill freezes the group so nothing forks while it is emptied, kills
+// every process, and thaws it so the kills are delivered.
+func (g *v1Group) Kill() error {
+	frozen := g.cg.Freeze() == nil
+	pids, _ := g.Procs()
+	for _, p := range pids {
+		_ = killPid(p)
+	}
+	if frozen {
+		_ = g.cg.Thaw()
+	}
+	return killProcs(g.Procs)
+}
+
+func (g *v1Group) Delete() error {
+	var errs []error
+	for _, sub := range []string{"memory", "pids", "freezer"} {
+		errs = append(errs, removeTree(g.dir(sub)))
+	}
+	return errors.Join(errs...)
+}
