@@ -33,6 +33,12 @@ func (h *Hub) routes(admin bool) http.Handler {
 		"GET /api/v1/sessions/{id}/devices/{device}/live":     h.getLive,
 		"POST /api/v1/sessions/{id}/confirmations/{cid}":      h.postConfirmation,
 		"GET /api/v1/audit":                                   h.getAudit,
+		"POST /api/v1/sessions/{id}/messages":                 h.postMessage,
+		"GET /api/v1/sessions/{id}/events":                    h.getEvents,
+		"POST /api/v1/sessions/{id}/turns/{turn}/cancel":      h.postCancel,
+		"POST /api/v1/sessions/{id}/turns/{turn}/nudge":       h.postNudge,
+		"POST /api/v1/sessions/{id}/jobs/{job}/stop":          h.postStopJob,
+		"POST /api/v1/sessions/{id}/kill":                     h.postKill,
 		"GET /metrics":                                        h.getMetrics,
 	}
 	for pattern, fn := range api {
@@ -40,6 +46,9 @@ func (h *Hub) routes(admin bool) http.Handler {
 	}
 	if admin {
 		mux.HandleFunc("POST /admin/pair-code", h.postPairingCode(true))
+		mux.HandleFunc("PUT /admin/secrets/{name}", h.putSecret)
+		mux.HandleFunc("GET /admin/secrets", h.getSecrets)
+		mux.HandleFunc("DELETE /admin/secrets/{name}", h.deleteSecret)
 		mux.HandleFunc("GET /admin/token", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"token": h.token})
 		})
@@ -48,6 +57,8 @@ func (h *Hub) routes(admin bool) http.Handler {
 	// These authenticate by pairing code and by pinned keys, not by token.
 	mux.HandleFunc("GET /api/v1/pair", h.handlePair)
 	mux.HandleFunc("GET /api/v1/link", h.handleLink)
+	// Agents authenticate with their turn's MCP token.
+	mux.Handle("/mcp", h.runtime.MCPHandler())
 	mux.HandleFunc("GET /{$}", h.getIndex)
 	return securityHeaders(mux)
 }
@@ -210,9 +221,12 @@ func (h *Hub) getSession(w http.ResponseWriter, r *http.Request) {
 	})
 	writeJSON(w, http.StatusOK, struct {
 		*sessions.Session
+		Budget        string                  `json:"budget"`
+		Turns         []sessions.Turn         `json:"turns"`
+		Jobs          []sessions.Job          `json:"jobs"`
 		Grants        []devicectl.Grant       `json:"grants"`
 		Confirmations []sessions.Confirmation `json:"confirmations"`
-	}{s, grants, h.confirms.Pending(s.ID)})
+	}{s, h.budget(s), h.runtime.Turns(s.ID), h.runtime.Jobs(s.ID), grants, h.confirms.Pending(s.ID)})
 }
 
 type actionRequest struct {
@@ -267,6 +281,9 @@ func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	start := time.Now()
+	// A session kill cancels actions started here too.
+	stop := context.AfterFunc(h.runtime.SessionContext(s.ID), cancel)
+	defer stop()
 	res, err := h.gate.Do(ctx, devicectl.GateRequest{Who: who(r), Conversation: s.ID, Device: devID, Action: req.Action, Args: req.Args})
 	if err != nil {
 		h.actionError(w, err)

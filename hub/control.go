@@ -141,8 +141,8 @@ func who(r *http.Request) string {
 
 // confirm asks the person through the session's confirm card.
 func (h *Hub) confirm(ctx context.Context, q devicectl.Question) (devicectl.Reply, error) {
-	answer, c := h.confirms.Ask(ctx, q.Conversation, "device:"+q.Action, q.Summary+" on "+h.deviceName(q.Device), q.Timeout)
-	h.log.Info("confirmation closed", "session", q.Conversation, "id", c.ID, "action", q.Action, "answer", answer)
+	answer := h.runtime.Confirm(ctx, q.Conversation, "device:"+q.Action, q.Summary+" on "+h.deviceName(q.Device), q.Timeout)
+	h.log.Info("confirmation closed", "session", q.Conversation, "action", q.Action, "answer", answer)
 	return devicectl.Reply(answer), nil
 }
 
@@ -249,4 +249,12 @@ func loadPolicy(dataDir string, over map[string]devicectl.Decision) (devicectl.P
 		return nil, err
 	}
 	return p, nil
+}
+
+// budget says a session's memory budget, or why it has none.
+func (h *Hub) budget(s *sessions.Session) string {
+	if msg := h.runtime.Budget(); msg != "" {
+		return msg
+	}
+	return fmt.Sprintf("%d MiB (cgroup %s)", s.MemoryLimitBytes>>20, h.groups.Mode())
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/pairing"
 	"github.com/lowkeyhq/lowkey/sessions"
+	"github.com/lowkeyhq/lowkey/sessions/cgroup"
 )
 
 // Config is everything the hub needs; flags map onto it one to one.
@@ -41,6 +42,12 @@ type Config struct {
 	// ConfirmTimeout is how long a confirmation waits before it is a No
 	// (default 2 minutes).
 	ConfirmTimeout time.Duration
+	// WorkerBin runs the built-in agents (default: this program, which
+	// must answer "agent builtin|openai").
+	WorkerBin string
+	// StallAfter marks a turn stalled after this long without output
+	// (default 1 minute).
+	StallAfter time.Duration
 	// UnsafeSkipGrantCheck turns off the box's own grant check, leaving
 	// only the computer's. Tests use it to show that the computer enforces
 	// grants by itself; nothing else should.
@@ -93,6 +100,8 @@ type Hub struct {
 
 	gate     *devicectl.Gate
 	confirms *sessions.Confirmations
+	runtime  *sessions.Runtime
+	groups   *cgroup.Manager
 
 	mu    sync.Mutex
 	links map[string]*live
@@ -157,6 +166,23 @@ func Start(cfg Config) (*Hub, error) {
 	if err := os.Chmod(sock, 0o600); err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
+	if cfg.WorkerBin == "" {
+		if cfg.WorkerBin, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("finding this program to run agents: %w", err)
+		}
+	}
+	h.groups = cgroup.Detect("lowkey")
+	if reason := h.groups.Unavailable(); reason != "" {
+		h.log.Warn("no memory budget for sessions: "+reason, "fix", "run the hub as root, or as a systemd unit with Delegate=yes")
+	} else {
+		h.log.Info("memory budgets for sessions", "cgroup", h.groups.Mode(), "default", cfg.SessionMemory)
+	}
+	h.runtime = sessions.NewRuntime(sessions.Config{
+		Store: h.store, Groups: h.groups, WorkerBin: cfg.WorkerBin, MCPURL: h.URL() + "/mcp",
+		WorkDir: filepath.Join(cfg.DataDir, "work"), Secrets: h.secrets, Devices: agentDevices{h},
+		Confirms: h.confirms, StallAfter: cfg.StallAfter, ConfirmTimeout: cfg.ConfirmTimeout, Logger: h.log,
+	})
+	h.confirms.OnChange = h.runtime.ConfirmOpened
 	h.srv = &http.Server{Handler: h.routes(false), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
 	h.admin = &http.Server{Handler: h.routes(true), ReadHeaderTimeout: 10 * time.Second}
 	h.wg.Add(2)
@@ -217,6 +243,9 @@ func (h *Hub) URL() string {
 	return "http://" + net.JoinHostPort(host, strconv.Itoa(a.Port))
 }
 
+// DataDir is where the box keeps its state.
+func (h *Hub) DataDir() string { return h.cfg.DataDir }
+
 // Identity is the box's identity.
 func (h *Hub) Identity() *pairing.Identity { return h.id }
 
@@ -240,6 +269,9 @@ func (h *Hub) Close() error {
 	}
 	if h.adminLn != nil {
 		_ = h.adminLn.Close()
+	}
+	if h.runtime != nil {
+		h.runtime.Close()
 	}
 	h.mu.Lock()
 	for _, l := range h.links {

@@ -20,9 +20,14 @@ import (
 	"github.com/lowkeyhq/lowkey/internal/admin"
 	"github.com/lowkeyhq/lowkey/internal/local"
 	"github.com/lowkeyhq/lowkey/pairing"
+	"github.com/lowkeyhq/lowkey/sessions/agent"
 )
 
 func TestMain(m *testing.M) {
+	// The box runs this test binary as its agent worker.
+	if len(os.Args) > 1 && os.Args[1] == "agent" {
+		os.Exit(agent.Main(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	goleak.VerifyTestMain(m,
 		// Badger's and glog's process-wide helpers outlive any one store.
 		goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),

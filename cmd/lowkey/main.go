@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/admin"
+	"github.com/lowkeyhq/lowkey/sessions/agent"
 )
 
 var version = "0.1.0-dev"
@@ -34,6 +36,8 @@ Usage:
   lowkey devices [--data DIR]                      list paired computers
   lowkey devices revoke [--data DIR] ID            unpair a computer now
   lowkey token [--data DIR]                        print a bearer token for the HTTP API
+  lowkey secrets set [--data DIR] NAME             store a credential for agents (value from stdin)
+  lowkey secrets list|rm [--data DIR] [NAME]       list names, or remove one
   lowkey bench link [--json]                       raw pion vs the Lowkey link, side by side
   lowkey demo [--once]                             a hub, a paired companion on this machine, sys.info
 
@@ -57,6 +61,11 @@ func main() {
 		err = runDevices(args)
 	case "token":
 		err = runToken(args)
+	case "secrets":
+		err = runSecrets(args)
+	case "agent":
+		// The box runs this for a turn; it is not for people.
+		os.Exit(agent.Main(args, os.Stdin, os.Stdout, os.Stderr))
 	case "bench":
 		err = runBench(args)
 	case "demo":
@@ -264,4 +273,57 @@ func canDo(raw json.RawMessage) string {
 		return "nothing"
 	}
 	return strings.Join(out, ", ")
+}
+
+func runSecrets(args []string) error {
+	if len(args) == 0 {
+		return errors.New("secrets needs set NAME, list or rm NAME")
+	}
+	sub := args[0]
+	fs := newFlags("secrets "+sub, "lowkey secrets set|list|rm [--data DIR] [NAME]")
+	c, err := adminClient(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "set":
+		if fs.NArg() != 1 {
+			return errors.New("secrets set takes one NAME; the value is read from stdin")
+		}
+		if term, _ := os.Stdin.Stat(); term != nil && term.Mode()&os.ModeCharDevice != 0 {
+			fmt.Fprintf(os.Stderr, "Value for %s (then Enter): ", fs.Arg(0))
+		}
+		raw, err := io.ReadAll(io.LimitReader(os.Stdin, 64<<10))
+		if err != nil {
+			return err
+		}
+		value := strings.TrimRight(string(raw), "\r\n")
+		if value == "" {
+			return errors.New("no value on stdin")
+		}
+		if err := c.Do("PUT", "/admin/secrets/"+fs.Arg(0), map[string]string{"value": value}, nil); err != nil {
+			return err
+		}
+		fmt.Printf("stored %s: turns get it in their credentials file, never in their environment\n", fs.Arg(0))
+	case "list":
+		var names []string
+		if err := c.Do("GET", "/admin/secrets", nil, &names); err != nil {
+			return err
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Println(n)
+		}
+	case "rm":
+		if fs.NArg() != 1 {
+			return errors.New("secrets rm takes one NAME")
+		}
+		if err := c.Do("DELETE", "/admin/secrets/"+fs.Arg(0), nil, nil); err != nil {
+			return err
+		}
+		fmt.Printf("removed %s\n", fs.Arg(0))
+	default:
+		return fmt.Errorf("unknown secrets subcommand %q: use set, list or rm", sub)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package cgroup_test
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -137,8 +138,7 @@ func TestKillTakesSetsidGrandchildrenAndSparesTheRest(t *testing.T) {
 	}
 	// The job leaves a grandchild in its own session, as daemons do.
 	runner := exec.Command("/bin/sh", "-c", `setsid sleep 100 </dev/null >/dev/null 2>&1 & echo $!; wait`)
-	pidOut := &strings.Builder{}
-	runner.Stdout = pidOut
+	pidOut, _ := runner.StdoutPipe()
 	if err := job.Start(runner); err != nil {
 		t.Fatal(err)
 	}
@@ -146,10 +146,8 @@ func TestKillTakesSetsidGrandchildrenAndSparesTheRest(t *testing.T) {
 	if err := turn.Start(keeper); err != nil {
 		t.Fatal(err)
 	}
-	var grandchild int
-	for deadline := time.Now().Add(5 * time.Second); grandchild == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		grandchild, _ = strconv.Atoi(strings.TrimSpace(pidOut.String()))
-	}
+	line, _ := bufio.NewReader(pidOut).ReadString('\n')
+	grandchild, _ := strconv.Atoi(strings.TrimSpace(line))
 	if grandchild == 0 {
 		t.Fatal("no grandchild")
 	}

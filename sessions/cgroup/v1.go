@@ -68,7 +68,9 @@ func (g *v1Group) Procs() ([]int, error) { return walkPids(g.dir("memory")) }
 
 // OOMKills sums the kills here and in the groups below: v1 counts a kill
 // where the killed process was, not where the limit was hit.
-func (g *v1Group) OOMKills() uint64 { return sumBelow(g.dir("memory"), "memory.oom_control", "oom_kill") }
+func (g *v1Group) OOMKills() uint64 {
+	return sumBelow(g.dir("memory"), "memory.oom_control", "oom_kill")
+}
 
 // Kill freezes the group so nothing forks while it is emptied, kills
 // every process, and thaws it so the kills are delivered.

@@ -1,0 +1,521 @@
+package hub_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/lowkeyhq/lowkey/hub"
+	"github.com/lowkeyhq/lowkey/internal/admin"
+	"github.com/lowkeyhq/lowkey/sessions"
+	"github.com/lowkeyhq/lowkey/sessions/cgroup"
+)
+
+func requireCgroups(t *testing.T) {
+	t.Helper()
+	if m := cgroup.Detect("lowkey-probe"); m.Mode() == "none" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("no cgroups in CI: %s", m.Unavailable())
+		}
+		t.Skipf("no cgroups here: %s", m.Unavailable())
+	}
+}
+
+// box is a hub alone (no companion), for session work.
+func startBox(t *testing.T, mutate func(*hub.Config)) (*hub.Hub, api) {
+	t.Helper()
+	requireCgroups(t)
+	cfg := hub.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", NoMDNS: true, Logger: quiet(), StallAfter: time.Minute}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	h, err := hub.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h, api{t: t, base: h.URL(), token: h.Token()}
+}
+
+func newAgentSession(t *testing.T, a api, body map[string]any) string {
+	t.Helper()
+	status, m, raw := a.do("POST", "/api/v1/sessions", body)
+	if status != 201 {
+		t.Fatalf("session: %d %s", status, raw)
+	}
+	return m["id"].(string)
+}
+
+func say(t *testing.T, a api, sid, text string) string {
+	t.Helper()
+	status, m, raw := a.do("POST", "/api/v1/sessions/"+sid+"/messages", map[string]string{"text": text})
+	if status != 201 {
+		t.Fatalf("message: %d %s", status, raw)
+	}
+	return m["turn_id"].(string)
+}
+
+// stream follows a session's events.
+type stream struct {
+	t    *testing.T
+	ws   *websocket.Conn
+	last uint64
+	seen []sessions.Event
+}
+
+func follow(t *testing.T, a api, sid string, since uint64) *stream {
+	t.Helper()
+	u := "ws" + strings.TrimPrefix(a.base, "http") + fmt.Sprintf("/api/v1/sessions/%s/events?since=%d", sid, since)
+	ws, _, err := websocket.DefaultDialer.Dial(u, http.Header{"Authorization": {"Bearer " + a.token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return &stream{t: t, ws: ws, last: since}
+}
+
+// until reads events until one matches, and returns it.
+func (s *stream) until(limit time.Duration, match func(sessions.Event) bool) sessions.Event {
+	s.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		_ = s.ws.SetReadDeadline(deadline)
+		var e sessions.Event
+		if err := s.ws.ReadJSON(&e); err != nil {
+			s.t.Fatalf("waiting for an event: %v (seen %d)", err, len(s.seen))
+		}
+		if e.Seq != s.last+1 {
+			s.t.Fatalf("event %d after %d: a gap", e.Seq, s.last)
+		}
+		s.last = e.Seq
+		s.seen = append(s.seen, e)
+		if match(e) {
+			return e
+		}
+	}
+}
+
+func turnState(turn, state string) func(sessions.Event) bool {
+	return func(e sessions.Event) bool {
+		var d struct{ State string }
+		_ = json.Unmarshal(e.Data, &d)
+		return e.Type == "turn.state" && e.Turn == turn && d.State == state
+	}
+}
+
+func getTurn(t *testing.T, a api, sid, turn string) sessions.Turn {
+	t.Helper()
+	_, _, raw := a.do("GET", "/api/v1/sessions/"+sid, nil)
+	var s struct{ Turns []sessions.Turn }
+	_ = json.Unmarshal(raw, &s)
+	for _, tr := range s.Turns {
+		if tr.ID == turn {
+			return tr
+		}
+	}
+	t.Fatalf("no turn %s in %s", turn, raw)
+	return sessions.Turn{}
+}
+
+func TestRunawayTurnFailsAloneAtItsBudget(t *testing.T) {
+	_, a := startBox(t, nil)
+	small := newAgentSession(t, a, map[string]any{"memory_limit_bytes": 64 << 20})
+	other := newAgentSession(t, a, nil)
+	es := follow(t, a, small, 0)
+	eo := follow(t, a, other, 0)
+	hog := say(t, a, small, "allocate 400")
+	calm := say(t, a, other, "run echo still here")
+	es.until(30*time.Second, turnState(hog, sessions.StateOOM))
+	eo.until(30*time.Second, turnState(calm, sessions.StateDone))
+	tr := getTurn(t, a, small, hog)
+	if tr.Detail != "memory budget of 64 MiB exceeded" {
+		t.Fatalf("detail %q", tr.Detail)
+	}
+	if r := getTurn(t, a, other, calm); !strings.Contains(r.Reply, "still here") {
+		t.Fatalf("the other session's reply: %q", r.Reply)
+	}
+	// The box is untouched, and the small session works again.
+	next := say(t, a, small, "echo recovered")
+	es.until(30*time.Second, turnState(next, sessions.StateDone))
+}
+
+func TestStopLevels(t *testing.T) {
+	_, a := startBox(t, nil)
+	sid := newAgentSession(t, a, nil)
+	ev := follow(t, a, sid, 0)
+
+	// Level 2: stop one job (with a setsid grandchild); the turn and the
+	// other job go on.
+	t1 := say(t, a, sid, "start setsid sleep 300 & sleep 300")
+	ev.until(10*time.Second, turnState(t1, sessions.StateDone))
+	t2 := say(t, a, sid, "start sleep 301")
+	ev.until(10*time.Second, turnState(t2, sessions.StateDone))
+	_, m, _ := a.do("GET", "/api/v1/sessions/"+sid, nil)
+	jobs := m["jobs"].([]any)
+	if len(jobs) != 2 {
+		t.Fatalf("jobs %v", jobs)
+	}
+	first := jobs[0].(map[string]any)["id"].(string)
+	start := time.Now()
+	status, jm, raw := a.do("POST", "/api/v1/sessions/"+sid+"/jobs/"+first+"/stop", nil)
+	if status != 200 || jm["status"] != "stopped" || time.Since(start) > time.Second {
+		t.Fatalf("stop job: %d %s in %s", status, raw, time.Since(start))
+	}
+	if procs := pgrepFull("sleep 300"); procs != "" {
+		t.Fatalf("the stopped job left %s", procs)
+	}
+	if pgrepFull("sleep 301") == "" {
+		t.Fatal("stopping one job stopped the other")
+	}
+
+	// Level 1: cancel the turn; the job it did not start goes on.
+	t3 := say(t, a, sid, "think 60")
+	ev.until(10*time.Second, func(e sessions.Event) bool { return e.Type == "turn.output" && e.Turn == t3 })
+	start = time.Now()
+	if status, _, raw := a.do("POST", "/api/v1/sessions/"+sid+"/turns/"+t3+"/cancel", nil); status != 200 {
+		t.Fatalf("cancel: %d %s", status, raw)
+	}
+	if took := time.Since(start); took > time.Second+500*time.Millisecond {
+		t.Fatalf("cancel took %s", took)
+	}
+	ev.until(5*time.Second, turnState(t3, sessions.StateCancelled))
+	if pgrepFull("sleep 301") == "" {
+		t.Fatal("cancelling the turn stopped a job")
+	}
+
+	// Level 3: kill the session: the running turn and the job go.
+	t4 := say(t, a, sid, "think 60")
+	ev.until(10*time.Second, func(e sessions.Event) bool { return e.Type == "turn.output" && e.Turn == t4 })
+	start = time.Now()
+	if status, _, raw := a.do("POST", "/api/v1/sessions/"+sid+"/kill", nil); status != 200 {
+		t.Fatalf("kill: %d %s", status, raw)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("kill took %s", took)
+	}
+	if tr := getTurn(t, a, sid, t4); tr.State != sessions.StateCancelled || !strings.Contains(tr.Detail, "killed") {
+		t.Fatalf("turn after kill: %+v", tr)
+	}
+	if p := pgrepFull("sleep 301"); p != "" {
+		t.Fatalf("kill left %s", p)
+	}
+	// The session works afterwards.
+	t5 := say(t, a, sid, "echo alive")
+	ev.until(10*time.Second, turnState(t5, sessions.StateDone))
+}
+
+func pgrepFull(pattern string) string {
+	out, _ := execOutput("pgrep", "-f", "^"+pattern)
+	return strings.TrimSpace(out)
+}
+
+func TestStalledTurnIsNudgedBack(t *testing.T) {
+	_, a := startBox(t, func(c *hub.Config) { c.StallAfter = 300 * time.Millisecond })
+	sid := newAgentSession(t, a, nil)
+	ev := follow(t, a, sid, 0)
+	tid := say(t, a, sid, "think 30")
+	ev.until(10*time.Second, turnState(tid, sessions.StateStalled))
+	if status, _, raw := a.do("POST", "/api/v1/sessions/"+sid+"/turns/"+tid+"/nudge", nil); status != 200 {
+		t.Fatalf("nudge: %d %s", status, raw)
+	}
+	e := ev.until(10*time.Second, turnState(tid, sessions.StateRunning))
+	if !strings.Contains(string(e.Data), "stalled, resumed") {
+		t.Fatalf("resume event %s", e.Data)
+	}
+	ev.until(10*time.Second, turnState(tid, sessions.StateDone))
+	if tr := getTurn(t, a, sid, tid); len(tr.Stalls) == 0 || tr.Stalls[0] != "stalled, resumed" || !strings.Contains(tr.Reply, "nudge") {
+		t.Fatalf("turn %+v", tr)
+	}
+}
+
+func TestAgentConfirmations(t *testing.T) {
+	_, a := startBox(t, func(c *hub.Config) { c.ConfirmTimeout = 800 * time.Millisecond })
+	sid := newAgentSession(t, a, nil)
+	ev := follow(t, a, sid, 0)
+	answer := func(e sessions.Event, ans string) int {
+		var c sessions.Confirmation
+		_ = json.Unmarshal(e.Data, &c)
+		status, _, _ := a.do("POST", "/api/v1/sessions/"+sid+"/confirmations/"+c.ID, map[string]string{"answer": ans})
+		return status
+	}
+	isOpen := func(e sessions.Event) bool { return e.Type == "confirm.open" }
+
+	// Unanswered: no, and a late answer is refused.
+	tid := say(t, a, sid, "confirm delete the old backups?")
+	open := ev.until(10*time.Second, isOpen)
+	ev.until(10*time.Second, turnState(tid, sessions.StateDone))
+	if tr := getTurn(t, a, sid, tid); tr.Reply != "You answered no." {
+		t.Fatalf("unanswered: %q", tr.Reply)
+	}
+	if st := answer(open, "yes"); st != 409 {
+		t.Fatalf("late answer: %d", st)
+	}
+	// Yes.
+	tid = say(t, a, sid, "confirm go ahead?")
+	if st := answer(ev.until(10*time.Second, isOpen), "yes"); st != 200 {
+		t.Fatal(st)
+	}
+	ev.until(10*time.Second, turnState(tid, sessions.StateDone))
+	if tr := getTurn(t, a, sid, tid); tr.Reply != "You answered yes." {
+		t.Fatalf("yes: %q", tr.Reply)
+	}
+	// Cancel also cancels the turn.
+	tid = say(t, a, sid, "confirm really?")
+	if st := answer(ev.until(10*time.Second, isOpen), "cancel"); st != 200 {
+		t.Fatal(st)
+	}
+	ev.until(10*time.Second, turnState(tid, sessions.StateCancelled))
+}
+
+const secretValue = "sk-test-THIS-MUST-NOT-LEAK-4711"
+
+// logBuffer collects the hub's log.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestSecretsReachTheTurnOnlyThroughItsFile(t *testing.T) {
+	logs := &logBuffer{}
+	// The worker tells where its file is, proves it read the secret (by
+	// length), leaves the file behind, and waits so the test can look at
+	// every process in the session.
+	worker := `exec:read -r turn; f="$LOWKEY_CREDENTIALS_FILE"; echo "file=$f"; ls -l "$f" | cut -c1-10; ` +
+		`stat -c %a "$(dirname "$f")"; grep -c sk-test "$f"; sleep 1.5; echo bye`
+	h, a := startBox(t, func(c *hub.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	if err := admin.New(hub.SocketPath(dataDirOf(t, h))).Do("PUT", "/admin/secrets/OPENAI_API_KEY", map[string]string{"value": secretValue}, nil); err != nil {
+		t.Fatal(err)
+	}
+	sid := newAgentSession(t, a, map[string]any{"agent": worker})
+	ev := follow(t, a, sid, 0)
+	tid := say(t, a, sid, "go")
+	ev.until(10*time.Second, func(e sessions.Event) bool { return strings.Contains(string(e.Data), "file=") })
+	// While it runs: not in any process's command line or environment.
+	time.Sleep(300 * time.Millisecond)
+	pids := sessionPids(t, sid)
+	if len(pids) == 0 {
+		t.Fatal("no processes found in the session's group")
+	}
+	for _, p := range append(pids, os.Getpid()) {
+		for _, f := range []string{"cmdline", "environ"} {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/%s", p, f))
+			if bytes.Contains(b, []byte("THIS-MUST-NOT-LEAK")) {
+				t.Fatalf("the secret is in /proc/%d/%s", p, f)
+			}
+		}
+	}
+	ev.until(10*time.Second, turnState(tid, sessions.StateDone))
+	tr := getTurn(t, a, sid, tid)
+	lines := strings.Split(tr.Reply, "\n")
+	if len(lines) < 5 || lines[1] != "-rw-------" || lines[2] != "700" || lines[3] != "1" {
+		t.Fatalf("the worker saw: %q", tr.Reply)
+	}
+	file := strings.TrimPrefix(lines[0], "file=")
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Fatalf("the credentials file %s is still there after the turn: %v", file, err)
+	}
+	if _, err := os.Stat(filepath.Dir(file)); !os.IsNotExist(err) {
+		t.Fatal("the credentials directory is still there after the turn")
+	}
+	// Not in events, not in the log.
+	_, _, raw := a.do("GET", "/api/v1/sessions/"+sid, nil)
+	all, _ := json.Marshal(ev.seen)
+	for what, text := range map[string]string{"events": string(all), "log": logs.String(), "session": string(raw)} {
+		if strings.Contains(text, "THIS-MUST-NOT-LEAK") {
+			t.Fatalf("the secret is in the %s", what)
+		}
+	}
+	// The secrets list names it without its value.
+	var names []string
+	_ = admin.New(hub.SocketPath(dataDirOf(t, h))).Do("GET", "/admin/secrets", nil, &names)
+	if len(names) != 1 || names[0] != "OPENAI_API_KEY" {
+		t.Fatalf("secrets list: %v", names)
+	}
+}
+
+func dataDirOf(t *testing.T, h *hub.Hub) string { return h.DataDir() }
+
+// sessionPids lists the processes in a session's memory group.
+func sessionPids(t *testing.T, sid string) []int {
+	var pids []int
+	for _, root := range []string{"/sys/fs/cgroup/memory/lowkey/" + sid, "/sys/fs/cgroup/lowkey/" + sid} {
+		_ = filepath.Walk(root, func(path string, info os.FileInfo, err error) error {
+			if err == nil && info.Name() == "cgroup.procs" {
+				b, _ := os.ReadFile(path)
+				for _, f := range strings.Fields(string(b)) {
+					var p int
+					fmt.Sscan(f, &p)
+					pids = append(pids, p)
+				}
+			}
+			return nil
+		})
+	}
+	return pids
+}
+
+// fakeModel is an OpenAI-compatible endpoint that scripts tool calls.
+type fakeModel struct {
+	mu       sync.Mutex
+	device   string
+	url      string
+	requests []map[string]any
+	auth     []string
+}
+
+func (f *fakeModel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var req map[string]any
+	_ = json.NewDecoder(r.Body).Decode(&req)
+	f.mu.Lock()
+	f.requests = append(f.requests, req)
+	f.auth = append(f.auth, r.Header.Get("Authorization"))
+	step := len(f.requests)
+	f.mu.Unlock()
+	msgs := req["messages"].([]any)
+	lastTool := ""
+	if m := msgs[len(msgs)-1].(map[string]any); m["role"] == "tool" {
+		lastTool, _ = m["content"].(string)
+	}
+	call := func(name string, args any) map[string]any {
+		b, _ := json.Marshal(args)
+		return map[string]any{"role": "assistant", "content": nil, "tool_calls": []any{map[string]any{
+			"id": fmt.Sprintf("call_%d", step), "type": "function", "function": map[string]any{"name": name, "arguments": string(b)}}}}
+	}
+	var msg map[string]any
+	switch step {
+	case 1:
+		msg = call("device__list", map[string]any{})
+	case 2:
+		msg = call("device__action", map[string]any{"device": f.device, "action": "browser.navigate", "args": map[string]string{"url": f.url}})
+	default:
+		var res struct {
+			Result struct{ Title string } `json:"result"`
+		}
+		_ = json.Unmarshal([]byte(lastTool), &res)
+		msg = map[string]any{"role": "assistant", "content": "I opened " + res.Result.Title + "."}
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"choices": []any{map[string]any{"index": 0, "message": msg, "finish_reason": "stop"}}})
+}
+
+func TestOpenAIRuntimeDrivesDeviceTools(t *testing.T) {
+	requireCgroups(t)
+	p := startControlPair(t, nil, nil)
+	model := &fakeModel{device: p.DeviceID, url: pageServer(t)}
+	srv := httptest.NewServer(model)
+	defer srv.Close()
+	adm := admin.New(hub.SocketPath(p.HubDir))
+	for k, v := range map[string]string{"OPENAI_API_KEY": secretValue, "OPENAI_BASE_URL": srv.URL, "OPENAI_MODEL": "scripted"} {
+		if err := adm.Do("PUT", "/admin/secrets/"+k, map[string]string{"value": v}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := ownerAPI(t, p)
+	sid := newAgentSession(t, a, map[string]any{"agent": "openai"})
+	s := session{a: a, id: sid, dev: p.DeviceID}
+	s.access(true, false)
+	ev := follow(t, a, sid, 0)
+	tid := say(t, a, sid, "open the form page on my laptop")
+	ev.until(30*time.Second, turnState(tid, sessions.StateDone))
+	if tr := getTurn(t, a, sid, tid); !strings.Contains(tr.Reply, "I opened Form.") {
+		t.Fatalf("reply %q; the model saw %v", tr.Reply, model.requests[len(model.requests)-1]["messages"])
+	}
+	model.mu.Lock()
+	defer model.mu.Unlock()
+	if len(model.requests) != 3 || model.auth[0] != "Bearer "+secretValue || model.requests[0]["model"] != "scripted" {
+		t.Fatalf("the model saw %d requests, auth %q", len(model.requests), model.auth)
+	}
+	tools, _ := json.Marshal(model.requests[0]["tools"])
+	for _, name := range []string{"device__action", "shell__run", "confirm", "job__stop"} {
+		if !strings.Contains(string(tools), `"`+name+`"`) {
+			t.Fatalf("tool %s not offered: %s", name, tools)
+		}
+	}
+	// The action went through the gate: audited as the agent's.
+	recs := audit(t, a, "session="+sid)
+	if len(recs) != 1 || recs[0].Action != "browser.navigate" || !strings.HasPrefix(recs[0].Who, "agent (turn "+tid) || recs[0].Outcome != "done" {
+		t.Fatalf("audit %+v", recs)
+	}
+}
+
+func TestBuiltinAgentRespectsTheToggle(t *testing.T) {
+	requireCgroups(t)
+	p := startControlPair(t, nil, nil)
+	a := ownerAPI(t, p)
+	sid := newAgentSession(t, a, nil)
+	ev := follow(t, a, sid, 0)
+	page := pageServer(t)
+	tid := say(t, a, sid, "open "+page+" on my laptop")
+	ev.until(30*time.Second, turnState(tid, sessions.StateFailed))
+	if tr := getTurn(t, a, sid, tid); !strings.Contains(string(mustJSON(ev.seen)), "browser access is off") {
+		t.Fatalf("turn %+v", tr)
+	}
+	session{a: a, id: sid, dev: p.DeviceID}.access(true, false)
+	tid = say(t, a, sid, "open "+page+" on my laptop")
+	ev.until(30*time.Second, turnState(tid, sessions.StateDone))
+	if tr := getTurn(t, a, sid, tid); !strings.Contains(tr.Reply, `Opened "Form"`) {
+		t.Fatalf("reply %q", tr.Reply)
+	}
+}
+
+func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
+
+func TestEventsReplayAfterAReconnect(t *testing.T) {
+	_, a := startBox(t, nil)
+	sid := newAgentSession(t, a, nil)
+	first := follow(t, a, sid, 0)
+	t1 := say(t, a, sid, "run seq 1 5")
+	first.until(10*time.Second, turnState(t1, sessions.StateDone))
+	seen := first.last
+	first.ws.Close()
+	// Work happens while nobody watches.
+	t2 := say(t, a, sid, "run seq 6 9")
+	deadline := time.Now().Add(10 * time.Second)
+	for getTurn(t, a, sid, t2).State != sessions.StateDone && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	again := follow(t, a, sid, seen)
+	again.until(5*time.Second, turnState(t2, sessions.StateDone))
+	text := string(mustJSON(again.seen))
+	for _, n := range []string{"6", "7", "8", "9"} {
+		if !strings.Contains(text, `"text":"`+n+`"`) {
+			t.Fatalf("replay lacks output %s: %s", n, text)
+		}
+	}
+	// A fresh client from zero sees everything, in order, with no gaps.
+	all := follow(t, a, sid, 0)
+	all.until(5*time.Second, turnState(t2, sessions.StateDone))
+}
+
+func execOutput(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).Output()
+	return string(out), err
+}

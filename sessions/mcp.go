@@ -1,0 +1,190 @@
+package sessions
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// MCPHandler is the box's MCP server (streamable HTTP). A bearer token
+// opens only its own session: each session gets a server whose tools act
+// on that session alone.
+func (r *Runtime) MCPHandler() http.Handler {
+	var mu sync.Mutex
+	servers := map[string]*mcp.Server{}
+	h := mcp.NewStreamableHTTPHandler(func(req *http.Request) *mcp.Server {
+		tok, _ := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+		id, ok := r.SessionForToken(tok)
+		if !ok {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if s := servers[id]; s != nil {
+			return s
+		}
+		s := r.mcpServer(id)
+		servers[id] = s
+		return s
+	}, &mcp.StreamableHTTPOptions{Stateless: true})
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+		if _, known := r.SessionForToken(tok); !ok || !known {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":{"code":"unauthorized","message":"an MCP token from the turn's credentials file is required"}}`))
+			return
+		}
+		h.ServeHTTP(w, req)
+	})
+}
+
+func textResult(v any) *mcp.CallToolResult {
+	b, _ := json.Marshal(v)
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(b)}}}
+}
+
+func errResult(err error) *mcp.CallToolResult {
+	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: err.Error()}}}
+}
+
+type deviceActionIn struct {
+	Device string         `json:"device" jsonschema:"the computer's id, from device.list"`
+	Action string         `json:"action" jsonschema:"a device action such as browser.navigate, browser.snapshot, browser.click, screen.screenshot"`
+	Args   map[string]any `json:"args,omitempty" jsonschema:"the action's arguments"`
+}
+
+type shellRunIn struct {
+	Command     string `json:"command" jsonschema:"the shell command"`
+	Cwd         string `json:"cwd,omitempty" jsonschema:"working directory (default: the session's)"`
+	WaitSeconds *int   `json:"wait_seconds,omitempty" jsonschema:"how long to wait for it to finish (default 30; 0 returns at once and it runs on as a job)"`
+}
+
+type jobIn struct {
+	Job string `json:"job" jsonschema:"the job id"`
+}
+
+type confirmIn struct {
+	Question       string `json:"question" jsonschema:"what to ask the person, in one line"`
+	TimeoutSeconds int    `json:"timeout_seconds,omitempty" jsonschema:"how long to wait (default 120); no answer means no"`
+}
+
+type noIn struct{}
+
+func (r *Runtime) mcpServer(id string) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "lowkey", Version: "1"}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "device.list", Description: "The paired computers this conversation may drive, with the toggles that are on."},
+		func(ctx context.Context, _ *mcp.CallToolRequest, _ noIn) (*mcp.CallToolResult, any, error) {
+			if r.cfg.Devices == nil {
+				return textResult([]any{}), nil, nil
+			}
+			return textResult(r.cfg.Devices.List(id)), nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "device.action", Description: "Run one action on a paired computer (browser.* needs the browser toggle, screen.* the desktop toggle). Binary results (screenshots, files) come back base64-encoded."},
+		func(ctx context.Context, _ *mcp.CallToolRequest, in deviceActionIn) (*mcp.CallToolResult, any, error) {
+			if r.cfg.Devices == nil {
+				return errResult(errors.New("no devices on this box")), nil, nil
+			}
+			tctx, turn := r.turnContext(id)
+			ctx, cancel := mergeCancel(ctx, tctx)
+			defer cancel()
+			who := "agent"
+			if turn != "" {
+				who = "agent (turn " + turn + ")"
+			}
+			args, _ := json.Marshal(in.Args)
+			if in.Args == nil {
+				args = nil
+			}
+			res, blob, err := r.cfg.Devices.Do(ctx, id, who, in.Device, in.Action, args)
+			if err != nil {
+				return errResult(err), nil, nil
+			}
+			out := map[string]any{"result": res}
+			if len(blob) > 0 {
+				out["data_base64"] = base64.StdEncoding.EncodeToString(blob)
+			}
+			return textResult(out), nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "shell.run", Description: "Run a shell command on the box as a job in this session. Returns its run card: status, exit code, output tails."},
+		func(ctx context.Context, _ *mcp.CallToolRequest, in shellRunIn) (*mcp.CallToolResult, any, error) {
+			wait := 30 * time.Second
+			if in.WaitSeconds != nil {
+				wait = time.Duration(max(0, min(*in.WaitSeconds, 600))) * time.Second
+			}
+			j, err := r.RunJob(ctx, id, in.Command, in.Cwd, wait)
+			if err != nil {
+				return errResult(err), nil, nil
+			}
+			return textResult(j), nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "job.list", Description: "This session's jobs and their run cards."},
+		func(ctx context.Context, _ *mcp.CallToolRequest, _ noIn) (*mcp.CallToolResult, any, error) {
+			return textResult(r.Jobs(id)), nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "job.stop", Description: "Stop a job and everything it started."},
+		func(ctx context.Context, _ *mcp.CallToolRequest, in jobIn) (*mcp.CallToolResult, any, error) {
+			j, err := r.StopJob(id, in.Job)
+			if err != nil {
+				return errResult(err), nil, nil
+			}
+			return textResult(j), nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "confirm", Description: "Ask the person a yes/no question before doing something sensitive. Answers yes, no or cancel; no answer in time is no."},
+		func(ctx context.Context, _ *mcp.CallToolRequest, in confirmIn) (*mcp.CallToolResult, any, error) {
+			timeout := r.cfg.ConfirmTimeout
+			if in.TimeoutSeconds > 0 {
+				timeout = time.Duration(min(in.TimeoutSeconds, 3600)) * time.Second
+			}
+			answer := r.Confirm(ctx, id, "agent", in.Question, timeout)
+			return textResult(map[string]string{"answer": answer}), nil, nil
+		})
+	return s
+}
+
+// Confirm asks the person on the session's confirm card. A Cancel also
+// cancels the running turn. Any failure is a No.
+func (r *Runtime) Confirm(ctx context.Context, id, kind, question string, timeout time.Duration) string {
+	if r.cfg.Confirms == nil {
+		return AnswerNo
+	}
+	ls, err := r.session(id)
+	if err != nil {
+		return AnswerNo
+	}
+	tctx, turn := r.turnContext(id)
+	ctx, cancel := mergeCancel(ctx, tctx)
+	defer cancel()
+	answer, c := r.cfg.Confirms.Ask(ctx, id, kind, question, timeout)
+	ls.events.emit("confirm.closed", turn, "", c)
+	if answer == AnswerCancel && turn != "" {
+		go func() { _ = r.CancelTurn(id, turn) }()
+	}
+	return answer
+}
+
+// ConfirmOpened records a new question in the session's events (the box
+// calls it from Confirmations.OnChange).
+func (r *Runtime) ConfirmOpened(c Confirmation) {
+	if c.Answer != "" {
+		return
+	}
+	if ls, err := r.session(c.Session); err == nil {
+		_, turn := r.turnContext(c.Session)
+		ls.events.emit("confirm.open", turn, "", c)
+	}
+}
+
+// mergeCancel is a context cancelled when either parent is.
+func mergeCancel(a, b context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(a)
+	stop := context.AfterFunc(b, cancel)
+	return ctx, func() { stop(); cancel() }
+}

@@ -1,0 +1,637 @@
+package sessions
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/sessions/cgroup"
+)
+
+// Turn states.
+const (
+	StateRunning   = "running"
+	StateStalled   = "stalled"
+	StateDone      = "done"
+	StateCancelled = "cancelled"
+	StateFailed    = "failed"
+	StateOOM       = "out_of_memory"
+)
+
+// Turn is one run of the agent on one message.
+type Turn struct {
+	ID       string    `json:"id"`
+	Session  string    `json:"session"`
+	Message  string    `json:"message"`
+	State    string    `json:"state"`
+	Detail   string    `json:"detail,omitempty"`
+	Reply    string    `json:"reply,omitempty"`
+	Stalls   []string  `json:"stalls,omitempty"` // "stalled", "stalled, resumed"
+	Started  time.Time `json:"started"`
+	Ended    time.Time `json:"ended,omitzero"`
+	ExitCode *int      `json:"exit_code,omitempty"`
+}
+
+// Config is what the session runtime needs from the box.
+type Config struct {
+	Store  Store
+	Groups *cgroup.Manager
+	// WorkerBin runs the built-in agents: "WorkerBin agent builtin|openai".
+	WorkerBin string
+	// MCPURL is the box's MCP endpoint, handed to every turn.
+	MCPURL string
+	// WorkDir holds each session's working directory.
+	WorkDir string
+	// SecretDir is where credential files are made (tmpfs when there is
+	// one).
+	SecretDir string
+	// Secrets returns the box's stored credentials for a turn.
+	Secrets func() map[string]string
+	// Devices carries agent device actions through the box's gate.
+	Devices Devices
+	// Confirms asks the person.
+	Confirms *Confirmations
+	// StallAfter marks a turn stalled after this long without output.
+	StallAfter time.Duration
+	// Grace is how long a cancelled turn has to stop before it is killed.
+	Grace time.Duration
+	// ConfirmTimeout is how long an agent's question waits when it names
+	// no time (default 2 minutes).
+	ConfirmTimeout time.Duration
+	// Pids bounds the processes of one session.
+	Pids   int64
+	Logger *slog.Logger
+}
+
+// Devices is the box's side of device actions for agents.
+type Devices interface {
+	// List describes the computers this session holds grants for.
+	List(session string) any
+	// Do runs one action through the gate on behalf of a turn.
+	Do(ctx context.Context, session, who, device, action string, args json.RawMessage) (json.RawMessage, []byte, error)
+}
+
+// Runtime runs the sessions' turns and jobs.
+type Runtime struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	live  map[string]*liveSession
+	byTok map[string]string // MCP token → session
+}
+
+// liveSession is a session with work in memory.
+type liveSession struct {
+	s      *Session
+	events *eventLog
+	token  string
+
+	mu      sync.Mutex
+	group   cgroup.Group
+	turn    *runningTurn
+	jobs    map[string]*runningJob
+	history []historyItem
+	// ctx ends when the session is killed: device actions in flight stop.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+type historyItem struct {
+	Role string `json:"role"`
+	Text string `json:"text"`
+}
+
+type runningTurn struct {
+	t         Turn
+	cmd       *exec.Cmd
+	group     cgroup.Group
+	stdin     io.WriteCloser
+	stdinMu   sync.Mutex
+	ctx       context.Context
+	cancel    context.CancelFunc
+	cancelled bool
+	killed    bool
+	last      time.Time
+	done      chan struct{}
+}
+
+// NewRuntime prepares the runtime.
+func NewRuntime(cfg Config) *Runtime {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = time.Minute
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 2 * time.Second
+	}
+	if cfg.ConfirmTimeout <= 0 {
+		cfg.ConfirmTimeout = 2 * time.Minute
+	}
+	if cfg.Pids <= 0 {
+		cfg.Pids = 1024
+	}
+	if cfg.SecretDir == "" {
+		cfg.SecretDir = os.TempDir()
+		if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+			cfg.SecretDir = "/dev/shm"
+		}
+	}
+	if cfg.Secrets == nil {
+		cfg.Secrets = func() map[string]string { return nil }
+	}
+	return &Runtime{cfg: cfg, log: cfg.Logger, live: map[string]*liveSession{}, byTok: map[string]string{}}
+}
+
+// ErrBusy: a turn is already running in the session.
+var ErrBusy = errors.New("a turn is already running in this session: wait for it, or cancel it")
+
+// ErrNotFound: no such turn or job.
+var ErrNotFound = errors.New("not found")
+
+func (r *Runtime) session(id string) (*liveSession, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ls := r.live[id]; ls != nil {
+		return ls, nil
+	}
+	var s Session
+	if err := r.cfg.Store.Get("session/"+id, &s); err != nil {
+		return nil, ErrNotFound
+	}
+	ls := &liveSession{s: &s, events: openEventLog(r.cfg.Store, id), token: randomID() + randomID(), jobs: map[string]*runningJob{}}
+	ls.ctx, ls.cancel = context.WithCancel(context.Background())
+	_ = r.cfg.Store.Each("turn/"+id+"/", func(_ string, raw []byte) error {
+		var t Turn
+		if json.Unmarshal(raw, &t) == nil {
+			ls.history = append(ls.history, historyItem{"user", t.Message})
+			if t.Reply != "" {
+				ls.history = append(ls.history, historyItem{"assistant", t.Reply})
+			}
+		}
+		return nil
+	})
+	r.live[id] = ls
+	r.byTok[ls.token] = id
+	return ls, nil
+}
+
+// SessionForToken maps an MCP token to its session.
+func (r *Runtime) SessionForToken(tok string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id, ok := r.byTok[tok]
+	return id, ok
+}
+
+// Budget says whether sessions get a memory budget, and why not.
+func (r *Runtime) Budget() string {
+	if reason := r.cfg.Groups.Unavailable(); reason != "" {
+		return "no memory budget: " + reason
+	}
+	return ""
+}
+
+// groupOf makes the session's group on first use.
+func (r *Runtime) groupOf(ls *liveSession) (cgroup.Group, error) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.group != nil {
+		return ls.group, nil
+	}
+	g, err := r.cfg.Groups.NewSession(ls.s.ID, cgroup.Limits{MemoryBytes: ls.s.MemoryLimitBytes, Pids: r.cfg.Pids})
+	if err != nil {
+		return nil, fmt.Errorf("the session's memory budget could not be set up: %w", err)
+	}
+	ls.group = g
+	if msg := r.Budget(); msg != "" {
+		ls.events.emit("session.warning", "", "", map[string]string{"message": msg})
+	}
+	return g, nil
+}
+
+// Events replays a session's events after since, then streams.
+func (r *Runtime) Events(id string, since uint64) ([]Event, chan Event, func(), error) {
+	ls, err := r.session(id)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	replay, live, cancel := ls.events.subscribe(since)
+	return replay, live, cancel, nil
+}
+
+// Emit records an event in a session (the box's own events: grants,
+// device actions).
+func (r *Runtime) Emit(id, typ string, data any) {
+	if ls, err := r.session(id); err == nil {
+		ls.events.emit(typ, "", "", data)
+	}
+}
+
+// Turns lists a session's turns, oldest first.
+func (r *Runtime) Turns(id string) []Turn {
+	out := []Turn{}
+	_ = r.cfg.Store.Each("turn/"+id+"/", func(_ string, raw []byte) error {
+		var t Turn
+		if json.Unmarshal(raw, &t) == nil {
+			out = append(out, t)
+		}
+		return nil
+	})
+	return out
+}
+
+func (r *Runtime) saveTurn(t Turn) {
+	if err := r.cfg.Store.Put("turn/"+t.Session+"/"+t.ID, t); err != nil {
+		r.log.Error("could not save a turn", "session", t.Session, "turn", t.ID, "err", err)
+	}
+}
+
+// workerCommand builds the agent worker for a session's runtime.
+func (r *Runtime) workerCommand(agent string) (*exec.Cmd, error) {
+	switch {
+	case agent == "builtin" || agent == "openai":
+		if r.cfg.WorkerBin == "" {
+			return nil, errors.New("no worker binary configured")
+		}
+		return exec.Command(r.cfg.WorkerBin, "agent", agent), nil
+	case strings.HasPrefix(agent, "exec:"):
+		return exec.Command("/bin/sh", "-c", strings.TrimPrefix(agent, "exec:")), nil
+	}
+	return nil, fmt.Errorf("unknown agent runtime %q", agent)
+}
+
+// StartTurn runs the agent on a new message.
+func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
+	ls, err := r.session(id)
+	if err != nil {
+		return nil, err
+	}
+	ls.mu.Lock()
+	if ls.turn != nil {
+		ls.mu.Unlock()
+		return nil, ErrBusy
+	}
+	rt := &runningTurn{t: Turn{ID: "t-" + randomID(), Session: id, Message: text, State: StateRunning, Started: time.Now().UTC()}, done: make(chan struct{}), last: time.Now()}
+	ls.turn = rt
+	history := append([]historyItem(nil), ls.history...)
+	ls.history = append(ls.history, historyItem{"user", text})
+	ls.mu.Unlock()
+	fail := func(err error) (*Turn, error) {
+		rt.t.State, rt.t.Detail, rt.t.Ended = StateFailed, err.Error(), time.Now().UTC()
+		r.saveTurn(rt.t)
+		ls.events.emit("turn.state", rt.t.ID, "", map[string]string{"state": rt.t.State, "detail": rt.t.Detail})
+		ls.mu.Lock()
+		ls.turn = nil
+		ls.mu.Unlock()
+		close(rt.done)
+		return &rt.t, err
+	}
+	r.saveTurn(rt.t)
+	ls.events.emit("message", rt.t.ID, "", map[string]string{"role": "user", "text": text})
+	ls.events.emit("turn.state", rt.t.ID, "", map[string]string{"state": StateRunning})
+	group, err := r.groupOf(ls)
+	if err != nil {
+		return fail(err)
+	}
+	if rt.group, err = group.Child("turn-" + rt.t.ID); err != nil {
+		return fail(fmt.Errorf("turn group: %w", err))
+	}
+	cmd, err := r.workerCommand(ls.s.Agent)
+	if err != nil {
+		return fail(err)
+	}
+	credDir, credFile, err := r.writeCredentials(ls)
+	if err != nil {
+		return fail(err)
+	}
+	work := filepath.Join(r.cfg.WorkDir, id)
+	_ = os.MkdirAll(work, 0o700)
+	cmd.Dir = work
+	// A clean environment: nothing of the box's own leaks into a turn.
+	cmd.Env = []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=" + work, "LANG=C.UTF-8",
+		"LOWKEY_SESSION=" + id, "LOWKEY_TURN=" + rt.t.ID,
+		"LOWKEY_MCP_URL=" + r.cfg.MCPURL, "LOWKEY_CREDENTIALS_FILE=" + credFile,
+	}
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	rt.stdin = stdin
+	rt.cmd = cmd
+	rt.ctx, rt.cancel = context.WithCancel(ls.ctx)
+	if err := rt.group.Start(cmd); err != nil {
+		os.RemoveAll(credDir)
+		return fail(fmt.Errorf("could not start the agent: %w", err))
+	}
+	input, _ := json.Marshal(map[string]any{"session": id, "turn": rt.t.ID, "history": history, "message": text})
+	go func() {
+		rt.stdinMu.Lock()
+		_, _ = stdin.Write(append(input, '\n'))
+		rt.stdinMu.Unlock()
+	}()
+	var reply strings.Builder
+	var outMu sync.Mutex
+	var wg sync.WaitGroup
+	read := func(stream string, rd io.Reader) {
+		defer wg.Done()
+		sc := bufio.NewScanner(rd)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			r.touch(ls, rt)
+			ls.events.emit("turn.output", rt.t.ID, "", map[string]string{"stream": stream, "text": line})
+			if stream == "stdout" {
+				outMu.Lock()
+				reply.WriteString(line + "\n")
+				outMu.Unlock()
+			}
+		}
+	}
+	wg.Add(2)
+	go read("stdout", stdout)
+	go read("stderr", stderr)
+	go r.watchStall(ls, rt)
+	go func() {
+		wg.Wait()
+		werr := cmd.Wait()
+		// Whatever happened, the credentials file is gone after the turn.
+		os.RemoveAll(credDir)
+		_ = rt.group.Kill()
+		oom := rt.group.OOMKills() > 0
+		_ = rt.group.Delete()
+		rt.cancel()
+		ls.mu.Lock()
+		t := rt.t
+		t.Reply = strings.TrimSpace(reply.String())
+		t.Ended = time.Now().UTC()
+		if code := cmd.ProcessState.ExitCode(); code >= 0 {
+			t.ExitCode = &code
+		}
+		switch {
+		case rt.killed:
+			t.State, t.Detail = StateCancelled, "the session was killed"
+		case rt.cancelled:
+			t.State, t.Detail = StateCancelled, "cancelled"
+		case oom:
+			t.State, t.Detail = StateOOM, fmt.Sprintf("memory budget of %s exceeded", formatBytes(ls.s.MemoryLimitBytes))
+		case werr != nil:
+			t.State, t.Detail = StateFailed, "the agent "+describeExit(werr)
+		default:
+			t.State = StateDone
+		}
+		if t.Reply != "" {
+			ls.history = append(ls.history, historyItem{"assistant", t.Reply})
+		}
+		ls.turn = nil
+		ls.mu.Unlock()
+		r.saveTurn(t)
+		if t.Reply != "" && t.State == StateDone {
+			ls.events.emit("message", t.ID, "", map[string]string{"role": "assistant", "text": t.Reply})
+		}
+		ls.events.emit("turn.state", t.ID, "", map[string]string{"state": t.State, "detail": t.Detail})
+		r.log.Info("turn ended", "session", id, "turn", t.ID, "state", t.State, "detail", t.Detail)
+		close(rt.done)
+	}()
+	return &rt.t, nil
+}
+
+func describeExit(err error) string {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return "was killed by " + ws.Signal().String()
+		}
+		return fmt.Sprintf("exited with status %d", exit.ExitCode())
+	}
+	return "failed: " + err.Error()
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// touch notes output; a stalled turn that speaks again is resumed.
+func (r *Runtime) touch(ls *liveSession, rt *runningTurn) {
+	ls.mu.Lock()
+	rt.last = time.Now()
+	resumed := rt.t.State == StateStalled
+	if resumed {
+		rt.t.State = StateRunning
+		rt.t.Stalls[len(rt.t.Stalls)-1] = "stalled, resumed"
+	}
+	t := rt.t
+	ls.mu.Unlock()
+	if resumed {
+		r.saveTurn(t)
+		ls.events.emit("turn.state", t.ID, "", map[string]string{"state": StateRunning, "detail": "stalled, resumed"})
+	}
+}
+
+func (r *Runtime) watchStall(ls *liveSession, rt *runningTurn) {
+	tick := time.NewTicker(min(r.cfg.StallAfter/4, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-rt.done:
+			return
+		case <-tick.C:
+		}
+		ls.mu.Lock()
+		stalled := rt.t.State == StateRunning && time.Since(rt.last) >= r.cfg.StallAfter
+		if stalled {
+			rt.t.State = StateStalled
+			rt.t.Stalls = append(rt.t.Stalls, "stalled")
+		}
+		t := rt.t
+		ls.mu.Unlock()
+		if stalled {
+			r.saveTurn(t)
+			ls.events.emit("turn.state", t.ID, "", map[string]string{"state": StateStalled, "detail": fmt.Sprintf("no output for %s", r.cfg.StallAfter)})
+		}
+	}
+}
+
+// Nudge pushes a turn: the worker gets a nudge message on stdin.
+func (r *Runtime) Nudge(id, turn string) error {
+	ls, rt, err := r.turn(id, turn)
+	if err != nil {
+		return err
+	}
+	rt.stdinMu.Lock()
+	_, err = rt.stdin.Write([]byte(`{"type":"nudge"}` + "\n"))
+	rt.stdinMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("the agent is not reading its input: %w", err)
+	}
+	ls.events.emit("turn.nudged", turn, "", nil)
+	return nil
+}
+
+func (r *Runtime) turn(id, turn string) (*liveSession, *runningTurn, error) {
+	ls, err := r.session(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	ls.mu.Lock()
+	rt := ls.turn
+	ls.mu.Unlock()
+	if rt == nil || rt.t.ID != turn {
+		return nil, nil, fmt.Errorf("%w: turn %s is not running", ErrNotFound, turn)
+	}
+	return ls, rt, nil
+}
+
+// CancelTurn interrupts a turn, then kills what is left of it after the
+// grace period. Its device actions in flight are cancelled. Jobs it
+// started go on.
+func (r *Runtime) CancelTurn(id, turn string) error {
+	ls, rt, err := r.turn(id, turn)
+	if err != nil {
+		return err
+	}
+	ls.mu.Lock()
+	rt.cancelled = true
+	ls.mu.Unlock()
+	rt.cancel()
+	pids, _ := rt.group.Procs()
+	for _, p := range pids {
+		_ = syscall.Kill(p, syscall.SIGINT)
+	}
+	select {
+	case <-rt.done:
+	case <-time.After(r.cfg.Grace):
+		_ = rt.group.Kill()
+		<-rt.done
+	}
+	return nil
+}
+
+// Kill stops all work in a session: the turn, every job, every device
+// action in flight.
+func (r *Runtime) Kill(id string) error {
+	ls, err := r.session(id)
+	if err != nil {
+		return err
+	}
+	ls.mu.Lock()
+	rt, g := ls.turn, ls.group
+	if rt != nil {
+		rt.killed = true
+	}
+	jobs := make([]*runningJob, 0, len(ls.jobs))
+	for _, j := range ls.jobs {
+		j.stopped = true
+		jobs = append(jobs, j)
+	}
+	ls.cancel()
+	ls.ctx, ls.cancel = context.WithCancel(context.Background())
+	ls.mu.Unlock()
+	var kerr error
+	if g != nil {
+		kerr = g.Kill()
+	}
+	if rt != nil {
+		<-rt.done
+	}
+	for _, j := range jobs {
+		<-j.done
+	}
+	ls.events.emit("session.killed", "", "", nil)
+	return kerr
+}
+
+// writeCredentials makes the owner-only file a turn reads its credentials
+// from, in a private directory; the caller removes the directory.
+func (r *Runtime) writeCredentials(ls *liveSession) (dir, file string, err error) {
+	dir, err = os.MkdirTemp(r.cfg.SecretDir, "lowkey-cred-")
+	if err != nil {
+		return "", "", fmt.Errorf("credentials: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		os.RemoveAll(dir)
+		return "", "", fmt.Errorf("credentials: %w", err)
+	}
+	file = filepath.Join(dir, "credentials.json")
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", "", fmt.Errorf("credentials: %w", err)
+	}
+	secrets := r.cfg.Secrets()
+	if secrets == nil {
+		secrets = map[string]string{}
+	}
+	err = json.NewEncoder(f).Encode(map[string]any{"mcp_token": ls.token, "secrets": secrets})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", "", fmt.Errorf("credentials: %w", err)
+	}
+	return dir, file, nil
+}
+
+// turnContext is the context of the session's running turn (device
+// actions an agent starts end with it), or the session's.
+func (r *Runtime) turnContext(id string) (context.Context, string) {
+	ls, err := r.session(id)
+	if err != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		return ctx, ""
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.turn != nil {
+		return ls.turn.ctx, ls.turn.t.ID
+	}
+	return ls.ctx, ""
+}
+
+// SessionContext ends when the session is killed (device actions started
+// from the API use it).
+func (r *Runtime) SessionContext(id string) context.Context {
+	ctx, _ := r.turnContext(id)
+	return ctx
+}
+
+// Close kills every session's work (the box is stopping).
+func (r *Runtime) Close() {
+	r.mu.Lock()
+	ids := make([]string, 0, len(r.live))
+	for id := range r.live {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	for _, id := range ids {
+		_ = r.Kill(id)
+		r.mu.Lock()
+		ls := r.live[id]
+		r.mu.Unlock()
+		if ls != nil && ls.group != nil {
+			_ = ls.group.Delete()
+		}
+	}
+}
