@@ -62,3 +62,36 @@ func TestBenchBrowserAndLiveReportTheirFigures(t *testing.T) {
 		t.Fatalf("bench live: %v %s", err, out)
 	}
 }
+
+func TestSecretsCommandsAndBenchSessions(t *testing.T) {
+	b := startBox(t, "", t.TempDir(), "127.0.0.1:0", "--no-mdns")
+	cmd := command("", "lowkey", "secrets", "set", "--data", b.data, "OPENAI_API_KEY")
+	cmd.Stdin = strings.NewReader("sk-e2e-hidden-value\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.Contains(string(out), "sk-e2e") {
+		t.Fatalf("secrets set: %v %s", err, out)
+	}
+	if out := mustRun(t, "", "lowkey", "secrets", "list", "--data", b.data); strings.TrimSpace(out) != "OPENAI_API_KEY" {
+		t.Fatalf("secrets list: %q", out)
+	}
+	if strings.Contains(b.out.String(), "sk-e2e") {
+		t.Fatal("the secret reached the hub's log")
+	}
+	mustRun(t, "", "lowkey", "secrets", "rm", "--data", b.data, "OPENAI_API_KEY")
+	if out := mustRun(t, "", "lowkey", "secrets", "list", "--data", b.data); strings.TrimSpace(out) != "" {
+		t.Fatalf("after rm: %q", out)
+	}
+	out2, code := run(t, "", "lowkey", "bench", "sessions", "--json", "--rounds", "3")
+	if code != 0 {
+		t.Fatalf("bench sessions: exit %d\n%s", code, out2)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal([]byte(out2[strings.LastIndex(strings.TrimSpace(out2), "\n")+1:]), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out2)
+	}
+	for _, k := range []string{"fork_exec_p50_ms", "turn_start_p50_ms", "kill_100_ms"} {
+		if v, _ := rep[k].(float64); v <= 0 {
+			t.Fatalf("%s missing in %s", k, out2)
+		}
+	}
+}

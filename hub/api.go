@@ -194,6 +194,9 @@ func (h *Hub) postSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "internal", "could not save the session")
 		return
 	}
+	if err := h.runtime.Prepare(s.ID); err != nil {
+		h.log.Error("session budget", "session", s.ID, "err", err)
+	}
 	writeJSON(w, http.StatusCreated, map[string]string{"id": s.ID})
 }
 

@@ -159,9 +159,9 @@ func TestStopLevels(t *testing.T) {
 
 	// Level 2: stop one job (with a setsid grandchild); the turn and the
 	// other job go on.
-	t1 := say(t, a, sid, "start setsid sleep 300 & sleep 300")
+	t1 := say(t, a, sid, "start setsid sleep 313 & sleep 313")
 	ev.until(10*time.Second, turnState(t1, sessions.StateDone))
-	t2 := say(t, a, sid, "start sleep 301")
+	t2 := say(t, a, sid, "start sleep 314")
 	ev.until(10*time.Second, turnState(t2, sessions.StateDone))
 	_, m, _ := a.do("GET", "/api/v1/sessions/"+sid, nil)
 	jobs := m["jobs"].([]any)
@@ -174,10 +174,10 @@ func TestStopLevels(t *testing.T) {
 	if status != 200 || jm["status"] != "stopped" || time.Since(start) > time.Second {
 		t.Fatalf("stop job: %d %s in %s", status, raw, time.Since(start))
 	}
-	if procs := pgrepFull("sleep 300"); procs != "" {
+	if procs := pgrepFull("sleep 313"); procs != "" {
 		t.Fatalf("the stopped job left %s", procs)
 	}
-	if pgrepFull("sleep 301") == "" {
+	if pgrepFull("sleep 314") == "" {
 		t.Fatal("stopping one job stopped the other")
 	}
 
@@ -192,7 +192,7 @@ func TestStopLevels(t *testing.T) {
 		t.Fatalf("cancel took %s", took)
 	}
 	ev.until(5*time.Second, turnState(t3, sessions.StateCancelled))
-	if pgrepFull("sleep 301") == "" {
+	if pgrepFull("sleep 314") == "" {
 		t.Fatal("cancelling the turn stopped a job")
 	}
 
@@ -209,7 +209,7 @@ func TestStopLevels(t *testing.T) {
 	if tr := getTurn(t, a, sid, t4); tr.State != sessions.StateCancelled || !strings.Contains(tr.Detail, "killed") {
 		t.Fatalf("turn after kill: %+v", tr)
 	}
-	if p := pgrepFull("sleep 301"); p != "" {
+	if p := pgrepFull("sleep 314"); p != "" {
 		t.Fatalf("kill left %s", p)
 	}
 	// The session works afterwards.
@@ -218,7 +218,7 @@ func TestStopLevels(t *testing.T) {
 }
 
 func pgrepFull(pattern string) string {
-	out, _ := execOutput("pgrep", "-f", "^"+pattern)
+	out, _ := execOutput("pgrep", "-f", "^"+pattern+"$")
 	return strings.TrimSpace(out)
 }
 
@@ -518,4 +518,36 @@ func execOutput(name string, args ...string) (string, error) {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, name, args...).Output()
 	return string(out), err
+}
+
+func TestKillingASessionCancelsItsDeviceActions(t *testing.T) {
+	requireCgroups(t)
+	p := startControlPair(t, nil, nil)
+	a := ownerAPI(t, p)
+	sid := newAgentSession(t, a, nil)
+	s := session{a: a, id: sid, dev: p.DeviceID}
+	s.access(true, false)
+	s.act("browser.navigate", map[string]string{"url": pageServer(t)})
+	done := make(chan int, 1)
+	go func() {
+		status, _, _ := s.act("browser.wait_for", map[string]any{"text": "never", "timeout_ms": 30000})
+		done <- status
+	}()
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	if status, _, raw := a.do("POST", "/api/v1/sessions/"+sid+"/kill", nil); status != 200 {
+		t.Fatalf("kill: %d %s", status, raw)
+	}
+	select {
+	case status := <-done:
+		if status != 409 {
+			t.Fatalf("the action in flight ended %d", status)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the device action outlived the session kill")
+	}
+	// The computer stopped too: its next action is not stuck behind it.
+	if status, _, raw := s.act("browser.snapshot", nil); status != 200 || time.Since(start) > 3*time.Second {
+		t.Fatalf("next action: %d %s after %s", status, raw, time.Since(start))
+	}
 }

@@ -98,9 +98,10 @@ type liveSession struct {
 	events *eventLog
 	token  string
 
-	mu      sync.Mutex
-	group   cgroup.Group
-	turn    *runningTurn
+	mu        sync.Mutex
+	group     cgroup.Group
+	turnGroup cgroup.Group // one turn runs at a time: its leaf is reused
+	turn      *runningTurn
 	jobs    map[string]*runningJob
 	history []historyItem
 	// ctx ends when the session is killed: device actions in flight stop.
@@ -216,11 +217,26 @@ func (r *Runtime) groupOf(ls *liveSession) (cgroup.Group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the session's memory budget could not be set up: %w", err)
 	}
-	ls.group = g
+	tg, err := g.Child("turn")
+	if err != nil {
+		_ = g.Delete()
+		return nil, fmt.Errorf("the session's turn group: %w", err)
+	}
+	ls.group, ls.turnGroup = g, tg
 	if msg := r.Budget(); msg != "" {
 		ls.events.emit("session.warning", "", "", map[string]string{"message": msg})
 	}
 	return g, nil
+}
+
+// Prepare sets a new session's memory budget up ahead of its first turn.
+func (r *Runtime) Prepare(id string) error {
+	ls, err := r.session(id)
+	if err != nil {
+		return err
+	}
+	_, err = r.groupOf(ls)
+	return err
 }
 
 // Events replays a session's events after since, then streams.
@@ -303,13 +319,13 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	r.saveTurn(rt.t)
 	ls.events.emit("message", rt.t.ID, "", map[string]string{"role": "user", "text": text})
 	ls.events.emit("turn.state", rt.t.ID, "", map[string]string{"state": StateRunning})
-	group, err := r.groupOf(ls)
-	if err != nil {
+	if _, err := r.groupOf(ls); err != nil {
 		return fail(err)
 	}
-	if rt.group, err = group.Child("turn-" + rt.t.ID); err != nil {
-		return fail(fmt.Errorf("turn group: %w", err))
-	}
+	ls.mu.Lock()
+	rt.group = ls.turnGroup
+	ls.mu.Unlock()
+	oomBefore := rt.group.OOMKills()
 	cmd, err := r.workerCommand(ls.s.Agent)
 	if err != nil {
 		return fail(err)
@@ -371,9 +387,9 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 		werr := cmd.Wait()
 		// Whatever happened, the credentials file is gone after the turn.
 		os.RemoveAll(credDir)
+		// Whatever the agent left running in the turn's group goes with it.
 		_ = rt.group.Kill()
-		oom := rt.group.OOMKills() > 0
-		_ = rt.group.Delete()
+		oom := rt.group.OOMKills() > oomBefore
 		rt.cancel()
 		ls.mu.Lock()
 		t := rt.t

@@ -14,7 +14,7 @@ import (
 
 func runBench(args []string) error {
 	if len(args) == 0 {
-		return errors.New("bench needs a target: link, browser or live")
+		return errors.New("bench needs a target: link, browser, live or sessions")
 	}
 	switch args[0] {
 	case "link":
@@ -90,9 +90,27 @@ func runBench(args []string) error {
 		fmt.Printf("live screen %dx%d: %.1f frames per second (asked for %d), %.0f KiB a frame\n", rep.Width, rep.Height, rep.FPS, rep.Asked, rep.KBPer)
 		return nil
 	case "sessions":
-		return errors.New("bench sessions: not built yet (it arrives with agent sessions)")
+		fs := newFlags("bench sessions", "lowkey bench sessions [--json] [--rounds N]")
+		asJSON := fs.Bool("json", false, "print one JSON object")
+		rounds := fs.Int("rounds", 20, "turns and fork/execs to time (the median is reported)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		rep, err := bench.Sessions(ctx, *rounds, os.Stderr)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(os.Stdout).Encode(rep)
+		}
+		fmt.Printf("start a worker     plain fork/exec %6.2f ms   as a turn in a fresh session %6.2f ms   (%.2fx)\n", rep.ForkExecP50MS, rep.TurnStartP50MS, rep.StartRatio)
+		fmt.Printf("kill a session running 100 processes: %.1f ms\n", rep.Kill100MS)
+		fmt.Printf("budget: %s\n", rep.Budget)
+		return nil
 	}
-	return fmt.Errorf("unknown bench target %q: use link, browser or live", args[0])
+	return fmt.Errorf("unknown bench target %q: use link, browser, live or sessions", args[0])
 }
 
 // startXvfb starts a private virtual display for a benchmark.
