@@ -102,8 +102,8 @@ type liveSession struct {
 	group     cgroup.Group
 	turnGroup cgroup.Group // one turn runs at a time: its leaf is reused
 	turn      *runningTurn
-	jobs    map[string]*runningJob
-	history []historyItem
+	jobs      map[string]*runningJob
+	history   []historyItem
 	// ctx ends when the session is killed: device actions in flight stop.
 	ctx    context.Context
 	cancel context.CancelFunc
