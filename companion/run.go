@@ -87,9 +87,12 @@ func (r *Runner) setStatus(link string, err error) {
 		r.status.Since = time.Now().UTC()
 	}
 	r.status.Link = link
-	r.status.LastError = ""
-	if err != nil {
+	// The last failure stays on show while the next attempt is made.
+	switch {
+	case err != nil:
 		r.status.LastError = err.Error()
+	case link == "online":
+		r.status.LastError = ""
 	}
 	r.status.PID = os.Getpid()
 	if r.status.Grants == nil {

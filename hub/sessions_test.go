@@ -217,9 +217,18 @@ func TestStopLevels(t *testing.T) {
 	ev.until(10*time.Second, turnState(t5, sessions.StateDone))
 }
 
+// pgrepFull lists the live processes (zombies waiting for init to reap
+// them are dead) whose command line is pattern.
 func pgrepFull(pattern string) string {
 	out, _ := execOutput("pgrep", "-f", "^"+pattern+"$")
-	return strings.TrimSpace(out)
+	var live []string
+	for _, pid := range strings.Fields(out) {
+		st, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err == nil && !strings.Contains(string(st), ") Z ") {
+			live = append(live, pid)
+		}
+	}
+	return strings.Join(live, " ")
 }
 
 func TestStalledTurnIsNudgedBack(t *testing.T) {

@@ -361,14 +361,28 @@ func TestProfilePersistsAndNoChromiumIsLeft(t *testing.T) {
 
 func TestAttachToRunningChrome(t *testing.T) {
 	requireBrowser(t)
-	dir := t.TempDir()
+	// Chrome's helpers keep writing to its profile for a moment after it
+	// is killed, so the profile is removed by hand, after they are gone.
+	dir, err := os.MkdirTemp("", "lowkey-attach-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for range 50 {
+			if os.RemoveAll(dir) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 	cmd := exec.Command(devicectl.FindBrowser(""), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--remote-debugging-port=0", "--user-data-dir="+dir, "about:blank")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() }()
 	if _, err := browser.AttachURL(t.TempDir()); err == nil {
 		t.Fatal("attached to a directory with no Chrome")
 	}
