@@ -2,18 +2,19 @@ package hub
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/hub/web"
 	"github.com/lowkeyhq/lowkey/pairing"
 	"github.com/lowkeyhq/lowkey/sessions"
 )
@@ -22,27 +23,38 @@ import (
 // the same API as the owner, plus what only the box itself may do.
 func (h *Hub) routes(admin bool) http.Handler {
 	mux := http.NewServeMux()
-	api := map[string]http.HandlerFunc{
-		"POST /api/v1/pairing/codes":                          h.postPairingCode(false),
-		"GET /api/v1/devices":                                 h.getDevices,
-		"DELETE /api/v1/devices/{id}":                         h.deleteDevice,
-		"POST /api/v1/sessions":                               h.postSession,
-		"GET /api/v1/sessions/{id}":                           h.getSession,
-		"POST /api/v1/sessions/{id}/devices/{device}/actions": h.postAction,
-		"PUT /api/v1/sessions/{id}/devices/{device}/access":   h.putAccess,
-		"GET /api/v1/sessions/{id}/devices/{device}/live":     h.getLive,
-		"POST /api/v1/sessions/{id}/confirmations/{cid}":      h.postConfirmation,
-		"GET /api/v1/audit":                                   h.getAudit,
-		"POST /api/v1/sessions/{id}/messages":                 h.postMessage,
-		"GET /api/v1/sessions/{id}/events":                    h.getEvents,
-		"POST /api/v1/sessions/{id}/turns/{turn}/cancel":      h.postCancel,
-		"POST /api/v1/sessions/{id}/turns/{turn}/nudge":       h.postNudge,
-		"POST /api/v1/sessions/{id}/jobs/{job}/stop":          h.postStopJob,
-		"POST /api/v1/sessions/{id}/kill":                     h.postKill,
-		"GET /metrics":                                        h.getMetrics,
+	const member, owner = false, true
+	api := map[string]struct {
+		ownerOnly bool
+		fn        http.HandlerFunc
+	}{
+		"GET /api/v1/me":                                      {member, h.getMe},
+		"POST /api/v1/logout":                                 {member, h.postLogout},
+		"GET /api/v1/users":                                   {owner, h.getUsers},
+		"POST /api/v1/users":                                  {owner, h.postUser},
+		"DELETE /api/v1/users/{name}":                         {owner, h.deleteUser},
+		"POST /api/v1/pairing/codes":                          {owner, h.postPairingCode(false)},
+		"GET /api/v1/devices":                                 {member, h.getDevices},
+		"DELETE /api/v1/devices/{id}":                         {owner, h.deleteDevice},
+		"GET /api/v1/sessions":                                {member, h.getSessions},
+		"POST /api/v1/sessions":                               {member, h.postSession},
+		"GET /api/v1/sessions/{id}":                           {member, h.getSession},
+		"PATCH /api/v1/sessions/{id}":                         {member, h.patchSession},
+		"POST /api/v1/sessions/{id}/messages":                 {member, h.postMessage},
+		"GET /api/v1/sessions/{id}/events":                    {member, h.getEvents},
+		"POST /api/v1/sessions/{id}/turns/{turn}/cancel":      {member, h.postCancel},
+		"POST /api/v1/sessions/{id}/turns/{turn}/nudge":       {member, h.postNudge},
+		"POST /api/v1/sessions/{id}/jobs/{job}/stop":          {member, h.postStopJob},
+		"POST /api/v1/sessions/{id}/kill":                     {member, h.postKill},
+		"POST /api/v1/sessions/{id}/confirmations/{cid}":      {member, h.postConfirmation},
+		"PUT /api/v1/sessions/{id}/devices/{device}/access":   {member, h.putAccess},
+		"POST /api/v1/sessions/{id}/devices/{device}/actions": {member, h.postAction},
+		"GET /api/v1/sessions/{id}/devices/{device}/live":     {member, h.getLive},
+		"GET /api/v1/audit":                                   {member, h.getAudit},
+		"GET /metrics":                                        {owner, h.getMetrics},
 	}
-	for pattern, fn := range api {
-		mux.Handle(pattern, h.owner(admin, fn))
+	for pattern, rt := range api {
+		mux.Handle(pattern, h.auth(admin, rt.ownerOnly, rt.fn))
 	}
 	if admin {
 		mux.HandleFunc("POST /admin/pair-code", h.postPairingCode(true))
@@ -52,14 +64,22 @@ func (h *Hub) routes(admin bool) http.Handler {
 		mux.HandleFunc("GET /admin/token", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"token": h.token})
 		})
+		mux.HandleFunc("GET /admin/setup", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"url": h.SetupURL()})
+		})
 		return mux
 	}
-	// These authenticate by pairing code and by pinned keys, not by token.
+	// These authenticate by the setup link, a password, a pairing code,
+	// pinned keys or an MCP token, not by a session.
+	mux.HandleFunc("POST /api/v1/setup", h.postSetup)
+	mux.HandleFunc("POST /api/v1/login", h.postLogin)
 	mux.HandleFunc("GET /api/v1/pair", h.handlePair)
 	mux.HandleFunc("GET /api/v1/link", h.handleLink)
-	// Agents authenticate with their turn's MCP token.
-	mux.Handle("/mcp", h.runtime.MCPHandler())
-	mux.HandleFunc("GET /{$}", h.getIndex)
+	mcp := h.runtime.MCPHandler()
+	for _, m := range []string{"GET", "POST", "DELETE"} {
+		mux.Handle(m+" /mcp", mcp)
+	}
+	mux.Handle("GET /", web.Handler())
 	return securityHeaders(mux)
 }
 
@@ -68,29 +88,8 @@ func securityHeaders(next http.Handler) http.Handler {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("X-Frame-Options", "DENY")
 		w.Header().Set("Referrer-Policy", "no-referrer")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 		next.ServeHTTP(w, r)
-	})
-}
-
-// owner admits the box owner: anyone on the admin socket, or a request
-// with the bearer token.
-func (h *Hub) owner(admin bool, next http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !admin {
-			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(h.token)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="lowkey"`)
-				writeError(w, http.StatusUnauthorized, "unauthorized", "a bearer token is required: run \"lowkey token\" on the box")
-				return
-			}
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, 16<<20)
-		by := "owner"
-		if admin {
-			by = "owner (on the box)"
-		}
-		next(w, r.WithContext(context.WithValue(r.Context(), whoKey{}, by)))
 	})
 }
 
@@ -363,15 +362,39 @@ func (h *Hub) getMetrics(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, b.String())
 }
 
-func (h *Hub) getIndex(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprintf(w, `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>Lowkey · %[1]s</title></head><body><h1>Lowkey · %[1]s</h1>
-<p>The box is running. The chat web app is not built yet; the HTTP API is at <code>/api/v1</code> (run <code>lowkey token</code> on the box for a token).</p>
-<p>Pair a computer: run <code>lowkey pair-code</code> on the box, then <code>lowkey-companion pair --hub %[2]s --code CODE</code> on the computer.</p>
-</body></html>`, htmlEscape(h.cfg.Name), htmlEscape(r.Host))
+func (h *Hub) getSessions(w http.ResponseWriter, r *http.Request) {
+	out := []sessions.Session{}
+	_ = h.store.Each("session/", func(_ string, raw []byte) error {
+		var s sessions.Session
+		if json.Unmarshal(raw, &s) == nil {
+			out = append(out, s)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	writeJSON(w, http.StatusOK, out)
 }
 
-func htmlEscape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "'", "&#39;").Replace(s)
+func (h *Hub) patchSession(w http.ResponseWriter, r *http.Request) {
+	s := h.session(w, r.PathValue("id"))
+	if s == nil {
+		return
+	}
+	var req struct {
+		Title string `json:"title"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.Title == "" || len(req.Title) > 200 {
+		writeError(w, http.StatusBadRequest, "bad_request", "a title is 1 to 200 bytes")
+		return
+	}
+	s.Title = req.Title
+	if err := h.store.Put("session/"+s.ID, s); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not save")
+		return
+	}
+	h.runtime.Emit(s.ID, "session.renamed", map[string]string{"title": s.Title})
+	writeJSON(w, http.StatusOK, s)
 }

@@ -187,6 +187,10 @@ func (h *Hub) audit(rec devicectl.AuditRecord) {
 	if err := h.store.Put("audit/"+rec.ID[2:], rec); err != nil {
 		h.log.Error("could not store an audit record", "action", rec.Action, "err", err)
 	}
+	if rec.Conversation != "" {
+		h.runtime.Emit(rec.Conversation, "device.action", map[string]any{"action": rec.Action, "device": rec.Device,
+			"outcome": rec.Outcome, "detail": rec.Detail, "who": rec.Who, "ms": rec.DurationMS})
+	}
 	h.log.Info("device action", "action", rec.Action, "session", rec.Conversation, "device", rec.Device, "outcome", rec.Outcome, "ms", rec.DurationMS)
 }
 

@@ -101,7 +101,10 @@ type Hub struct {
 	gate     *devicectl.Gate
 	confirms *sessions.Confirmations
 	runtime  *sessions.Runtime
-	groups   *cgroup.Manager
+	logins   loginLimiter
+
+	setupToken string
+	groups     *cgroup.Manager
 
 	mu    sync.Mutex
 	links map[string]*live
@@ -136,6 +139,10 @@ func Start(cfg Config) (*Hub, error) {
 		return nil, err
 	}
 	if h.token, err = h.loadToken(); err != nil {
+		return nil, err
+	}
+	h.logins.fails = map[string][]time.Time{}
+	if err := h.prepareSetup(); err != nil {
 		return nil, err
 	}
 	policy, err := loadPolicy(cfg.DataDir, cfg.Policy)
@@ -193,6 +200,9 @@ func Start(cfg Config) (*Hub, error) {
 	}
 	ok = true
 	h.log.Info("hub ready", "url", h.URL(), "id", h.id.ID(), "data", cfg.DataDir)
+	if u := h.SetupURL(); u != "" {
+		h.log.Info("no owner yet: open the one-time setup link to create one", "link", u)
+	}
 	return h, nil
 }
 

@@ -69,7 +69,7 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "device_offline", errOffline.Error())
 		return
 	}
-	ws, err := upgrader.Upgrade(w, r, nil)
+	ws, err := eventsUpgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return
 	}

@@ -168,7 +168,12 @@ func TestStopLevels(t *testing.T) {
 	if len(jobs) != 2 {
 		t.Fatalf("jobs %v", jobs)
 	}
-	first := jobs[0].(map[string]any)["id"].(string)
+	var first string
+	for _, j := range jobs {
+		if strings.Contains(j.(map[string]any)["command"].(string), "313") {
+			first = j.(map[string]any)["id"].(string)
+		}
+	}
 	start := time.Now()
 	status, jm, raw := a.do("POST", "/api/v1/sessions/"+sid+"/jobs/"+first+"/stop", nil)
 	if status != 200 || jm["status"] != "stopped" || time.Since(start) > time.Second {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -175,16 +176,12 @@ func (r *Runtime) session(id string) (*liveSession, error) {
 	}
 	ls := &liveSession{s: &s, events: openEventLog(r.cfg.Store, id), token: randomID() + randomID(), jobs: map[string]*runningJob{}}
 	ls.ctx, ls.cancel = context.WithCancel(context.Background())
-	_ = r.cfg.Store.Each("turn/"+id+"/", func(_ string, raw []byte) error {
-		var t Turn
-		if json.Unmarshal(raw, &t) == nil {
-			ls.history = append(ls.history, historyItem{"user", t.Message})
-			if t.Reply != "" {
-				ls.history = append(ls.history, historyItem{"assistant", t.Reply})
-			}
+	for _, t := range r.Turns(id) {
+		ls.history = append(ls.history, historyItem{"user", t.Message})
+		if t.Reply != "" {
+			ls.history = append(ls.history, historyItem{"assistant", t.Reply})
 		}
-		return nil
-	})
+	}
 	r.live[id] = ls
 	r.byTok[ls.token] = id
 	return ls, nil
@@ -267,6 +264,7 @@ func (r *Runtime) Turns(id string) []Turn {
 		}
 		return nil
 	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
 	return out
 }
 

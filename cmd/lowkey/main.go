@@ -142,6 +142,9 @@ func runHub(args []string) error {
 		return err
 	}
 	fmt.Printf("Lowkey hub is ready: %s\n", h.URL())
+	if u := h.SetupURL(); u != "" {
+		fmt.Printf("Create the owner (this link works once): %s\n", u)
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	<-ctx.Done()

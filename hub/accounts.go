@@ -1,0 +1,354 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// People on a box: one owner, and members the owner adds. Everyone on a
+// box can drive its agents; only the owner manages people and devices.
+const (
+	RoleOwner  = "owner"
+	RoleMember = "member"
+)
+
+// User is a person who can sign in to the web app.
+type User struct {
+	Name    string    `json:"name"`
+	Role    string    `json:"role"`
+	Hash    []byte    `json:"hash,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+// webSession is a signed-in browser.
+type webSession struct {
+	User    string    `json:"user"`
+	CSRF    string    `json:"csrf"`
+	Expires time.Time `json:"expires"`
+}
+
+// CookieName is the web app's session cookie: __Host- keeps it to this
+// origin, over HTTPS (or localhost), for the whole path.
+const CookieName = "__Host-lowkey"
+
+const webSessionLife = 30 * 24 * time.Hour
+
+var userName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,31}$`)
+
+func randomToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func hashToken(t string) string {
+	s := sha256.Sum256([]byte(t))
+	return hex.EncodeToString(s[:])
+}
+
+// loginLimiter slows password guessing: ten failures a minute per name.
+type loginLimiter struct {
+	mu    sync.Mutex
+	fails map[string][]time.Time
+}
+
+func (l *loginLimiter) allow(name string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var recent []time.Time
+	for _, t := range l.fails[name] {
+		if time.Since(t) < time.Minute {
+			recent = append(recent, t)
+		}
+	}
+	l.fails[name] = recent
+	return len(recent) < 10
+}
+
+func (l *loginLimiter) fail(name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fails[name] = append(l.fails[name], time.Now())
+}
+
+func (h *Hub) users() []User {
+	var out []User
+	_ = h.store.Each("user/", func(_ string, raw []byte) error {
+		var u User
+		if json.Unmarshal(raw, &u) == nil {
+			out = append(out, u)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// prepareSetup makes the one-time link that creates the owner, while the
+// box has none.
+func (h *Hub) prepareSetup() error {
+	if len(h.users()) > 0 {
+		return nil
+	}
+	h.setupToken = randomToken()
+	return h.store.Put("meta/setup", hashToken(h.setupToken))
+}
+
+// SetupURL is the one-time link that creates the owner ("" once there is
+// one).
+func (h *Hub) SetupURL() string {
+	if h.setupToken == "" || len(h.users()) > 0 {
+		return ""
+	}
+	return h.URL() + "/#/setup/" + h.setupToken
+}
+
+func (h *Hub) startWebSession(w http.ResponseWriter, u User) webSession {
+	tok := randomToken()
+	ws := webSession{User: u.Name, CSRF: randomToken(), Expires: time.Now().Add(webSessionLife).UTC()}
+	_ = h.store.Put("websess/"+hashToken(tok), ws)
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: tok, Path: "/", HttpOnly: true, Secure: true,
+		SameSite: http.SameSiteStrictMode, Expires: ws.Expires})
+	return ws
+}
+
+// webUser finds the signed-in person of a request.
+func (h *Hub) webUser(r *http.Request) (*User, *webSession, string) {
+	c, err := r.Cookie(CookieName)
+	if err != nil || c.Value == "" {
+		return nil, nil, ""
+	}
+	key := "websess/" + hashToken(c.Value)
+	var ws webSession
+	if err := h.store.Get(key, &ws); err != nil || time.Now().After(ws.Expires) {
+		return nil, nil, ""
+	}
+	var u User
+	if err := h.store.Get("user/"+ws.User, &u); err != nil {
+		return nil, nil, "" // removed: access stops at once
+	}
+	return &u, &ws, key
+}
+
+type principal struct {
+	name string
+	role string
+}
+
+type principalKey struct{}
+
+// auth admits a request: the admin socket and the bearer token are the
+// owner; a browser signs in with its cookie and must send its CSRF token
+// with every request that changes something.
+func (h *Hub) auth(admin bool, ownerOnly bool, next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p principal
+		switch tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); {
+		case admin:
+			p = principal{"owner (on the box)", RoleOwner}
+		case bearer:
+			if subtle.ConstantTimeCompare([]byte(tok), []byte(h.token)) != 1 {
+				writeError(w, http.StatusUnauthorized, "unauthorized", "that bearer token is not this box's: run \"lowkey token\" on the box")
+				return
+			}
+			p = principal{"owner", RoleOwner}
+		default:
+			u, ws, _ := h.webUser(r)
+			if u == nil {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="lowkey"`)
+				writeError(w, http.StatusUnauthorized, "unauthorized", "sign in, or send a bearer token (\"lowkey token\" on the box)")
+				return
+			}
+			if r.Method != http.MethodGet && r.Method != http.MethodHead &&
+				subtle.ConstantTimeCompare([]byte(r.Header.Get("X-CSRF-Token")), []byte(ws.CSRF)) != 1 {
+				writeError(w, http.StatusForbidden, "csrf", "this request needs the page's CSRF token: reload the page")
+				return
+			}
+			p = principal{u.Name, u.Role}
+		}
+		if ownerOnly && p.role != RoleOwner {
+			writeError(w, http.StatusForbidden, "owner_only", "only the box's owner can do this")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 16<<20)
+		ctx := context.WithValue(r.Context(), whoKey{}, p.name)
+		ctx = context.WithValue(ctx, principalKey{}, p)
+		next(w, r.WithContext(ctx))
+	})
+}
+
+type credentials struct {
+	Token    string `json:"token,omitempty"`
+	Name     string `json:"name"`
+	Password string `json:"password"`
+	Role     string `json:"role,omitempty"`
+}
+
+func checkNewUser(c credentials) error {
+	if !userName.MatchString(c.Name) {
+		return errors.New("a name is 1 to 32 letters, digits, '.', '_' or '-'")
+	}
+	if len(c.Password) < 10 || len(c.Password) > 72 {
+		return errors.New("a password is 10 to 72 characters")
+	}
+	return nil
+}
+
+func (h *Hub) me(w http.ResponseWriter, u User, ws webSession) {
+	writeJSON(w, http.StatusOK, map[string]string{"name": u.Name, "role": u.Role, "csrf": ws.CSRF})
+}
+
+// postSetup creates the owner with the one-time link's token.
+func (h *Hub) postSetup(w http.ResponseWriter, r *http.Request) {
+	var c credentials
+	if !readJSON(w, r, &c) {
+		return
+	}
+	var want string
+	if h.store.Get("meta/setup", &want) != nil || len(h.users()) > 0 {
+		writeError(w, http.StatusConflict, "already_set_up", "this box has an owner already: sign in")
+		return
+	}
+	if subtle.ConstantTimeCompare([]byte(hashToken(c.Token)), []byte(want)) != 1 {
+		writeError(w, http.StatusForbidden, "bad_token", "this setup link is not valid: use the one the hub printed at start")
+		return
+	}
+	if err := checkNewUser(c); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	hash, _ := bcrypt.GenerateFromPassword([]byte(c.Password), bcrypt.DefaultCost)
+	u := User{Name: c.Name, Role: RoleOwner, Hash: hash, Created: time.Now().UTC()}
+	if err := h.store.Put("user/"+u.Name, u); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not save the owner")
+		return
+	}
+	_ = h.store.Delete("meta/setup")
+	h.setupToken = ""
+	h.log.Info("owner created", "name", u.Name)
+	h.me(w, u, h.startWebSession(w, u))
+}
+
+func (h *Hub) postLogin(w http.ResponseWriter, r *http.Request) {
+	var c credentials
+	if !readJSON(w, r, &c) {
+		return
+	}
+	if !h.logins.allow(c.Name) {
+		writeError(w, http.StatusTooManyRequests, "too_many_attempts", "too many wrong passwords: wait a minute")
+		return
+	}
+	var u User
+	err := h.store.Get("user/"+c.Name, &u)
+	if err != nil {
+		// Same work either way, so timing says nothing about the name.
+		_ = bcrypt.CompareHashAndPassword([]byte("$2a$10$0000000000000000000000000000000000000000000000000000"), []byte(c.Password))
+	} else {
+		err = bcrypt.CompareHashAndPassword(u.Hash, []byte(c.Password))
+	}
+	if err != nil {
+		h.logins.fail(c.Name)
+		writeError(w, http.StatusUnauthorized, "bad_login", "wrong name or password")
+		return
+	}
+	h.me(w, u, h.startWebSession(w, u))
+}
+
+func (h *Hub) postLogout(w http.ResponseWriter, r *http.Request) {
+	if _, _, key := h.webUser(r); key != "" {
+		_ = h.store.Delete(key)
+	}
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	writeJSON(w, http.StatusOK, map[string]bool{"signed_out": true})
+}
+
+func (h *Hub) getMe(w http.ResponseWriter, r *http.Request) {
+	if u, ws, _ := h.webUser(r); u != nil {
+		h.me(w, *u, *ws)
+		return
+	}
+	p, _ := r.Context().Value(principalKey{}).(principal)
+	writeJSON(w, http.StatusOK, map[string]string{"name": p.name, "role": p.role, "csrf": ""})
+}
+
+func (h *Hub) getUsers(w http.ResponseWriter, r *http.Request) {
+	us := h.users()
+	for i := range us {
+		us[i].Hash = nil
+	}
+	if us == nil {
+		us = []User{}
+	}
+	writeJSON(w, http.StatusOK, us)
+}
+
+func (h *Hub) postUser(w http.ResponseWriter, r *http.Request) {
+	var c credentials
+	if !readJSON(w, r, &c) {
+		return
+	}
+	if err := checkNewUser(c); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if c.Role != "" && c.Role != RoleMember {
+		writeError(w, http.StatusBadRequest, "bad_request", "people are added as members; a box has one owner")
+		return
+	}
+	var existing User
+	if h.store.Get("user/"+c.Name, &existing) == nil {
+		writeError(w, http.StatusConflict, "exists", "someone is already called "+c.Name)
+		return
+	}
+	hash, _ := bcrypt.GenerateFromPassword([]byte(c.Password), bcrypt.DefaultCost)
+	u := User{Name: c.Name, Role: RoleMember, Hash: hash, Created: time.Now().UTC()}
+	if err := h.store.Put("user/"+u.Name, u); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not save")
+		return
+	}
+	h.log.Info("member added", "name", u.Name, "by", who(r))
+	u.Hash = nil
+	writeJSON(w, http.StatusCreated, u)
+}
+
+// deleteUser removes a member; their signed-in browsers stop at once.
+func (h *Hub) deleteUser(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var u User
+	if h.store.Get("user/"+name, &u) != nil {
+		writeError(w, http.StatusNotFound, "not_found", "no one called "+name)
+		return
+	}
+	if u.Role == RoleOwner {
+		writeError(w, http.StatusBadRequest, "bad_request", "the owner cannot be removed")
+		return
+	}
+	_ = h.store.Delete("user/" + name)
+	var keys []string
+	_ = h.store.Each("websess/", func(key string, raw []byte) error {
+		var ws webSession
+		if json.Unmarshal(raw, &ws) == nil && ws.User == name {
+			keys = append(keys, key)
+		}
+		return nil
+	})
+	for _, k := range keys {
+		_ = h.store.Delete(k)
+	}
+	h.log.Info("member removed", "name", name, "by", who(r))
+	writeJSON(w, http.StatusOK, map[string]string{"removed": name})
+}
