@@ -625,10 +625,17 @@ func (r *Runtime) turnContext(id string) (context.Context, string) {
 }
 
 // SessionContext ends when the session is killed (device actions started
-// from the API use it).
+// from the API use it; a turn ending does not stop them).
 func (r *Runtime) SessionContext(id string) context.Context {
-	ctx, _ := r.turnContext(id)
-	return ctx
+	ls, err := r.session(id)
+	if err != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		return ctx
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.ctx
 }
 
 // Close kills every session's work (the box is stopping).

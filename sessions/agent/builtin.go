@@ -164,10 +164,11 @@ func (w *worker) pickDevice(ctx context.Context, name, toggle string) (device, e
 	var fit []device
 	for _, d := range ds {
 		on := (toggle == "browser" && d.Browser) || (toggle == "desktop" && d.Desktop)
-		if name != "" && !strings.EqualFold(d.Name, name) && !strings.EqualFold(d.ID, name) {
-			continue
+		if name != "" && (strings.EqualFold(d.Name, name) || strings.EqualFold(d.ID, name)) {
+			// Named: ask anyway, and let the box say no if the toggle is off.
+			return d, nil
 		}
-		if on {
+		if name == "" && on {
 			fit = append(fit, d)
 		}
 	}

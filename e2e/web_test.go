@@ -1,0 +1,348 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-rod/rod"
+	"github.com/go-rod/rod/lib/launcher"
+	"github.com/go-rod/rod/lib/proto"
+
+	"github.com/lowkeyhq/lowkey/internal/testenv"
+)
+
+// artifacts is where web tests leave their screenshots.
+func artifacts(t *testing.T) string {
+	dir := os.Getenv("LOWKEY_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "artifacts")
+	}
+	dir = filepath.Join(dir, t.Name())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+type webUI struct {
+	t    *testing.T
+	page *rod.Page
+	dir  string
+	n    int
+}
+
+func openBrowser(t *testing.T) *rod.Browser {
+	t.Helper()
+	bin := testenv.RequireBrowser(t)
+	l := launcher.New().Bin(bin).Headless(true).NoSandbox(true).UserDataDir(t.TempDir()).
+		Set("disable-gpu").Set("no-first-run").Set("disable-background-networking").
+		Set("disable-component-update").Set("disable-sync").Set("window-size", "1280,900")
+	u, err := l.Launch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := rod.New().ControlURL(u)
+	if err := b.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(); l.Kill() })
+	return b
+}
+
+func (w *webUI) shot(name string) {
+	w.n++
+	img, err := w.page.Screenshot(false, nil)
+	if err == nil {
+		_ = os.WriteFile(filepath.Join(w.dir, strings.ReplaceAll(strings.ToLower(name), " ", "-")+".png"), img, 0o644)
+	}
+}
+
+// waitText waits until the page's text matches re.
+func (w *webUI) waitText(re string, limit time.Duration) {
+	w.t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.Now().Add(limit)
+	for {
+		txt, err := w.page.Eval(`() => document.body.innerText`)
+		if err == nil && rx.MatchString(txt.Value.Str()) {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.shot("failed")
+			w.t.Fatalf("the page did not show %q within %s; it shows:\n%v", re, limit, txt.Value.Str())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (w *webUI) el(sel string) *rod.Element {
+	w.t.Helper()
+	e, err := w.page.Timeout(15 * time.Second).Element(sel)
+	if err != nil {
+		w.shot("failed")
+		w.t.Fatalf("no %s on the page: %v", sel, err)
+	}
+	return e.CancelTimeout()
+}
+
+func (w *webUI) click(sel string) {
+	w.t.Helper()
+	if err := w.el(sel).Click(proto.InputMouseButtonLeft, 1); err != nil {
+		w.t.Fatalf("click %s: %v", sel, err)
+	}
+}
+
+func (w *webUI) clickText(sel, text string) {
+	w.t.Helper()
+	e, err := w.page.Timeout(15*time.Second).ElementR(sel, "^"+regexp.QuoteMeta(text)+"$")
+	if err != nil {
+		w.shot("failed")
+		w.t.Fatalf("no %s %q: %v", sel, text, err)
+	}
+	if err := e.CancelTimeout().Click(proto.InputMouseButtonLeft, 1); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *webUI) fill(sel, text string) {
+	w.t.Helper()
+	if err := w.el(sel).Input(text); err != nil {
+		w.t.Fatalf("type into %s: %v", sel, err)
+	}
+}
+
+func (w *webUI) say(text string) {
+	w.t.Helper()
+	w.fill("#message", text)
+	w.clickText("button", "Send")
+}
+
+func TestWebAppEndToEnd(t *testing.T) {
+	pageSrv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/html")
+		io.WriteString(rw, `<!doctype html><title>Form</title><h1>A form page</h1><p>hello from the test</p>`)
+	}))
+	defer pageSrv.Close()
+	b := startBox(t, "", t.TempDir(), "127.0.0.1:0", "--no-mdns")
+	setup := b.waitFor(`Create the owner \(this link works once\): (\S+)`, 5*time.Second)
+	// __Host- cookies need a secure context: localhost is one.
+	setup = strings.Replace(setup, "127.0.0.1", "localhost", 1)
+	base := setup[:strings.Index(setup, "/#/")]
+	br := openBrowser(t)
+	w := &webUI{t: t, page: br.MustPage(""), dir: artifacts(t)}
+	w.page = w.page.Timeout(5 * time.Minute)
+	if err := w.page.Navigate(setup); err != nil {
+		t.Fatal(err)
+	}
+	w.fill(`input[name="name"]`, "ada")
+	w.fill(`input[name="password"]`, "correct horse battery")
+	w.shot("setup")
+	w.clickText("button", "Create and sign in")
+	w.waitText(`ada \(owner\)`, 10*time.Second)
+
+	// The session cookie's flags.
+	cookies, err := w.page.Cookies([]string{base})
+	if err != nil || len(cookies) != 1 {
+		t.Fatalf("cookies: %v %v", cookies, err)
+	}
+	c := cookies[0]
+	if c.Name != "__Host-lowkey" || !c.HTTPOnly || !c.Secure || c.SameSite != proto.NetworkCookieSameSiteStrict || c.Path != "/" {
+		t.Fatalf("cookie %+v", c)
+	}
+
+	// Pair a computer from the Devices page.
+	w.click(`a[href="#/devices"]`)
+	w.clickText("button", "Pair a computer")
+	code := w.el("#pair-code").MustText()
+	if !regexp.MustCompile(`^\d{4}-\d{4}$`).MatchString(code) || !strings.Contains(w.el("#pair-command").MustText(), code) {
+		t.Fatalf("pairing code %q", code)
+	}
+	w.shot("pairing code")
+	state := t.TempDir()
+	mustRun(t, "", "lowkey-companion", "pair", "--hub", b.addr, "--code", code, "--state", state, "--name", "laptop")
+	start(t, "", "lowkey-companion", "run", "--state", state, "--no-mdns", "--headless")
+	w.waitText(`laptop online`, 15*time.Second)
+	w.shot("device paired")
+
+	// A conversation: browser access on, the agent opens a page there.
+	w.click(`a[href="#/"]`)
+	w.clickText("button", "New conversation")
+	w.el("#message")
+	w.click(`input[data-toggle="browser"]`)
+	w.waitText(`on, by ada`, 5*time.Second)
+	w.say("open " + pageSrv.URL + " on laptop")
+	w.waitText(`Opened "Form"`, 30*time.Second)
+	// The focus pane shows the page the agent opened.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r, _ := w.page.Eval(`() => { const i = document.getElementById("focus-img"); return !!i && !i.hidden && i.naturalWidth > 0 }`)
+		if r != nil && r.Value.Bool() {
+			break
+		}
+		if time.Now().After(deadline) {
+			w.shot("failed")
+			t.Fatal("the focus pane shows no screenshot of the page")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	w.waitText(`Form on laptop|A form page`, 5*time.Second)
+	w.shot("page opened")
+
+	// Stop a running turn.
+	w.say("think 60")
+	w.waitText(`thinking…`, 10*time.Second)
+	if w.el("#stop").MustVisible() != true {
+		t.Fatal("no visible Stop while a turn runs")
+	}
+	w.shot("turn running")
+	w.click("#stop")
+	w.waitText(`cancelled`, 5*time.Second)
+
+	// Answer a confirm card.
+	w.say("confirm ready to go?")
+	w.waitText(`The agent asks: ready to go\?`, 10*time.Second)
+	w.shot("confirm card")
+	w.clickText(".confirm button", "Yes")
+	w.waitText(`You answered yes\.`, 10*time.Second)
+
+	// Toggle off: the next action is refused, and the thread says so.
+	w.click(`input[data-toggle="browser"]`)
+	w.waitText(`\boff\b`, 5*time.Second)
+	w.say("open " + pageSrv.URL + " on laptop")
+	w.waitText(`browser\.navigate on laptop: refused \(browser access is off\)`, 15*time.Second)
+	w.shot("refused")
+
+	// Audit page lists what happened.
+	w.click(`a[href="#/audit"]`)
+	w.waitText(`browser\.navigate`, 10*time.Second)
+	w.shot("audit")
+
+	// Revoke the device, confirming the dialog.
+	w.click(`a[href="#/devices"]`)
+	w.waitText(`laptop`, 5*time.Second)
+	wait, handle := w.page.HandleDialog()
+	go w.click(`li[data-device] button`)
+	wait()
+	if err := handle(&proto.PageHandleJavaScriptDialog{Accept: true}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitText(`No paired computers yet`, 10*time.Second)
+	w.shot("revoked")
+
+	// A phone-sized screen still fits.
+	_ = proto.EmulationSetDeviceMetricsOverride{Width: 390, Height: 844, DeviceScaleFactor: 2, Mobile: true}.Call(w.page)
+	w.click(`a[href="#/"]`)
+	w.el("#message")
+	r, _ := w.page.Eval(`() => document.documentElement.scrollWidth`)
+	if r.Value.Int() > 400 {
+		w.shot("phone")
+		t.Fatalf("the page is %dpx wide on a 390px screen", r.Value.Int())
+	}
+	w.shot("phone")
+}
+
+// TestWebSecurity checks the web app's guards from outside a browser.
+func TestWebSecurity(t *testing.T) {
+	b := startBox(t, "", t.TempDir(), "127.0.0.1:0", "--no-mdns")
+	setup := b.waitFor(`Create the owner \(this link works once\): (\S+)`, 5*time.Second)
+	token := setup[strings.Index(setup, "/#/setup/")+len("/#/setup/"):]
+	base := "http://" + b.addr
+	// A browser, reduced to its cookie and its CSRF token.
+	type client struct {
+		cookie *http.Cookie
+		csrf   string
+	}
+	newClient := func() *client { return &client{} }
+	do := func(c *client, method, path string, body any, withCSRF bool) (int, map[string]any) {
+		var rd io.Reader
+		if body != nil {
+			raw, _ := json.Marshal(body)
+			rd = bytes.NewReader(raw)
+		}
+		req, _ := http.NewRequest(method, base+path, rd)
+		if withCSRF && c.csrf != "" {
+			req.Header.Set("X-CSRF-Token", c.csrf)
+		}
+		if c.cookie != nil {
+			req.AddCookie(&http.Cookie{Name: c.cookie.Name, Value: c.cookie.Value})
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		for _, ck := range resp.Cookies() {
+			if ck.Name == "__Host-lowkey" {
+				c.cookie = ck
+			}
+		}
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		if cs, ok := m["csrf"].(string); ok && cs != "" {
+			c.csrf = cs
+		}
+		return resp.StatusCode, m
+	}
+	owner := newClient()
+	if st, m := do(owner, "POST", "/api/v1/setup", map[string]string{"token": "wrong", "name": "ada", "password": "correct horse battery"}, false); st != 403 {
+		t.Fatalf("setup with a wrong token: %d %v", st, m)
+	}
+	if st, m := do(owner, "POST", "/api/v1/setup", map[string]string{"token": token, "name": "ada", "password": "correct horse battery"}, false); st != 200 {
+		t.Fatalf("setup: %d %v", st, m)
+	}
+	if st, _ := do(newClient(), "POST", "/api/v1/setup", map[string]string{"token": token, "name": "eve", "password": "correct horse battery"}, false); st != 409 {
+		t.Fatalf("a second setup: %d", st)
+	}
+	// No state change without the CSRF token.
+	if st, m := do(owner, "POST", "/api/v1/sessions", map[string]string{}, false); st != 403 || m["error"].(map[string]any)["code"] != "csrf" {
+		t.Fatalf("without CSRF: %d %v", st, m)
+	}
+	if st, _ := do(owner, "POST", "/api/v1/sessions", map[string]string{}, true); st != 201 {
+		t.Fatalf("with CSRF: %d", st)
+	}
+	// A member can chat but not manage people or devices.
+	if st, _ := do(owner, "POST", "/api/v1/users", map[string]string{"name": "bob", "password": "another long password"}, true); st != 201 {
+		t.Fatalf("add member: %d", st)
+	}
+	member := newClient()
+	if st, _ := do(member, "POST", "/api/v1/login", map[string]string{"name": "bob", "password": "wrong password!!"}, false); st != 401 {
+		t.Fatalf("wrong password: %d", st)
+	}
+	if st, _ := do(member, "POST", "/api/v1/login", map[string]string{"name": "bob", "password": "another long password"}, false); st != 200 {
+		t.Fatalf("member login: %d", st)
+	}
+	if st, _ := do(member, "POST", "/api/v1/sessions", map[string]string{}, true); st != 201 {
+		t.Fatalf("member chat: %d", st)
+	}
+	for _, c := range []struct{ method, path string }{
+		{"POST", "/api/v1/users"}, {"DELETE", "/api/v1/users/ada"}, {"GET", "/api/v1/users"},
+		{"POST", "/api/v1/pairing/codes"}, {"DELETE", "/api/v1/devices/x"},
+	} {
+		if st, m := do(member, c.method, c.path, map[string]string{"name": "mallory", "password": "yet another password"}, true); st != 403 {
+			t.Fatalf("member %s %s: %d %v", c.method, c.path, st, m)
+		}
+	}
+	// Removing a member stops their access at once.
+	if st, _ := do(owner, "DELETE", "/api/v1/users/bob", nil, true); st != 200 {
+		t.Fatalf("remove: %d", st)
+	}
+	if st, _ := do(member, "GET", "/api/v1/sessions", nil, false); st != 401 {
+		t.Fatalf("removed member still in: %d", st)
+	}
+	// Ten wrong passwords in a minute lock the name out for a while.
+	for range 10 {
+		do(newClient(), "POST", "/api/v1/login", map[string]string{"name": "ada", "password": "not the password"}, false)
+	}
+	if st, _ := do(newClient(), "POST", "/api/v1/login", map[string]string{"name": "ada", "password": "correct horse battery"}, false); st != 429 {
+		t.Fatalf("after 10 failures: %d", st)
+	}
+}
