@@ -240,18 +240,18 @@ func (r *Runner) addr() string {
 
 func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRecord, ctl *control) error {
 	addr := r.addr()
-	c, err := dial(ctx, addr, "/api/v1/link", devicectl.MaxSignalSize)
+	c, err := dial(ctx, addr, "/api/v1/link", devicectl.MaxSignalSize, hub.Peer.Fingerprint, hub.TLS)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	_ = c.WS.SetReadDeadline(time.Now().Add(10 * time.Second))
-	binding, err := pairing.AuthenticateToHub(c, id, hub.Peer.ID, hub.Peer.PublicKey, "link")
+	binding, err := pairing.AuthenticateToHub(c.Conn, id, hub.Peer.ID, hub.Peer.PublicKey, "link")
 	if err != nil {
 		return err
 	}
 	_ = c.WS.SetReadDeadline(time.Time{})
-	sig := &devicectl.SignedSignaler{T: c, Key: id.Key, PeerKey: hub.Peer.PublicKey, Role: "companion", PeerRole: "hub", Binding: binding}
+	sig := &devicectl.SignedSignaler{T: c.Conn, Key: id.Key, PeerKey: hub.Peer.PublicKey, Role: "companion", PeerRole: "hub", Binding: binding}
 	setup, cancel := context.WithTimeout(ctx, 15*time.Second)
 	var live atomic.Pointer[webrtc.DataChannel]
 	send := func(frame uint32, data []byte) {

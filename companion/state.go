@@ -21,6 +21,9 @@ type HubRecord struct {
 	// Addr is the last address the box answered on (host:port).
 	Addr     string    `json:"addr"`
 	PairedAt time.Time `json:"paired_at"`
+	// TLS says the box serves HTTPS with the pinned certificate: never
+	// fall back to plain HTTP with it.
+	TLS bool `json:"tls,omitempty"`
 }
 
 // State is the companion's directory: its identity and the pinned box,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,13 @@ func TestDiscoveryOnTheLAN(t *testing.T) {
 	out = mustRun(t, l.laptop, "lowkey-companion", "pair", "--state", state, "--code", pairCode, "--name", "laptop")
 	if !strings.Contains(out, "Found closet-box at "+boxIP+":7780") || !strings.Contains(out, "Paired with closet-box") {
 		t.Fatalf("pair by mDNS:\n%s", out)
+	}
+	// Beyond loopback the box serves HTTPS with its identity certificate,
+	// which the computer checked against the fingerprint pairing bound.
+	fp := b.waitFor(`HTTPS certificate fingerprint \(check it when your browser asks\): (\S+)`, time.Second)
+	rec, _ := os.ReadFile(filepath.Join(state, "hub.json"))
+	if !strings.Contains(string(rec), `"tls": true`) || !strings.Contains(string(rec), fp) {
+		t.Fatalf("the pinned box %s (fingerprint %s)", rec, fp)
 	}
 	ds := b.devices(t)
 	if len(ds) != 1 {

@@ -186,7 +186,7 @@ func startBox(t *testing.T, ns, data, listen string, extra ...string) *box {
 	t.Helper()
 	args := append([]string{"hub", "--data", data, "--listen", listen}, extra...)
 	p := start(t, ns, "lowkey", args...)
-	url := p.waitFor(`Lowkey hub is ready: http://(\S+)`, 20*time.Second)
+	url := p.waitFor(`Lowkey hub is ready: https?://(\S+)`, 20*time.Second)
 	return &box{proc: p, data: data, addr: url, ns: ns}
 }
 

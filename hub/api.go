@@ -69,16 +69,12 @@ func (h *Hub) routes(admin bool) http.Handler {
 		})
 		return mux
 	}
-	// These authenticate by the setup link, a password, a pairing code,
-	// pinned keys or an MCP token, not by a session.
+	// These authenticate by the setup link, a password, a pairing code or
+	// pinned keys, not by a session.
 	mux.HandleFunc("POST /api/v1/setup", h.postSetup)
 	mux.HandleFunc("POST /api/v1/login", h.postLogin)
 	mux.HandleFunc("GET /api/v1/pair", h.handlePair)
 	mux.HandleFunc("GET /api/v1/link", h.handleLink)
-	mcp := h.runtime.MCPHandler()
-	for _, m := range []string{"GET", "POST", "DELETE"} {
-		mux.Handle(m+" /mcp", mcp)
-	}
 	mux.Handle("GET /", web.Handler())
 	return securityHeaders(mux)
 }

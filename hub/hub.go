@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -42,6 +43,10 @@ type Config struct {
 	// ConfirmTimeout is how long a confirmation waits before it is a No
 	// (default 2 minutes).
 	ConfirmTimeout time.Duration
+	// TLSCert and TLSKey are the owner's own HTTPS certificate. Without
+	// them, a hub listening beyond loopback serves HTTPS with the box's
+	// identity certificate (its fingerprint is printed at start).
+	TLSCert, TLSKey string
 	// WorkerBin runs the built-in agents (default: this program, which
 	// must answer "agent builtin|openai").
 	WorkerBin string
@@ -90,9 +95,10 @@ type Hub struct {
 	token  string
 	window *pairing.Window
 
-	ln, adminLn net.Listener
-	srv, admin  *http.Server
-	advert      *pairing.Advert
+	ln, adminLn, mcpLn net.Listener
+	srv, admin, mcpSrv *http.Server
+	tlsFP              string
+	advert             *pairing.Advert
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -164,6 +170,20 @@ func Start(cfg Config) (*Hub, error) {
 	if h.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	if cfg.TLSCert != "" || !h.ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
+		cert := h.id.TLSCertificate()
+		if cfg.TLSCert != "" {
+			if cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+				return nil, fmt.Errorf("HTTPS certificate: %w", err)
+			}
+		}
+		h.tlsFP = pairing.CertFingerprint(cert.Certificate[0])
+		h.ln = tls.NewListener(h.ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	// Agents reach the MCP server on loopback only.
+	if h.mcpLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("MCP listener: %w", err)
+	}
 	// The store's lock is ours, so a leftover socket is from a hub that died.
 	sock := SocketPath(cfg.DataDir)
 	_ = os.Remove(sock)
@@ -185,14 +205,16 @@ func Start(cfg Config) (*Hub, error) {
 		h.log.Info("memory budgets for sessions", "cgroup", h.groups.Mode(), "default", cfg.SessionMemory)
 	}
 	h.runtime = sessions.NewRuntime(sessions.Config{
-		Store: h.store, Groups: h.groups, WorkerBin: cfg.WorkerBin, MCPURL: h.URL() + "/mcp",
+		Store: h.store, Groups: h.groups, WorkerBin: cfg.WorkerBin, MCPURL: "http://" + h.mcpLn.Addr().String() + "/mcp",
 		WorkDir: filepath.Join(cfg.DataDir, "work"), Secrets: h.secrets, Devices: agentDevices{h},
 		Confirms: h.confirms, StallAfter: cfg.StallAfter, ConfirmTimeout: cfg.ConfirmTimeout, Logger: h.log,
 	})
 	h.confirms.OnChange = h.runtime.ConfirmOpened
 	h.srv = &http.Server{Handler: h.routes(false), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
 	h.admin = &http.Server{Handler: h.routes(true), ReadHeaderTimeout: 10 * time.Second}
-	h.wg.Add(2)
+	h.mcpSrv = &http.Server{Handler: h.runtime.MCPHandler(), ReadHeaderTimeout: 10 * time.Second}
+	h.wg.Add(3)
+	go func() { defer h.wg.Done(); _ = h.mcpSrv.Serve(h.mcpLn) }()
 	go func() { defer h.wg.Done(); _ = h.srv.Serve(h.ln) }()
 	go func() { defer h.wg.Done(); _ = h.admin.Serve(h.adminLn) }()
 	if !cfg.NoMDNS {
@@ -250,8 +272,16 @@ func (h *Hub) URL() string {
 	if a.IP.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(a.Port))
+	scheme := "http://"
+	if h.tlsFP != "" {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, strconv.Itoa(a.Port))
 }
+
+// TLSFingerprint is the SHA-256 fingerprint of the HTTPS certificate, ""
+// when the hub serves plain HTTP (on loopback).
+func (h *Hub) TLSFingerprint() string { return h.tlsFP }
 
 // DataDir is where the box keeps its state.
 func (h *Hub) DataDir() string { return h.cfg.DataDir }
@@ -273,6 +303,12 @@ func (h *Hub) Close() error {
 	}
 	if h.admin != nil {
 		_ = h.admin.Shutdown(ctx)
+	}
+	if h.mcpSrv != nil {
+		_ = h.mcpSrv.Shutdown(ctx)
+	}
+	if h.mcpLn != nil {
+		_ = h.mcpLn.Close()
 	}
 	if h.ln != nil {
 		_ = h.ln.Close()

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base32"
@@ -194,4 +195,11 @@ func WriteFileAtomic(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// TLSCertificate is the identity's certificate for HTTPS: the same one
+// its DTLS uses, so a companion that pinned the fingerprint at pairing
+// can check the box's web server too.
+func (id *Identity) TLSCertificate() tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{id.CertDER}, PrivateKey: id.certKey}
 }

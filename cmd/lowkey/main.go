@@ -128,6 +128,8 @@ func runHub(args []string) error {
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7780", "web app and API address")
 	fs.StringVar(&cfg.PagesListen, "pages-listen", "127.0.0.1:7781", "published pages address (their own origin)")
 	fs.StringVar(&cfg.Name, "name", "", "the box's name on the LAN (default: host name)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "HTTPS certificate file (default beyond loopback: one made from the box's identity)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "HTTPS key file, with --tls-cert")
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not advertise on the LAN")
 	fs.Int64Var(&cfg.SessionMemory, "session-memory", 512<<20, "default memory budget of a session, in bytes")
 	if err := fs.Parse(args); err != nil {
@@ -142,6 +144,9 @@ func runHub(args []string) error {
 		return err
 	}
 	fmt.Printf("Lowkey hub is ready: %s\n", h.URL())
+	if fp := h.TLSFingerprint(); fp != "" {
+		fmt.Printf("HTTPS certificate fingerprint (check it when your browser asks): %s\n", fp)
+	}
 	if u := h.SetupURL(); u != "" {
 		fmt.Printf("Create the owner (this link works once): %s\n", u)
 	}

@@ -95,6 +95,9 @@ func Run(ctx context.Context, o Options) error {
 	if o.Once {
 		return nil
 	}
+	if u := h.SetupURL(); u != "" {
+		fmt.Fprintf(out, "\nThe web app: open %s to create the owner, then chat in a conversation\n(the built-in agent understands \"help\"), turn device access on, and watch the focus pane.\n", u)
+	}
 	fmt.Fprintf(out, `
 Try, while this runs (Ctrl-C stops it and removes the temporary data):
   curl -s -H 'Authorization: Bearer %[1]s' %[2]s/api/v1/devices
