@@ -51,6 +51,9 @@ func (h *Hub) routes(admin bool) http.Handler {
 		"POST /api/v1/sessions/{id}/devices/{device}/actions": {member, h.postAction},
 		"GET /api/v1/sessions/{id}/devices/{device}/live":     {member, h.getLive},
 		"GET /api/v1/audit":                                   {member, h.getAudit},
+		"POST /api/v1/sessions/{id}/pages":                    {member, h.postPage},
+		"GET /api/v1/sessions/{id}/pages":                     {member, h.getPages},
+		"DELETE /api/v1/sessions/{id}/pages/{page}":           {member, h.deletePage},
 		"GET /metrics":                                        {owner, h.getMetrics},
 	}
 	for pattern, rt := range api {
@@ -76,11 +79,12 @@ func (h *Hub) routes(admin bool) http.Handler {
 	mux.HandleFunc("GET /api/v1/pair", h.handlePair)
 	mux.HandleFunc("GET /api/v1/link", h.handleLink)
 	mux.Handle("GET /", web.Handler())
-	return securityHeaders(mux)
+	return h.securityHeaders(mux)
 }
 
-func securityHeaders(next http.Handler) http.Handler {
+func (h *Hub) securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.requests.Add(1)
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("X-Frame-Options", "DENY")
 		w.Header().Set("Referrer-Policy", "no-referrer")
@@ -354,6 +358,7 @@ func (h *Hub) getMetrics(w http.ResponseWriter, r *http.Request) {
 		l = 1
 	}
 	fmt.Fprintf(&b, "# HELP lowkey_pairing_locked 1 while pairing is locked.\n# TYPE lowkey_pairing_locked gauge\nlowkey_pairing_locked %d\n", l)
+	fmt.Fprintf(&b, "# HELP lowkey_http_requests_total HTTP requests the hub has served.\n# TYPE lowkey_http_requests_total counter\nlowkey_http_requests_total %d\n", h.requests.Load())
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	_, _ = io.WriteString(w, b.String())
 }

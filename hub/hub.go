@@ -14,9 +14,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/pages"
 	"github.com/lowkeyhq/lowkey/pairing"
 	"github.com/lowkeyhq/lowkey/sessions"
 	"github.com/lowkeyhq/lowkey/sessions/cgroup"
@@ -28,8 +30,13 @@ type Config struct {
 	DataDir string
 	// Listen is the web app and API address (default 127.0.0.1:7780).
 	Listen string
-	// PagesListen is the published pages' own origin (default 127.0.0.1:7781).
+	// PagesListen is where published pages are served, on their own
+	// origin ("" serves none; the command's default is 127.0.0.1:7781).
 	PagesListen string
+	// PagesOrigin is the URL people reach the pages at, when it is not
+	// PagesListen itself (another host name behind a proxy). It must not
+	// be the hub's own origin.
+	PagesOrigin string
 	// Name is how the box shows itself on the LAN and to companions.
 	Name string
 	// NoMDNS turns off the LAN advertisement.
@@ -66,9 +73,6 @@ func (c *Config) fill() {
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:7780"
 	}
-	if c.PagesListen == "" {
-		c.PagesListen = "127.0.0.1:7781"
-	}
 	if c.Name == "" {
 		c.Name, _ = os.Hostname()
 		if c.Name == "" {
@@ -95,10 +99,12 @@ type Hub struct {
 	token  string
 	window *pairing.Window
 
-	ln, adminLn, mcpLn net.Listener
-	srv, admin, mcpSrv *http.Server
-	tlsFP              string
-	advert             *pairing.Advert
+	ln, adminLn, mcpLn, pagesLn  net.Listener
+	srv, admin, mcpSrv, pagesSrv *http.Server
+	pages                        *pages.Pages
+	pagesOrigin                  string
+	tlsFP                        string
+	advert                       *pairing.Advert
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -108,6 +114,7 @@ type Hub struct {
 	confirms *sessions.Confirmations
 	runtime  *sessions.Runtime
 	logins   loginLimiter
+	requests atomic.Int64
 
 	setupToken string
 	groups     *cgroup.Manager
@@ -180,6 +187,14 @@ func Start(cfg Config) (*Hub, error) {
 		h.tlsFP = pairing.CertFingerprint(cert.Certificate[0])
 		h.ln = tls.NewListener(h.ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
+	if h.pages, err = pages.New(filepath.Join(cfg.DataDir, "pages"), h.store); err != nil {
+		return nil, fmt.Errorf("pages: %w", err)
+	}
+	if cfg.PagesListen != "" {
+		if err := h.listenPages(); err != nil {
+			return nil, err
+		}
+	}
 	// Agents reach the MCP server on loopback only.
 	if h.mcpLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return nil, fmt.Errorf("MCP listener: %w", err)
@@ -206,13 +221,18 @@ func Start(cfg Config) (*Hub, error) {
 	}
 	h.runtime = sessions.NewRuntime(sessions.Config{
 		Store: h.store, Groups: h.groups, WorkerBin: cfg.WorkerBin, MCPURL: "http://" + h.mcpLn.Addr().String() + "/mcp",
-		WorkDir: filepath.Join(cfg.DataDir, "work"), Secrets: h.secrets, Devices: agentDevices{h},
+		WorkDir: filepath.Join(cfg.DataDir, "work"), Secrets: h.secrets, Devices: agentDevices{h}, Pages: agentPages{h},
 		Confirms: h.confirms, StallAfter: cfg.StallAfter, ConfirmTimeout: cfg.ConfirmTimeout, Logger: h.log,
 	})
 	h.confirms.OnChange = h.runtime.ConfirmOpened
 	h.srv = &http.Server{Handler: h.routes(false), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
 	h.admin = &http.Server{Handler: h.routes(true), ReadHeaderTimeout: 10 * time.Second}
 	h.mcpSrv = &http.Server{Handler: h.runtime.MCPHandler(), ReadHeaderTimeout: 10 * time.Second}
+	if h.pagesLn != nil {
+		h.pagesSrv = &http.Server{Handler: h.pages.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		h.wg.Add(1)
+		go func() { defer h.wg.Done(); _ = h.pagesSrv.Serve(h.pagesLn) }()
+	}
 	h.wg.Add(3)
 	go func() { defer h.wg.Done(); _ = h.mcpSrv.Serve(h.mcpLn) }()
 	go func() { defer h.wg.Done(); _ = h.srv.Serve(h.ln) }()
@@ -306,6 +326,12 @@ func (h *Hub) Close() error {
 	}
 	if h.mcpSrv != nil {
 		_ = h.mcpSrv.Shutdown(ctx)
+	}
+	if h.pagesSrv != nil {
+		_ = h.pagesSrv.Shutdown(ctx)
+	}
+	if h.pagesLn != nil {
+		_ = h.pagesLn.Close()
 	}
 	if h.mcpLn != nil {
 		_ = h.mcpLn.Close()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -563,5 +564,31 @@ func TestKillingASessionCancelsItsDeviceActions(t *testing.T) {
 	// The computer stopped too: its next action is not stuck behind it.
 	if status, _, raw := s.act("browser.snapshot", nil); status != 200 || time.Since(start) > 3*time.Second {
 		t.Fatalf("next action: %d %s after %s", status, raw, time.Since(start))
+	}
+}
+
+func TestAgentPublishesAPage(t *testing.T) {
+	h, a := startBox(t, func(c *hub.Config) { c.PagesListen = "127.0.0.1:0" })
+	sid := newAgentSession(t, a, nil)
+	ev := follow(t, a, sid, 0)
+	t1 := say(t, a, sid, "run mkdir -p site && echo '<h1>Made by the agent</h1>' > site/index.html && ln -s /etc leak")
+	ev.until(10*time.Second, turnState(t1, sessions.StateDone))
+	t2 := say(t, a, sid, "publish site")
+	ev.until(10*time.Second, turnState(t2, sessions.StateDone))
+	reply := getTurn(t, a, sid, t2).Reply
+	url := reply[strings.Index(reply, h.PagesOrigin()):]
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Made by the agent") || !strings.HasPrefix(resp.Header.Get("Content-Security-Policy"), "sandbox") {
+		t.Fatalf("published page: %d %s %v", resp.StatusCode, body, resp.Header)
+	}
+	// A symlink out of the session's files is not published.
+	for _, dir := range []string{"leak", "../..", "/etc"} {
+		tid := say(t, a, sid, "publish "+dir)
+		ev.until(10*time.Second, turnState(tid, sessions.StateFailed))
 	}
 }

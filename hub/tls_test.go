@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,5 +54,15 @@ func TestPairingRefusesAnHTTPSCertificateItCannotCheck(t *testing.T) {
 	}
 	if _, err := st.Hub(); err == nil {
 		t.Fatal("the computer pinned a box it could not check")
+	}
+}
+
+func TestHubRefusesPagesOnItsOwnOrigin(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	_, err := hub.Start(hub.Config{DataDir: t.TempDir(), Listen: addr, NoMDNS: true, Logger: quiet(), PagesListen: "127.0.0.1:0", PagesOrigin: "http://" + addr})
+	if err == nil || !strings.Contains(err.Error(), "is the hub's own") {
+		t.Fatalf("pages on the hub's origin: %v", err)
 	}
 }

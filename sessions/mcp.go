@@ -5,7 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -78,6 +80,10 @@ type confirmIn struct {
 
 type noIn struct{}
 
+type publishIn struct {
+	Dir string `json:"dir" jsonschema:"the directory to publish, relative to the session's working directory"`
+}
+
 func (r *Runtime) mcpServer(id string) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "lowkey", Version: "1"}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "device.list", Description: "The paired computers this conversation may drive, with the toggles that are on."},
@@ -136,6 +142,25 @@ func (r *Runtime) mcpServer(id string) *mcp.Server {
 				return errResult(err), nil, nil
 			}
 			return textResult(j), nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "pages.publish", Description: "Publish a directory of static files (HTML, CSS, images, fonts, PDFs) as a page on its own origin; returns its URL. No script runs there."},
+		func(ctx context.Context, _ *mcp.CallToolRequest, in publishIn) (*mcp.CallToolResult, any, error) {
+			if r.cfg.Pages == nil {
+				return errResult(errors.New("this box publishes no pages")), nil, nil
+			}
+			work := filepath.Join(r.cfg.WorkDir, id)
+			dir := filepath.Join(work, filepath.Clean("/"+in.Dir))
+			// A symlink on the way must not lead out of the session's files.
+			realWork, err1 := filepath.EvalSymlinks(work)
+			realDir, err2 := filepath.EvalSymlinks(dir)
+			if err1 != nil || err2 != nil || (realDir != realWork && !strings.HasPrefix(realDir, realWork+string(filepath.Separator))) {
+				return errResult(fmt.Errorf("%s is not a directory inside this session's files", in.Dir)), nil, nil
+			}
+			pg, err := r.cfg.Pages.Publish(id, realDir)
+			if err != nil {
+				return errResult(err), nil, nil
+			}
+			return textResult(pg), nil, nil
 		})
 	mcp.AddTool(s, &mcp.Tool{Name: "confirm", Description: "Ask the person a yes/no question before doing something sensitive. Answers yes, no or cancel; no answer in time is no."},
 		func(ctx context.Context, _ *mcp.CallToolRequest, in confirmIn) (*mcp.CallToolResult, any, error) {

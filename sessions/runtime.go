@@ -61,6 +61,8 @@ type Config struct {
 	Secrets func() map[string]string
 	// Devices carries agent device actions through the box's gate.
 	Devices Devices
+	// Pages publishes a directory as a static page.
+	Pages Publisher
 	// Confirms asks the person.
 	Confirms *Confirmations
 	// StallAfter marks a turn stalled after this long without output.
@@ -81,6 +83,11 @@ type Devices interface {
 	List(session string) any
 	// Do runs one action through the gate on behalf of a turn.
 	Do(ctx context.Context, session, who, device, action string, args json.RawMessage) (json.RawMessage, []byte, error)
+}
+
+// Publisher publishes a directory of a session as a page.
+type Publisher interface {
+	Publish(session, dir string) (any, error)
 }
 
 // Runtime runs the sessions' turns and jobs.

@@ -126,7 +126,8 @@ func runHub(args []string) error {
 	var cfg hub.Config
 	fs.StringVar(&cfg.DataDir, "data", defaultData(), "data directory (store, identity, hub.sock)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7780", "web app and API address")
-	fs.StringVar(&cfg.PagesListen, "pages-listen", "127.0.0.1:7781", "published pages address (their own origin)")
+	fs.StringVar(&cfg.PagesListen, "pages-listen", "127.0.0.1:7781", "published pages address, their own origin (\"\" serves none)")
+	fs.StringVar(&cfg.PagesOrigin, "pages-origin", "", "URL people reach published pages at, when it is another host name (must not be the hub's origin)")
 	fs.StringVar(&cfg.Name, "name", "", "the box's name on the LAN (default: host name)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "HTTPS certificate file (default beyond loopback: one made from the box's identity)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "HTTPS key file, with --tls-cert")
@@ -149,6 +150,9 @@ func runHub(args []string) error {
 	}
 	if u := h.SetupURL(); u != "" {
 		fmt.Printf("Create the owner (this link works once): %s\n", u)
+	}
+	if o := h.PagesOrigin(); o != "" {
+		fmt.Printf("Published pages are served at %s\n", o)
 	}
 	ctx, stop := signalContext()
 	defer stop()

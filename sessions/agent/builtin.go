@@ -20,6 +20,7 @@ const Help = `I am the built-in agent: no model, a few plain commands.
   confirm QUESTION           ask you a yes/no question
   think SECONDS              stay quiet that long (a nudge wakes me)
   allocate MiB               hold that much memory (to see the session's budget at work)
+  publish DIR                publish a directory of static files as a page (no script runs there)
   echo TEXT                  say TEXT back`
 
 type device struct {
@@ -139,6 +140,17 @@ func (w *worker) builtin(ctx context.Context) (string, error) {
 			held = append(held, b)
 		}
 		return fmt.Sprintf("Holding %d MiB.", len(held)), nil
+	case "publish":
+		out, err := w.call(ctx, "pages.publish", map[string]any{"dir": rest})
+		if err != nil {
+			return "", err
+		}
+		var pg struct {
+			URL   string   `json:"url"`
+			Files []string `json:"files"`
+		}
+		_ = json.Unmarshal([]byte(out), &pg)
+		return fmt.Sprintf("Published %d files: %s", len(pg.Files), pg.URL), nil
 	case "echo":
 		return rest, nil
 	}

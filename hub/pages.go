@@ -1,0 +1,147 @@
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/lowkeyhq/lowkey/pages"
+)
+
+// listenPages opens the pages' own origin, refusing one that is the hub's.
+func (h *Hub) listenPages() error {
+	hubURL, _ := url.Parse(h.URL())
+	origin := h.cfg.PagesOrigin
+	ln, err := net.Listen("tcp", h.cfg.PagesListen)
+	if err != nil {
+		return fmt.Errorf("pages: listen on %s: %w", h.cfg.PagesListen, err)
+	}
+	if origin == "" {
+		a := ln.Addr().(*net.TCPAddr)
+		host := a.IP.String()
+		if a.IP.IsUnspecified() {
+			host = hubURL.Hostname()
+		}
+		origin = "http://" + net.JoinHostPort(host, fmt.Sprint(a.Port))
+	}
+	o, err := url.Parse(origin)
+	if err != nil || o.Host == "" || (o.Scheme != "http" && o.Scheme != "https") {
+		ln.Close()
+		return fmt.Errorf("--pages-origin %q is not an http(s) URL", origin)
+	}
+	if strings.EqualFold(o.Scheme, hubURL.Scheme) && strings.EqualFold(o.Host, hubURL.Host) {
+		ln.Close()
+		return fmt.Errorf("the pages origin %s is the hub's own: published pages must be served from another origin (--pages-listen on another port, or --pages-origin with another host name)", origin)
+	}
+	if strings.EqualFold(o.Hostname(), hubURL.Hostname()) {
+		h.log.Warn("published pages share the hub's host name, so browsers send the hub's cookies to them too (the pages server never reads them); use --pages-origin with another host name", "pages", origin, "hub", h.URL())
+	}
+	h.pagesLn, h.pagesOrigin = ln, strings.TrimRight(origin, "/")
+	h.log.Info("published pages", "origin", h.pagesOrigin)
+	return nil
+}
+
+type pageView struct {
+	pages.Page
+	URL string `json:"url"`
+}
+
+func (h *Hub) pageURL(pg *pages.Page) string {
+	if h.pagesOrigin == "" {
+		return ""
+	}
+	return h.pagesOrigin + "/p/" + pg.Token + "/"
+}
+
+// publishError maps a refused snapshot to 400 and an oversize one to 413.
+func publishError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, pages.ErrTooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
+	case errors.Is(err, pages.ErrRefused):
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, "internal", "could not publish: "+err.Error())
+	}
+}
+
+// postPage publishes a tar archive of static files.
+func (h *Hub) postPage(w http.ResponseWriter, r *http.Request) {
+	s := h.session(w, r.PathValue("id"))
+	if s == nil {
+		return
+	}
+	if h.pagesOrigin == "" {
+		writeError(w, http.StatusConflict, "no_pages_origin", "this hub serves no pages: start it with --pages-listen")
+		return
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct != "application/x-tar" && ct != "application/tar" {
+		writeError(w, http.StatusUnsupportedMediaType, "bad_request", "send the files as a tar archive (Content-Type: application/x-tar)")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, pages.MaxTotalBytes+(4<<20))
+	pg, err := h.pages.FromTar(s.ID, r.Body)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) || (err != nil && strings.Contains(err.Error(), "request body too large")) {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("a page may be at most %d bytes", pages.MaxTotalBytes))
+		return
+	}
+	if err != nil {
+		publishError(w, err)
+		return
+	}
+	h.runtime.Emit(s.ID, "page.published", pageView{*pg, h.pageURL(pg)})
+	writeJSON(w, http.StatusCreated, pageView{*pg, h.pageURL(pg)})
+}
+
+func (h *Hub) getPages(w http.ResponseWriter, r *http.Request) {
+	s := h.session(w, r.PathValue("id"))
+	if s == nil {
+		return
+	}
+	out := []pageView{}
+	for _, pg := range h.pages.List(s.ID) {
+		out = append(out, pageView{pg, h.pageURL(&pg)})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Hub) deletePage(w http.ResponseWriter, r *http.Request) {
+	s := h.session(w, r.PathValue("id"))
+	if s == nil {
+		return
+	}
+	pg, err := h.pages.Get(r.PathValue("page"))
+	if err != nil || pg.Session != s.ID {
+		writeError(w, http.StatusNotFound, "not_found", "no such page in this conversation")
+		return
+	}
+	if err := h.pages.Unpublish(pg.ID); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	h.runtime.Emit(s.ID, "page.unpublished", map[string]string{"id": pg.ID})
+	writeJSON(w, http.StatusOK, map[string]string{"unpublished": pg.ID})
+}
+
+// agentPages lets an agent publish a directory of its session.
+type agentPages struct{ h *Hub }
+
+func (a agentPages) Publish(session, dir string) (any, error) {
+	if a.h.pagesOrigin == "" {
+		return nil, errors.New("this hub serves no pages: start it with --pages-listen")
+	}
+	pg, err := a.h.pages.FromDir(session, dir)
+	if err != nil {
+		return nil, err
+	}
+	a.h.runtime.Emit(session, "page.published", pageView{*pg, a.h.pageURL(pg)})
+	return pageView{*pg, a.h.pageURL(pg)}, nil
+}
+
+// PagesOrigin is where published pages are served ("" when none are).
+func (h *Hub) PagesOrigin() string { return h.pagesOrigin }
