@@ -185,6 +185,10 @@ type box struct {
 func startBox(t *testing.T, ns, data, listen string, extra ...string) *box {
 	t.Helper()
 	args := append([]string{"hub", "--data", data, "--listen", listen}, extra...)
+	// Many boxes run at once in tests: no fixed pages port unless asked.
+	if !strings.Contains(strings.Join(extra, " "), "--pages-listen") {
+		args = append(args, "--pages-listen=")
+	}
 	p := start(t, ns, "lowkey", args...)
 	url := p.waitFor(`Lowkey hub is ready: https?://(\S+)`, 20*time.Second)
 	return &box{proc: p, data: data, addr: url, ns: ns}
