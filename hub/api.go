@@ -67,6 +67,7 @@ func (h *Hub) routes(admin bool) http.Handler {
 		mux.HandleFunc("GET /admin/token", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"token": h.token})
 		})
+		mux.HandleFunc("GET /admin/backup", h.getBackup)
 		mux.HandleFunc("GET /admin/setup", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"url": h.SetupURL()})
 		})

@@ -28,6 +28,9 @@ type Store struct {
 // OpenStore opens the store in dir. Badger allows one process per
 // directory; a second hub gets a clear error instead of Badger's.
 func OpenStore(dir string, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
 		WithMemTableSize(8 << 20).

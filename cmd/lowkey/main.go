@@ -38,6 +38,8 @@ Usage:
   lowkey token [--data DIR]                        print a bearer token for the HTTP API
   lowkey secrets set [--data DIR] NAME             store a credential for agents (value from stdin)
   lowkey secrets list|rm [--data DIR] [NAME]       list names, or remove one
+  lowkey backup [--data DIR] FILE                  back the running box up (identity and store)
+  lowkey restore [--data DIR] FILE                 fill an empty data directory from a backup
   lowkey bench link [--json]                       raw pion vs the Lowkey link, side by side
   lowkey demo [--once]                             a hub, a paired companion on this machine, sys.info
 
@@ -63,6 +65,10 @@ func main() {
 		err = runToken(args)
 	case "secrets":
 		err = runSecrets(args)
+	case "backup":
+		err = runBackup(args)
+	case "restore":
+		err = runRestore(args)
 	case "agent":
 		// The box runs this for a turn; it is not for people.
 		os.Exit(agent.Main(args, os.Stdin, os.Stdout, os.Stderr))
@@ -337,5 +343,56 @@ func runSecrets(args []string) error {
 	default:
 		return fmt.Errorf("unknown secrets subcommand %q: use set, list or rm", sub)
 	}
+	return nil
+}
+
+func runBackup(args []string) error {
+	fs := newFlags("backup", "lowkey backup [--data DIR] FILE")
+	c, err := adminClient(fs, args)
+	if err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("backup takes one FILE to write")
+	}
+	tmp := fs.Arg(0) + ".partial"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = c.Download("/admin/backup", f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, fs.Arg(0)); err != nil {
+		return err
+	}
+	fi, _ := os.Stat(fs.Arg(0))
+	fmt.Printf("backed up to %s (%d bytes); it holds the box's keys: keep it private\n", fs.Arg(0), fi.Size())
+	return nil
+}
+
+func runRestore(args []string) error {
+	fs := newFlags("restore", "lowkey restore [--data DIR] FILE")
+	data := fs.String("data", defaultData(), "the empty data directory to fill")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("restore takes one backup FILE")
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := hub.Restore(*data, f); err != nil {
+		return err
+	}
+	fmt.Printf("restored into %s: start it with \"lowkey hub --data %s\"\n", *data, *data)
 	return nil
 }

@@ -80,3 +80,26 @@ func isRefused(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
 }
+
+// Download streams the answer to GET path into w.
+func (c *Client) Download(path string, w io.Writer) error {
+	req, err := http.NewRequest("GET", "http://hub"+path, nil)
+	if err != nil {
+		return err
+	}
+	hc := *c.http
+	hc.Timeout = 0 // a large store takes as long as it takes
+	resp, err := hc.Do(req)
+	if err != nil {
+		if _, statErr := os.Stat(c.Socket); statErr != nil || isRefused(err) {
+			return fmt.Errorf("%w (no socket answers at %s): start one with \"lowkey hub\"", ErrNoHub, c.Socket)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("hub answered %s", resp.Status)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}

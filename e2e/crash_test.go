@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestKillNineLosesNothingAcknowledged writes through the API while the
+// box is killed without warning; after a restart every write it answered
+// is there. Then a backup of the live box restores into a new one.
+func TestKillNineLosesNothingAcknowledged(t *testing.T) {
+	data := t.TempDir()
+	b := startBox(t, "", data, "127.0.0.1:0")
+	token := strings.TrimSpace(mustRun(t, "", "lowkey", "token", "--data", data))
+	base := "http://" + b.addr
+	type ack struct{ session, turn string }
+	var (
+		mu    sync.Mutex
+		acked []ack
+		stop  = make(chan struct{})
+		wg    sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 5 * time.Second}
+	post := func(path, body string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 500; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				st, m := post("/api/v1/sessions", `{"title":"w`+string(rune('0'+w))+`"}`)
+				if st != 201 {
+					continue
+				}
+				a := ack{session: m["id"].(string)}
+				if st, m := post("/api/v1/sessions/"+a.session+"/messages", `{"text":"echo hello"}`); st == 201 {
+					a.turn, _ = m["turn_id"].(string)
+				}
+				mu.Lock()
+				acked = append(acked, a)
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	b.kill() // no warning, writes in flight
+	close(stop)
+	wg.Wait()
+	if len(acked) < 10 {
+		t.Fatalf("only %d writes were acknowledged before the kill", len(acked))
+	}
+	b = startBox(t, "", data, b.addr)
+	get := func(base, path string) (int, map[string]any) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	lost := 0
+	for _, a := range acked {
+		st, m := get(base, "/api/v1/sessions/"+a.session)
+		if st != 200 {
+			lost++
+			continue
+		}
+		if a.turn != "" {
+			found := false
+			for _, tr := range m["turns"].([]any) {
+				found = found || tr.(map[string]any)["id"] == a.turn
+			}
+			if !found {
+				lost++
+			}
+		}
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d acknowledged writes are gone after kill -9", lost, len(acked))
+	}
+	t.Logf("%d acknowledged sessions (with their turns) survived kill -9", len(acked))
+
+	// Back the live box up, restore it elsewhere: the same box.
+	file := filepath.Join(t.TempDir(), "box.backup")
+	if out := mustRun(t, "", "lowkey", "backup", "--data", data, file); !strings.Contains(out, "backed up") {
+		t.Fatalf("backup: %s", out)
+	}
+	restored := filepath.Join(t.TempDir(), "restored")
+	mustRun(t, "", "lowkey", "restore", "--data", restored, file)
+	if out, code := run(t, "", "lowkey", "restore", "--data", restored, file); code != 1 || !strings.Contains(out, "already holds a box") {
+		t.Fatalf("restore over a box: %d %s", code, out)
+	}
+	b2 := startBox(t, "", restored, "127.0.0.1:0")
+	if tok := strings.TrimSpace(mustRun(t, "", "lowkey", "token", "--data", restored)); tok != token {
+		t.Fatal("the restored box has another token")
+	}
+	idOf := func(out string) string { return regexp.MustCompile(`hub ready" url=\S+ id=(\S+)`).FindStringSubmatch(out)[1] }
+	if idOf(b.out.String()) != idOf(b2.out.String()) {
+		t.Fatal("the restored box has another identity")
+	}
+	for _, a := range acked[:min(len(acked), 20)] {
+		if st, _ := get("http://"+b2.addr, "/api/v1/sessions/"+a.session); st != 200 {
+			t.Fatalf("session %s missing from the restored box", a.session)
+		}
+	}
+	_ = os.Remove(file)
+}
