@@ -120,7 +120,9 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 	if tok := strings.TrimSpace(mustRun(t, "", "lowkey", "token", "--data", restored)); tok != token {
 		t.Fatal("the restored box has another token")
 	}
-	idOf := func(out string) string { return regexp.MustCompile(`hub ready" url=\S+ id=(\S+)`).FindStringSubmatch(out)[1] }
+	idOf := func(out string) string {
+		return regexp.MustCompile(`hub ready" url=\S+ id=(\S+)`).FindStringSubmatch(out)[1]
+	}
 	if idOf(b.out.String()) != idOf(b2.out.String()) {
 		t.Fatal("the restored box has another identity")
 	}
