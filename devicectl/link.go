@@ -102,6 +102,7 @@ type Link struct {
 	served   map[uint64]context.CancelFunc
 	early    map[uint64]time.Time // cancels that overtook their request
 	jobs     []*bulkJob
+	shut     bool // closed: no new handlers
 	rootCtx  context.Context
 	rootStop context.CancelFunc
 }
@@ -177,6 +178,7 @@ func (l *Link) Close() error {
 		close(l.closed)
 		l.rootStop()
 		l.mu.Lock()
+		l.shut = true
 		for id, c := range l.calls {
 			c.err = ErrLinkClosed
 			close(c.done)
@@ -436,15 +438,17 @@ func (l *Link) serve(f *frame) {
 		ctx, stop = context.WithTimeout(l.rootCtx, time.Duration(req.TimeoutMS)*time.Millisecond)
 	}
 	l.mu.Lock()
-	if _, cancelled := l.early[f.id]; cancelled {
+	if _, cancelled := l.early[f.id]; cancelled || l.shut {
 		delete(l.early, f.id)
 		l.mu.Unlock()
 		stop()
 		return
 	}
 	l.served[f.id] = stop
-	l.mu.Unlock()
+	// Added under the lock Close takes before it waits, so no handler
+	// starts after Close began waiting.
 	l.wg.Add(1)
+	l.mu.Unlock()
 	go func() {
 		defer l.wg.Done()
 		defer func() {
