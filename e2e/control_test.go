@@ -103,3 +103,46 @@ func errCode(m map[string]any) string {
 	c, _ := e["code"].(string)
 	return c
 }
+
+// A computer that dies in the middle of an action: the caller hears so
+// at once, with a clear error, not at the action's deadline.
+func TestCompanionKilledMidAction(t *testing.T) {
+	testenv.RequireBrowser(t)
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("<!doctype html><title>Wait here</title><p>nothing comes</p>"))
+	}))
+	defer page.Close()
+	b := startBox(t, "", t.TempDir(), "127.0.0.1:0", "--no-mdns")
+	state := t.TempDir()
+	id := pairComputer(t, "", b, state, "--hub", b.addr)
+	c := start(t, "", "lowkey-companion", "run", "--state", state, "--no-mdns", "--headless")
+	b.waitOnline(t, id, 15*time.Second)
+	token := strings.TrimSpace(mustRun(t, "", "lowkey", "token", "--data", b.data))
+	base := "http://" + b.addr + "/api/v1/sessions/"
+	sid := apiJSON(t, "POST", "http://"+b.addr+"/api/v1/sessions", token, `{}`, 201)["id"].(string)
+	apiJSON(t, "PUT", base+sid+"/devices/"+id+"/access", token, `{"browser":true}`, 200)
+	time.Sleep(200 * time.Millisecond)
+	apiJSON(t, "POST", base+sid+"/devices/"+id+"/actions", token, `{"action":"browser.navigate","args":{"url":"`+page.URL+`"}}`, 200)
+	type answer struct {
+		status int
+		body   string
+	}
+	done := make(chan answer, 1)
+	go func() {
+		st, raw := apiDo(t, "POST", base+sid+"/devices/"+id+"/actions", token, `{"action":"browser.wait_for","args":{"text":"never","timeout_ms":60000},"timeout_ms":60000}`)
+		done <- answer{st, string(raw)}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	killed := time.Now()
+	c.kill()
+	select {
+	case a := <-done:
+		if a.status != 409 || !strings.Contains(a.body, "device_offline") {
+			t.Fatalf("the caller got %d %s", a.status, a.body)
+		}
+		t.Logf("the caller heard %s after the computer died", time.Since(killed).Round(time.Millisecond))
+	case <-time.After(15 * time.Second):
+		t.Fatal("the caller was left waiting after the computer died")
+	}
+	waitNoChromium(t, state, 10*time.Second)
+}

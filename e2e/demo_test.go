@@ -95,3 +95,23 @@ func TestSecretsCommandsAndBenchSessions(t *testing.T) {
 		}
 	}
 }
+
+// Many computers and sessions at once, then all gone: nothing fails and
+// nothing is left running in the box.
+func TestLoadThenNothingLeaks(t *testing.T) {
+	out, code := run(t, "", "lowkey", "bench", "load", "--json", "--companions", "12", "--sessions", "6")
+	if code != 0 {
+		t.Fatalf("bench load: exit %d\n%s", code, out)
+	}
+	var rep map[string]float64
+	if err := json.Unmarshal([]byte(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if rep["errors"] != 0 || rep["turns_done"] < 6 || rep["rpc_p99_ms"] <= 0 || rep["api_p99_ms"] <= 0 {
+		t.Fatalf("load: %s", out)
+	}
+	if rep["after_goroutines"] > rep["idle_goroutines"]+10 {
+		t.Fatalf("goroutines: idle %v, after everything disconnected %v", rep["idle_goroutines"], rep["after_goroutines"])
+	}
+	t.Logf("load: %s", out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:])
+}

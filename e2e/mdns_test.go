@@ -120,13 +120,24 @@ func TestDiscoveryOnTheLAN(t *testing.T) {
 		ip(t, "-n", l.laptop, "route", "add", "blackhole", a+"/32")
 	}
 	b.waitFor(`restarting ICE`, 10*time.Second)
+	// Work asked while the path is cut fails with a clear answer; it is
+	// not held and done later (never twice).
+	adm := admin.New(hub.SocketPath(b.data))
+	var cutSess struct{ ID string }
+	if err := adm.Do("POST", "/api/v1/sessions", map[string]string{}, &cutSess); err != nil {
+		t.Fatal(err)
+	}
+	cutStart := time.Now()
+	err := adm.Do("POST", "/api/v1/sessions/"+cutSess.ID+"/devices/"+id+"/actions", map[string]any{"action": "sys.info", "timeout_ms": 1500}, nil)
+	if err == nil || time.Since(cutStart) > 5*time.Second {
+		t.Fatalf("an action across a cut network: %v after %s", err, time.Since(cutStart))
+	}
 	for _, a := range []string{boxIP, movedIP} {
 		ip(t, "-n", l.laptop, "route", "del", "blackhole", a+"/32")
 	}
 	restored := time.Now()
 	// The box's API through its admin socket: the test runs outside both
 	// namespaces.
-	adm := admin.New(hub.SocketPath(b.data))
 	var sess struct{ ID string }
 	if err := adm.Do("POST", "/api/v1/sessions", map[string]string{"title": "blip"}, &sess); err != nil {
 		t.Fatal(err)

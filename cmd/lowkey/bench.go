@@ -14,7 +14,7 @@ import (
 
 func runBench(args []string) error {
 	if len(args) == 0 {
-		return errors.New("bench needs a target: link, browser, live or sessions")
+		return errors.New("bench needs a target: link, browser, live, sessions or load")
 	}
 	switch args[0] {
 	case "link":
@@ -89,6 +89,29 @@ func runBench(args []string) error {
 		}
 		fmt.Printf("live screen %dx%d: %.1f frames per second (asked for %d), %.0f KiB a frame\n", rep.Width, rep.Height, rep.FPS, rep.Asked, rep.KBPer)
 		return nil
+	case "load":
+		fs := newFlags("bench load", "lowkey bench load [--json] [--companions N] [--sessions N]")
+		asJSON := fs.Bool("json", false, "print one JSON object")
+		n := fs.Int("companions", 50, "companions to link (in this process, over loopback)")
+		s := fs.Int("sessions", 20, "sessions running turns at once")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		rep, err := bench.Load(ctx, *n, *s, os.Stderr)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(os.Stdout).Encode(rep)
+		}
+		fmt.Printf("%d companions, %d sessions running turns (%d turns done, %d errors)\n", rep.Companions, rep.Sessions, rep.TurnsDone, rep.Errors)
+		fmt.Printf("small call   p50 %6.2f ms  p99 %6.2f ms\n", rep.RPCP50ms, rep.RPCP99ms)
+		fmt.Printf("API request  p50 %6.2f ms  p99 %6.2f ms\n", rep.APIP50ms, rep.APIP99ms)
+		fmt.Printf("heap: idle %.1f MiB, under load %.1f MiB, after %.1f MiB\n", rep.IdleHeapMiB, rep.LoadHeapMiB, rep.AfterHeapMiB)
+		fmt.Printf("goroutines: idle %d, under load %d, after %d\n", rep.IdleGoroutines, rep.LoadGoroutines, rep.AfterGoroutines)
+		return nil
 	case "sessions":
 		fs := newFlags("bench sessions", "lowkey bench sessions [--json] [--rounds N]")
 		asJSON := fs.Bool("json", false, "print one JSON object")
@@ -110,7 +133,7 @@ func runBench(args []string) error {
 		fmt.Printf("budget: %s\n", rep.Budget)
 		return nil
 	}
-	return fmt.Errorf("unknown bench target %q: use link, browser, live or sessions", args[0])
+	return fmt.Errorf("unknown bench target %q: use link, browser, live, sessions or load", args[0])
 }
 
 // startXvfb starts a private virtual display for a benchmark.
