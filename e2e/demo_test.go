@@ -115,3 +115,29 @@ func TestLoadThenNothingLeaks(t *testing.T) {
 	}
 	t.Logf("load: %s", out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:])
 }
+
+// A short soak: the box's whole life over and over, with no error and
+// nothing piling up.
+func TestShortSoak(t *testing.T) {
+	out, code := run(t, "", "lowkey", "bench", "soak", "--json", "--minutes", "0.25", "--every", "5s")
+	if code != 0 {
+		t.Fatalf("soak: exit %d\n%s", code, out)
+	}
+	var first, last map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var s map[string]any
+		if json.Unmarshal([]byte(line), &s) == nil {
+			if first == nil {
+				first = s
+			}
+			last = s
+		}
+	}
+	if first == nil || last["errors"].(float64) != 0 || last["rounds"].(float64) < 10 {
+		t.Fatalf("soak: %s", out)
+	}
+	if g0, g1 := first["goroutines"].(float64), last["goroutines"].(float64); g1 > g0+10 {
+		t.Fatalf("goroutines grew from %v to %v during the soak", g0, g1)
+	}
+	t.Logf("soak: %v rounds, goroutines %v → %v, heap %.1f → %.1f MiB", last["rounds"], first["goroutines"], last["goroutines"], first["heap_mib"], last["heap_mib"])
+}

@@ -14,7 +14,7 @@ import (
 
 func runBench(args []string) error {
 	if len(args) == 0 {
-		return errors.New("bench needs a target: link, browser, live, sessions or load")
+		return errors.New("bench needs a target: link, browser, live, sessions, load or soak")
 	}
 	switch args[0] {
 	case "link":
@@ -112,6 +112,39 @@ func runBench(args []string) error {
 		fmt.Printf("heap: idle %.1f MiB, under load %.1f MiB, after %.1f MiB\n", rep.IdleHeapMiB, rep.LoadHeapMiB, rep.AfterHeapMiB)
 		fmt.Printf("goroutines: idle %d, under load %d, after %d\n", rep.IdleGoroutines, rep.LoadGoroutines, rep.AfterGoroutines)
 		return nil
+	case "soak":
+		fs := newFlags("bench soak", "lowkey bench soak [--minutes N] [--every DURATION] [--rounds N] [--json]")
+		asJSON := fs.Bool("json", false, "print each sample as a JSON line")
+		minutes := fs.Float64("minutes", 5, "how long to run")
+		every := fs.Duration("every", 30*time.Second, "how often to report")
+		rounds := fs.Int("rounds", 100000, "stop after this many rounds at most")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if *minutes <= 0 || *minutes > 24*60 {
+			return errors.New("--minutes must be between 0 and 1440")
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		fmt.Fprintf(os.Stderr, "soaking for %.1f minutes: pair and revoke, drive the browser, run, cancel and kill turns\n", *minutes)
+		samples, err := bench.Soak(ctx, time.Duration(*minutes*float64(time.Minute)), *every, *rounds, func(s bench.SoakSample) {
+			if *asJSON {
+				_ = json.NewEncoder(os.Stdout).Encode(s)
+				return
+			}
+			line := fmt.Sprintf("%8s  rounds %5d  errors %3d  heap %6.1f MiB  goroutines %5d", s.Elapsed, s.Rounds, s.Errors, s.HeapMiB, s.Goroutines)
+			if s.LastError != "" {
+				line += "  last error: " + s.LastError
+			}
+			fmt.Println(line)
+		})
+		if err != nil {
+			return err
+		}
+		if last := samples[len(samples)-1]; last.Errors > 0 {
+			return fmt.Errorf("%d errors in %d rounds", last.Errors, last.Rounds)
+		}
+		return nil
 	case "sessions":
 		fs := newFlags("bench sessions", "lowkey bench sessions [--json] [--rounds N]")
 		asJSON := fs.Bool("json", false, "print one JSON object")
@@ -133,7 +166,7 @@ func runBench(args []string) error {
 		fmt.Printf("budget: %s\n", rep.Budget)
 		return nil
 	}
-	return fmt.Errorf("unknown bench target %q: use link, browser, live, sessions or load", args[0])
+	return fmt.Errorf("unknown bench target %q: use link, browser, live, sessions, load or soak", args[0])
 }
 
 // startXvfb starts a private virtual display for a benchmark.

@@ -28,7 +28,9 @@ type Client struct {
 func New(socket string) *Client {
 	return &Client{Socket: socket, http: &http.Client{
 		Timeout: 60 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		// One call at a time from short-lived clients: no idle connection
+		// is kept to outlive the client.
+		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		}},

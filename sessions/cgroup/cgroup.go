@@ -174,7 +174,9 @@ func killProcs(list func() ([]int, error)) error {
 func readPids(file string) ([]int, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		// A group removed while it is read (a job that just ended) is
+		// empty, not an error.
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENODEV) {
 			return nil, nil
 		}
 		return nil, err
@@ -193,7 +195,7 @@ func walkPids(dir string) ([]int, error) {
 	var out []int
 	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
+			if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENODEV) {
 				return nil
 			}
 			return err
