@@ -45,10 +45,49 @@ func TestPairLinkRestartRevokeWithTheBinaries(t *testing.T) {
 		t.Fatalf("sys.info: %v", info)
 	}
 
-	// The box dies without warning and comes back on the same address.
+	// The box dies without warning, under calls, and comes back on the
+	// same address: the calls fail while it is away and succeed again.
+	stopCalls := make(chan struct{})
+	type tally struct{ ok, failed, okAfter int }
+	counted := make(chan tally, 1)
+	restarted := make(chan struct{})
+	go func() {
+		var n tally
+		after := false
+		for i := 0; i < 2000; i++ {
+			select {
+			case <-stopCalls:
+				counted <- n
+				return
+			case <-restarted:
+				after, restarted = true, nil
+			default:
+			}
+			st, _ := apiDoQuiet(base(b.addr)+"/api/v1/sessions/"+sid+"/devices/"+id+"/actions", token, `{"action":"sys.echo","args":{"bytes":1000}}`)
+			switch {
+			case st == 200 && after:
+				n.okAfter++
+			case st == 200:
+				n.ok++
+			default:
+				n.failed++
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		counted <- n
+	}()
+	time.Sleep(300 * time.Millisecond)
 	b.kill()
 	b = startBox(t, "", b.data, b.addr, "--no-mdns")
 	back := b.waitOnline(t, id, 10*time.Second)
+	close(restarted)
+	time.Sleep(500 * time.Millisecond)
+	close(stopCalls)
+	if n := <-counted; n.ok == 0 || n.okAfter == 0 {
+		t.Fatalf("calls around the restart: %+v", n)
+	} else {
+		t.Logf("calls around the restart: %d before, %d failed while the box was away, %d after", n.ok, n.failed, n.okAfter)
+	}
 	if back > 3*time.Second {
 		t.Fatalf("companion back %s after the box restarted, want within 3s", back)
 	}
@@ -185,4 +224,19 @@ func apiJSON(t *testing.T, method, url, token, body string, want int) map[string
 		t.Fatalf("%s: %v", raw, err)
 	}
 	return m
+}
+
+func base(addr string) string { return "http://" + addr }
+
+// apiDoQuiet is apiDo for goroutines: errors are a status of 0.
+func apiDoQuiet(url, token, body string) (int, []byte) {
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw
 }
