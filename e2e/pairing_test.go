@@ -51,7 +51,8 @@ func TestPairLinkRestartRevokeWithTheBinaries(t *testing.T) {
 	type tally struct{ ok, failed, okAfter int }
 	counted := make(chan tally, 1)
 	restarted := make(chan struct{})
-	go func() {
+	callURL := base(b.addr) + "/api/v1/sessions/" + sid + "/devices/" + id + "/actions"
+	go func(restarted chan struct{}) {
 		var n tally
 		after := false
 		for i := 0; i < 2000; i++ {
@@ -63,7 +64,7 @@ func TestPairLinkRestartRevokeWithTheBinaries(t *testing.T) {
 				after, restarted = true, nil
 			default:
 			}
-			st, _ := apiDoQuiet(base(b.addr)+"/api/v1/sessions/"+sid+"/devices/"+id+"/actions", token, `{"action":"sys.echo","args":{"bytes":1000}}`)
+			st, _ := apiDoQuiet(callURL, token, `{"action":"sys.echo","args":{"bytes":1000}}`)
 			switch {
 			case st == 200 && after:
 				n.okAfter++
@@ -75,7 +76,7 @@ func TestPairLinkRestartRevokeWithTheBinaries(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		counted <- n
-	}()
+	}(restarted)
 	time.Sleep(300 * time.Millisecond)
 	b.kill()
 	b = startBox(t, "", b.data, b.addr, "--no-mdns")
