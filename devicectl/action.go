@@ -36,8 +36,3 @@ func Lookup(action string) (Capability, bool) {
 	return c, ok
 }
 
-// Implemented reports whether this version can perform the action.
-func Implemented(action string) bool {
-	_, ok := Actions[action]
-	return ok
-}

@@ -257,7 +257,7 @@ func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	devID := r.PathValue("device")
-	capability, known := devicectl.Lookup(req.Action)
+	_, known := devicectl.Lookup(req.Action)
 	switch {
 	case req.Action == "":
 		writeError(w, http.StatusBadRequest, "bad_request", "action is required, like \"sys.info\"")
@@ -265,16 +265,11 @@ func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
 	case !known:
 		writeError(w, http.StatusBadRequest, "unknown_action", "unknown action "+strconv.Quote(req.Action))
 		return
-	case !devicectl.Implemented(req.Action):
-		writeError(w, http.StatusNotImplemented, "not_implemented", fmt.Sprintf("%s needs %s control, which this version of Lowkey does not have yet", req.Action, capability))
-		return
 	case req.TimeoutMS < 0 || req.TimeoutMS > 600_000:
 		writeError(w, http.StatusBadRequest, "bad_request", "timeout_ms must be between 0 and 600000")
 		return
 	}
-	d, err := h.device(devID)
-	if err != nil || d.Revoked {
-		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(devID))
+	if !h.pairedDevice(w, devID) {
 		return
 	}
 	timeout := 30 * time.Second

@@ -93,9 +93,7 @@ func (h *Hub) putAccess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	devID := r.PathValue("device")
-	d, err := h.device(devID)
-	if err != nil || d.Revoked {
-		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(devID))
+	if !h.pairedDevice(w, devID) {
 		return
 	}
 	var req accessRequest
@@ -107,6 +105,7 @@ func (h *Hub) putAccess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g, _ := h.grant(s.ID, devID)
+	var err error
 	g.Conversation, g.Device = s.ID, devID
 	if req.Browser != nil {
 		g.Browser = *req.Browser
@@ -261,4 +260,14 @@ func (h *Hub) budget(s *sessions.Session) string {
 		return msg
 	}
 	return fmt.Sprintf("%d MiB (cgroup %s)", s.MemoryLimitBytes>>20, h.groups.Mode())
+}
+
+// pairedDevice answers 404 unless id is a paired (not revoked) computer.
+func (h *Hub) pairedDevice(w http.ResponseWriter, id string) bool {
+	d, err := h.device(id)
+	if err != nil || d.Revoked {
+		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(id))
+		return false
+	}
+	return true
 }

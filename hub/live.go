@@ -29,9 +29,7 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	devID := r.PathValue("device")
-	d, err := h.device(devID)
-	if err != nil || d.Revoked {
-		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(devID))
+	if !h.pairedDevice(w, devID) {
 		return
 	}
 	q := r.URL.Query()
@@ -50,7 +48,8 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	body, _ := json.Marshal(req)
-	if req, err = devicectl.DecodeLiveRequest(body); err != nil {
+	req, err := devicectl.DecodeLiveRequest(body)
+	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}

@@ -46,20 +46,6 @@ func Names() []string {
 	return out
 }
 
-func decode(args json.RawMessage, v any) error {
-	d := json.NewDecoder(strings.NewReader(string(args)))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return actionErr("bad_args", "arguments: %v", err)
-	}
-	return nil
-}
-
-func result(v any) (*devicectl.Result, error) {
-	b, err := json.Marshal(v)
-	return &devicectl.Result{JSON: b}, err
-}
-
 // pageState is what most actions answer with: where the tab is now.
 type pageState struct {
 	URL   string `json:"url"`
@@ -80,7 +66,7 @@ func (b *Browser) tabs(ctx context.Context, args json.RawMessage) (*devicectl.Re
 		Close  string `json:"close"`
 		New    string `json:"new"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	cur, err := b.current(ctx)
@@ -116,7 +102,7 @@ func (b *Browser) tabs(ctx context.Context, args json.RawMessage) (*devicectl.Re
 	case a.Select != "":
 		p := find(a.Select)
 		if p == nil {
-			return nil, actionErr("not_found", "no tab %s", a.Select)
+			return nil, devicectl.Errorf("not_found", "no tab %s", a.Select)
 		}
 		if _, err := p.Context(ctx).Activate(); err != nil {
 			return nil, err
@@ -125,7 +111,7 @@ func (b *Browser) tabs(ctx context.Context, args json.RawMessage) (*devicectl.Re
 	case a.Close != "":
 		p := find(a.Close)
 		if p == nil {
-			return nil, actionErr("not_found", "no tab %s", a.Close)
+			return nil, devicectl.Errorf("not_found", "no tab %s", a.Close)
 		}
 		if err := p.Context(ctx).Close(); err != nil {
 			return nil, err
@@ -153,14 +139,14 @@ func (b *Browser) tabs(ctx context.Context, args json.RawMessage) (*devicectl.Re
 		}
 		out.Tabs = append(out.Tabs, tab{ID: string(p.TargetID), URL: info.URL, Title: info.Title, Active: b.page != nil && p.TargetID == b.page.TargetID})
 	}
-	return result(out)
+	return devicectl.JSONResult(out)
 }
 
 func (b *Browser) navigate(ctx context.Context, args json.RawMessage) (*devicectl.Result, error) {
 	var a struct {
 		URL string `json:"url"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	u, err := checkURL(a.URL)
@@ -172,13 +158,13 @@ func (b *Browser) navigate(ctx context.Context, args json.RawMessage) (*devicect
 		return nil, err
 	}
 	if err := p.Navigate(u); err != nil {
-		return nil, actionErr("navigation_failed", "could not open %s: %v", u, err)
+		return nil, devicectl.Errorf("navigation_failed", "could not open %s: %v", u, err)
 	}
 	if err := p.WaitLoad(); err != nil {
 		return nil, err
 	}
 	b.refs = nil
-	return result(state(p))
+	return devicectl.JSONResult(state(p))
 }
 
 func (b *Browser) back(ctx context.Context, _ json.RawMessage) (*devicectl.Result, error) {
@@ -193,7 +179,7 @@ func (b *Browser) back(ctx context.Context, _ json.RawMessage) (*devicectl.Resul
 	_ = p.WaitLoad()
 	b.refs = nil
 	st := state(p)
-	return result(struct {
+	return devicectl.JSONResult(struct {
 		pageState
 		From string `json:"from"`
 	}{st, before})
@@ -209,11 +195,11 @@ type target struct {
 func (b *Browser) element(ctx context.Context, p *rod.Page, ref string) (*rod.Element, error) {
 	id, ok := b.refs[ref]
 	if !ok || b.refPage != p.TargetID {
-		return nil, actionErr("stale_ref", "ref %q is not from this page's latest snapshot: take a snapshot first", ref)
+		return nil, devicectl.Errorf("stale_ref", "ref %q is not from this page's latest snapshot: take a snapshot first", ref)
 	}
 	obj, err := proto.DOMResolveNode{BackendNodeID: id}.Call(p)
 	if err != nil {
-		return nil, actionErr("stale_ref", "ref %q is not on the page any more: take a new snapshot", ref)
+		return nil, devicectl.Errorf("stale_ref", "ref %q is not on the page any more: take a new snapshot", ref)
 	}
 	el, err := p.ElementFromObject(obj.Object)
 	if err != nil {
@@ -238,7 +224,7 @@ func (b *Browser) point(ctx context.Context, t target, do func(*rod.Page, *rod.E
 			return nil, err
 		}
 	default:
-		return nil, actionErr("bad_args", "give a ref from a snapshot, or x and y")
+		return nil, devicectl.Errorf("bad_args", "give a ref from a snapshot, or x and y")
 	}
 	if err := do(p, el); err != nil {
 		return nil, err
@@ -249,7 +235,7 @@ func (b *Browser) point(ctx context.Context, t target, do func(*rod.Page, *rod.E
 		pageState
 		Dialog *proto.PageJavascriptDialogOpening `json:"dialog,omitempty"`
 	}{pageState: state(p), Dialog: b.openDialog()}
-	return result(out)
+	return devicectl.JSONResult(out)
 }
 
 func (b *Browser) click(ctx context.Context, args json.RawMessage) (*devicectl.Result, error) {
@@ -258,7 +244,7 @@ func (b *Browser) click(ctx context.Context, args json.RawMessage) (*devicectl.R
 		Button string `json:"button"`
 		Count  int    `json:"count"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	button := proto.InputMouseButtonLeft
@@ -269,7 +255,7 @@ func (b *Browser) click(ctx context.Context, args json.RawMessage) (*devicectl.R
 	case "middle":
 		button = proto.InputMouseButtonMiddle
 	default:
-		return nil, actionErr("bad_args", "button is left, right or middle")
+		return nil, devicectl.Errorf("bad_args", "button is left, right or middle")
 	}
 	if a.Count <= 0 {
 		a.Count = 1
@@ -296,7 +282,7 @@ func (b *Browser) click(ctx context.Context, args json.RawMessage) (*devicectl.R
 
 func (b *Browser) hover(ctx context.Context, args json.RawMessage) (*devicectl.Result, error) {
 	var a target
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	return b.point(ctx, a, func(_ *rod.Page, el *rod.Element) error {
@@ -313,7 +299,7 @@ func (b *Browser) typeText(ctx context.Context, args json.RawMessage) (*devicect
 		Text   string `json:"text"`
 		Submit bool   `json:"submit"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	p, err := b.current(ctx)
@@ -341,7 +327,7 @@ func (b *Browser) typeText(ctx context.Context, args json.RawMessage) (*devicect
 		}
 		_ = p.WaitLoad()
 	}
-	return result(struct {
+	return devicectl.JSONResult(struct {
 		pageState
 		Typed    int  `json:"typed_chars"`
 		Password bool `json:"password_field"`
@@ -363,7 +349,7 @@ var keyNames = map[string]input.Key{
 // parseCombo reads "Enter", "a", "Control+a", "Shift+Tab".
 func parseCombo(s string) ([]input.Key, error) {
 	if s == "" {
-		return nil, actionErr("bad_args", "press needs a key, like Enter or Control+a")
+		return nil, devicectl.Errorf("bad_args", "press needs a key, like Enter or Control+a")
 	}
 	var keys []input.Key
 	for _, part := range strings.Split(s, "+") {
@@ -379,7 +365,7 @@ func parseCombo(s string) ([]input.Key, error) {
 			keys = append(keys, input.Key(r[0]))
 			continue
 		}
-		return nil, actionErr("bad_args", "unknown key %q", part)
+		return nil, devicectl.Errorf("bad_args", "unknown key %q", part)
 	}
 	return keys, nil
 }
@@ -388,7 +374,7 @@ func (b *Browser) press(ctx context.Context, args json.RawMessage) (*devicectl.R
 	var a struct {
 		Key string `json:"key"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	keys, err := parseCombo(a.Key)
@@ -406,7 +392,7 @@ func (b *Browser) press(ctx context.Context, args json.RawMessage) (*devicectl.R
 	if err := ka.Type(keys[len(keys)-1]).Do(); err != nil {
 		return nil, err
 	}
-	return result(struct {
+	return devicectl.JSONResult(struct {
 		pageState
 		Pressed string `json:"pressed"`
 	}{state(p), a.Key})
@@ -417,11 +403,11 @@ func (b *Browser) selectOption(ctx context.Context, args json.RawMessage) (*devi
 		Ref    string   `json:"ref"`
 		Values []string `json:"values"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	if a.Ref == "" || len(a.Values) == 0 {
-		return nil, actionErr("bad_args", "select needs a ref and values")
+		return nil, devicectl.Errorf("bad_args", "select needs a ref and values")
 	}
 	p, err := b.current(ctx)
 	if err != nil {
@@ -454,9 +440,9 @@ func (b *Browser) selectOption(ctx context.Context, args json.RawMessage) (*devi
 	}
 	_ = json.Unmarshal([]byte(res.Value.JSON("", "")), &out)
 	if out.Error != "" {
-		return nil, actionErr("bad_args", "select %s: %s (wanted %q)", a.Ref, out.Error, a.Values)
+		return nil, devicectl.Errorf("bad_args", "select %s: %s (wanted %q)", a.Ref, out.Error, a.Values)
 	}
-	return result(struct {
+	return devicectl.JSONResult(struct {
 		pageState
 		Selected []string `json:"selected"`
 	}{state(p), out.Selected})
@@ -467,7 +453,7 @@ func (b *Browser) scroll(ctx context.Context, args json.RawMessage) (*devicectl.
 		DX float64 `json:"dx"`
 		DY float64 `json:"dy"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	p, err := b.current(ctx)
@@ -484,7 +470,7 @@ func (b *Browser) scroll(ctx context.Context, args json.RawMessage) (*devicectl.
 	}
 	var xy [2]float64
 	_ = json.Unmarshal([]byte(pos.Value.JSON("", "")), &xy)
-	return result(struct {
+	return devicectl.JSONResult(struct {
 		pageState
 		ScrollX float64 `json:"scroll_x"`
 		ScrollY float64 `json:"scroll_y"`
@@ -497,11 +483,11 @@ func (b *Browser) waitFor(ctx context.Context, args json.RawMessage) (*devicectl
 		Ref       string `json:"ref"`
 		TimeoutMS int    `json:"timeout_ms"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	if (a.Text == "") == (a.Ref == "") {
-		return nil, actionErr("bad_args", "wait_for needs text or ref")
+		return nil, devicectl.Errorf("bad_args", "wait_for needs text or ref")
 	}
 	if a.TimeoutMS <= 0 {
 		a.TimeoutMS = 10000
@@ -522,13 +508,13 @@ func (b *Browser) waitFor(ctx context.Context, args json.RawMessage) (*devicectl
 			found = err == nil
 		}
 		if found {
-			return result(struct {
+			return devicectl.JSONResult(struct {
 				pageState
 				WaitedMS int64 `json:"waited_ms"`
 			}{state(p), time.Since(start).Milliseconds()})
 		}
 		if time.Since(start) >= limit {
-			return nil, actionErr("timeout", "waited %d ms and it did not appear", a.TimeoutMS)
+			return nil, devicectl.Errorf("timeout", "waited %d ms and it did not appear", a.TimeoutMS)
 		}
 		select {
 		case <-ctx.Done():
@@ -544,7 +530,7 @@ func (b *Browser) screenshot(ctx context.Context, args json.RawMessage) (*device
 		Format  string `json:"format"`
 		Quality int    `json:"quality"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	format := proto.PageCaptureScreenshotFormatPng
@@ -556,7 +542,7 @@ func (b *Browser) screenshot(ctx context.Context, args json.RawMessage) (*device
 	case "webp":
 		format = proto.PageCaptureScreenshotFormatWebp
 	default:
-		return nil, actionErr("bad_args", "format is png, jpeg or webp")
+		return nil, devicectl.Errorf("bad_args", "format is png, jpeg or webp")
 	}
 	if a.Quality <= 0 || a.Quality > 100 {
 		a.Quality = 80
@@ -605,15 +591,15 @@ func (b *Browser) upload(ctx context.Context, args json.RawMessage) (*devicectl.
 			DataBase64 string `json:"data_base64"`
 		} `json:"file"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	data, err := base64.StdEncoding.DecodeString(a.File.DataBase64)
 	if err != nil || a.File.Name == "" {
-		return nil, actionErr("bad_args", "upload needs file.name and file.data_base64")
+		return nil, devicectl.Errorf("bad_args", "upload needs file.name and file.data_base64")
 	}
 	if len(data) > MaxUpload {
-		return nil, actionErr("too_large", "the file is %d bytes; uploads are limited to %d", len(data), MaxUpload)
+		return nil, devicectl.Errorf("too_large", "the file is %d bytes; uploads are limited to %d", len(data), MaxUpload)
 	}
 	p, err := b.current(ctx)
 	if err != nil {
@@ -635,7 +621,7 @@ func (b *Browser) upload(ctx context.Context, args json.RawMessage) (*devicectl.
 	if err := el.SetFiles([]string{path}); err != nil {
 		return nil, err
 	}
-	return result(struct {
+	return devicectl.JSONResult(struct {
 		pageState
 		Uploaded string `json:"uploaded"`
 		Bytes    int    `json:"bytes"`
@@ -649,7 +635,7 @@ func (b *Browser) listDownloads(ctx context.Context, args json.RawMessage) (*dev
 	var a struct {
 		Fetch string `json:"fetch"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()
@@ -663,22 +649,22 @@ func (b *Browser) listDownloads(ctx context.Context, args json.RawMessage) (*dev
 	}
 	b.mu.Unlock()
 	if a.Fetch == "" {
-		return result(struct {
+		return devicectl.JSONResult(struct {
 			Downloads []Download `json:"downloads"`
 		}{list})
 	}
 	if want == nil {
-		return nil, actionErr("not_found", "no download %q (see browser.downloads)", a.Fetch)
+		return nil, devicectl.Errorf("not_found", "no download %q (see browser.downloads)", a.Fetch)
 	}
 	if want.State != string(proto.BrowserDownloadProgressStateCompleted) {
-		return nil, actionErr("not_ready", "download %s is %s", want.Name, want.State)
+		return nil, devicectl.Errorf("not_ready", "download %s is %s", want.Name, want.State)
 	}
 	fi, err := os.Stat(want.path)
 	if err != nil {
-		return nil, actionErr("not_found", "the downloaded file is gone: %v", err)
+		return nil, devicectl.Errorf("not_found", "the downloaded file is gone: %v", err)
 	}
 	if fi.Size() > MaxFetch {
-		return nil, actionErr("too_large", "%s is %d bytes; fetching is limited to %d", want.Name, fi.Size(), MaxFetch)
+		return nil, devicectl.Errorf("too_large", "%s is %d bytes; fetching is limited to %d", want.Name, fi.Size(), MaxFetch)
 	}
 	data, err := os.ReadFile(want.path)
 	if err != nil {
@@ -696,14 +682,14 @@ func (b *Browser) answerDialog(ctx context.Context, args json.RawMessage) (*devi
 		Accept bool   `json:"accept"`
 		Text   string `json:"text"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()
 	d, session := b.dialog, b.dialogPg
 	b.mu.Unlock()
 	if d == nil {
-		return nil, actionErr("no_dialog", "no dialog is open")
+		return nil, devicectl.Errorf("no_dialog", "no dialog is open")
 	}
 	call := proto.PageHandleJavaScriptDialog{Accept: a.Accept, PromptText: a.Text}
 	if _, err := b.b.Call(ctx, string(session), call.ProtoReq(), call); err != nil {
@@ -712,7 +698,7 @@ func (b *Browser) answerDialog(ctx context.Context, args json.RawMessage) (*devi
 	b.mu.Lock()
 	b.dialog = nil
 	b.mu.Unlock()
-	return result(struct {
+	return devicectl.JSONResult(struct {
 		Type     string `json:"type"`
 		Message  string `json:"message"`
 		Accepted bool   `json:"accepted"`
@@ -723,7 +709,7 @@ func (b *Browser) eval(ctx context.Context, args json.RawMessage) (*devicectl.Re
 	var a struct {
 		JS string `json:"js"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	p, err := b.current(ctx)
@@ -739,13 +725,13 @@ func (b *Browser) eval(ctx context.Context, args json.RawMessage) (*devicectl.Re
 		if r.ExceptionDetails.Exception != nil {
 			msg = r.ExceptionDetails.Exception.Description
 		}
-		return nil, actionErr("script_error", "the script failed: %s", msg)
+		return nil, devicectl.Errorf("script_error", "the script failed: %s", msg)
 	}
 	v := json.RawMessage(r.Result.Value.JSON("", ""))
 	if len(v) == 0 {
 		v = json.RawMessage("null")
 	}
-	return result(struct {
+	return devicectl.JSONResult(struct {
 		Value json.RawMessage `json:"value"`
 	}{v})
 }

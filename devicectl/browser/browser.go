@@ -94,11 +94,6 @@ func New(cfg Config) *Browser {
 	return &Browser{cfg: cfg, log: cfg.Logger, turn: make(chan struct{}, 1)}
 }
 
-// Errors an action can answer with. Codes are stable.
-func actionErr(code, format string, a ...any) error {
-	return &devicectl.ActionError{Code: code, Message: fmt.Sprintf(format, a...)}
-}
-
 // Do runs one browser.* action.
 func (b *Browser) Do(ctx context.Context, action string, args json.RawMessage) (*devicectl.Result, error) {
 	select {
@@ -113,14 +108,14 @@ func (b *Browser) Do(ctx context.Context, action string, args json.RawMessage) (
 	name := strings.TrimPrefix(action, "browser.")
 	fn, ok := actions[name]
 	if !ok {
-		return nil, actionErr("unknown_action", "this computer does not know the action %s", action)
+		return nil, devicectl.Errorf("unknown_action", "this computer does not know the action %s", action)
 	}
 	if len(args) == 0 {
 		args = json.RawMessage("{}")
 	}
 	// A dialog blocks the page: only the actions that deal with it run.
 	if d := b.openDialog(); d != nil && name != "dialog" && name != "tabs" && name != "downloads" && name != "snapshot" && name != "screenshot" {
-		return nil, actionErr("dialog_open", "a %s dialog is open on the page (%q): answer it with browser.dialog first", d.Type, d.Message)
+		return nil, devicectl.Errorf("dialog_open", "a %s dialog is open on the page (%q): answer it with browser.dialog first", d.Type, d.Message)
 	}
 	res, err := fn(b, ctx, args)
 	if err != nil {
@@ -138,9 +133,9 @@ func (b *Browser) explain(ctx context.Context, err error) error {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case errors.Is(err, context.DeadlineExceeded):
-		return actionErr("timeout", "the browser did not finish in time: %v", err)
+		return devicectl.Errorf("timeout", "the browser did not finish in time: %v", err)
 	}
-	return actionErr("browser_error", "the browser said: %v", err)
+	return devicectl.Errorf("browser_error", "the browser said: %v", err)
 }
 
 // start launches (or attaches to) the browser on first use, and again if
@@ -160,16 +155,16 @@ func (b *Browser) start(ctx context.Context) error {
 	if b.cfg.AttachDir != "" {
 		u, err = AttachURL(b.cfg.AttachDir)
 		if err != nil {
-			return actionErr("browser_unavailable", "%v", err)
+			return devicectl.Errorf("browser_unavailable", "%v", err)
 		}
 		b.attached = true
 	} else {
 		bin := devicectl.FindBrowser(b.cfg.Bin)
 		if bin == "" {
-			return actionErr("browser_unavailable", "no Chromium or Chrome found on this computer: install chromium or pass --browser PATH")
+			return devicectl.Errorf("browser_unavailable", "no Chromium or Chrome found on this computer: install chromium or pass --browser PATH")
 		}
 		if err := os.MkdirAll(b.cfg.ProfileDir, 0o700); err != nil {
-			return actionErr("browser_unavailable", "browser profile: %v", err)
+			return devicectl.Errorf("browser_unavailable", "browser profile: %v", err)
 		}
 		l := launcher.New().Context(context.Background()).Bin(bin).
 			UserDataDir(b.cfg.ProfileDir).
@@ -186,7 +181,7 @@ func (b *Browser) start(ctx context.Context) error {
 		u, err = l.Launch()
 		if err != nil {
 			l.Kill()
-			return actionErr("browser_unavailable", "could not start %s: %v", bin, err)
+			return devicectl.Errorf("browser_unavailable", "could not start %s: %v", bin, err)
 		}
 		b.l = l
 		b.log.Info("browser started", "bin", bin, "headless", b.cfg.Headless, "profile", b.cfg.ProfileDir)
@@ -194,7 +189,7 @@ func (b *Browser) start(ctx context.Context) error {
 	rb := rod.New().ControlURL(u).NoDefaultDevice()
 	if err := rb.Connect(); err != nil {
 		b.shutdown()
-		return actionErr("browser_unavailable", "could not connect to the browser: %v", err)
+		return devicectl.Errorf("browser_unavailable", "could not connect to the browser: %v", err)
 	}
 	b.b = rb
 	if b.cfg.DownloadDir != "" {
@@ -339,12 +334,12 @@ func safeName(s string) string {
 func checkURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil || raw == "" {
-		return "", actionErr("bad_args", "not a URL: %q", raw)
+		return "", devicectl.Errorf("bad_args", "not a URL: %q", raw)
 	}
 	switch u.Scheme {
 	case "http", "https":
 		if u.Host == "" {
-			return "", actionErr("bad_args", "no host in %q", raw)
+			return "", devicectl.Errorf("bad_args", "no host in %q", raw)
 		}
 		return u.String(), nil
 	case "about":
@@ -352,5 +347,5 @@ func checkURL(raw string) (string, error) {
 	case "":
 		return checkURL("https://" + raw)
 	}
-	return "", actionErr("bad_args", "only http and https addresses can be opened, not %s:", u.Scheme)
+	return "", devicectl.Errorf("bad_args", "only http and https addresses can be opened, not %s:", u.Scheme)
 }

@@ -43,7 +43,7 @@ func (b *Browser) snapshot(ctx context.Context, args json.RawMessage) (*devicect
 	var a struct {
 		MaxChars int `json:"max_chars"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	if a.MaxChars <= 0 {
@@ -56,7 +56,7 @@ func (b *Browser) snapshot(ctx context.Context, args json.RawMessage) (*devicect
 	}
 	st := state(p)
 	if d := b.openDialog(); d != nil {
-		return result(struct {
+		return devicectl.JSONResult(struct {
 			pageState
 			Dialog *proto.PageJavascriptDialogOpening `json:"dialog"`
 			Note   string                             `json:"note"`
@@ -85,7 +85,7 @@ func (b *Browser) snapshot(ctx context.Context, args json.RawMessage) (*devicect
 	if r.omitted > 0 {
 		out.Snapshot += fmt.Sprintf("- (snapshot cut at %d characters: %d more elements; scroll, or ask for a larger max_chars up to %d)\n", a.MaxChars, r.omitted, MaxSnapshotChars)
 	}
-	return result(out)
+	return devicectl.JSONResult(out)
 }
 
 type renderer struct {

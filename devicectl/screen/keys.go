@@ -2,6 +2,8 @@ package screen
 
 import (
 	"strings"
+
+	"github.com/lowkeyhq/lowkey/devicectl"
 )
 
 // X keysyms by the names people and agents use (xdotool's, and common
@@ -40,7 +42,7 @@ func keysyms(names []string) ([]uint32, error) {
 	out := make([]uint32, 0, len(names))
 	for _, n := range names {
 		if n == "" {
-			return nil, actionErr("bad_args", "an empty key name in a combo")
+			return nil, devicectl.Errorf("bad_args", "an empty key name in a combo")
 		}
 		if k, ok := keyNames[strings.ToLower(n)]; ok {
 			out = append(out, k)
@@ -51,7 +53,7 @@ func keysyms(names []string) ([]uint32, error) {
 			out = append(out, keysymOf(r[0]))
 			continue
 		}
-		return nil, actionErr("bad_args", "unknown key %q", n)
+		return nil, devicectl.Errorf("bad_args", "unknown key %q", n)
 	}
 	return out, nil
 }

@@ -22,27 +22,6 @@ import (
 // ErrUnsupported is the answer on systems without a supported display.
 var ErrUnsupported = errors.New("desktop control is not supported on this system yet")
 
-func actionErr(code, format string, a ...any) error {
-	return &devicectl.ActionError{Code: code, Message: fmt.Sprintf(format, a...)}
-}
-
-func decode(args json.RawMessage, v any) error {
-	if len(args) == 0 {
-		args = json.RawMessage("{}")
-	}
-	d := json.NewDecoder(bytes.NewReader(args))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return actionErr("bad_args", "arguments: %v", err)
-	}
-	return nil
-}
-
-func result(v any) (*devicectl.Result, error) {
-	b, err := json.Marshal(v)
-	return &devicectl.Result{JSON: b}, err
-}
-
 // Display is what the actions need from a display system.
 type Display interface {
 	Size() (w, h int)
@@ -94,7 +73,7 @@ func (s *Screen) Do(ctx context.Context, action string, args json.RawMessage) (*
 	switch strings.TrimPrefix(action, "screen.") {
 	case "size":
 		w, h := s.d.Size()
-		return result(map[string]int{"width": w, "height": h})
+		return devicectl.JSONResult(map[string]int{"width": w, "height": h})
 	case "screenshot":
 		return s.screenshot(args)
 	case "zoom":
@@ -114,7 +93,7 @@ func (s *Screen) Do(ctx context.Context, action string, args json.RawMessage) (*
 	case "key":
 		return s.key(args)
 	}
-	return nil, actionErr("unknown_action", "this computer does not know the action %s", action)
+	return nil, devicectl.Errorf("unknown_action", "this computer does not know the action %s", action)
 }
 
 // Point is a position in the coordinates of an image the caller saw:
@@ -132,19 +111,19 @@ func (s *Screen) toScreen(x, y, scale float64) (int, int, error) {
 		scale = 1
 	}
 	if scale > 16 {
-		return 0, 0, actionErr("bad_args", "scale %g is not one a screenshot gives", scale)
+		return 0, 0, devicectl.Errorf("bad_args", "scale %g is not one a screenshot gives", scale)
 	}
 	sx, sy := int(math.Floor(x/scale+0.5)), int(math.Floor(y/scale+0.5))
 	w, h := s.d.Size()
 	if sx < 0 || sy < 0 || sx >= w || sy >= h {
-		return 0, 0, actionErr("out_of_bounds", "(%g, %g) at scale %g is (%d, %d) on a %dx%d screen: outside it", x, y, scale, sx, sy, w, h)
+		return 0, 0, devicectl.Errorf("out_of_bounds", "(%g, %g) at scale %g is (%d, %d) on a %dx%d screen: outside it", x, y, scale, sx, sy, w, h)
 	}
 	return sx, sy, nil
 }
 
 func (s *Screen) at(p point) (int, int, error) {
 	if p.X == nil || p.Y == nil {
-		return 0, 0, actionErr("bad_args", "give x and y")
+		return 0, 0, devicectl.Errorf("bad_args", "give x and y")
 	}
 	return s.toScreen(*p.X, *p.Y, p.Scale)
 }
@@ -189,7 +168,7 @@ func (s *Screen) encode(img image.Image, maxEdge, quality int, format string) (*
 	case "jpg":
 		format = "jpeg"
 	default:
-		return nil, actionErr("bad_args", "format is jpeg or png")
+		return nil, devicectl.Errorf("bad_args", "format is jpeg or png")
 	}
 	data, scale, size, err := Encode(img, maxEdge, quality, format)
 	if err != nil {
@@ -206,7 +185,7 @@ func (s *Screen) screenshot(args json.RawMessage) (*devicectl.Result, error) {
 		Quality int    `json:"quality"`
 		Format  string `json:"format"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	img, err := s.Capture()
@@ -224,11 +203,11 @@ func (s *Screen) zoom(args json.RawMessage) (*devicectl.Result, error) {
 		Quality    int     `json:"quality"`
 		Format     string  `json:"format"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	if a.W <= 0 || a.H <= 0 {
-		return nil, actionErr("bad_args", "zoom needs a region: x, y, w, h")
+		return nil, devicectl.Errorf("bad_args", "zoom needs a region: x, y, w, h")
 	}
 	x0, y0, err := s.toScreen(a.X, a.Y, a.Scale)
 	if err != nil {
@@ -249,7 +228,7 @@ func (s *Screen) cursor(args json.RawMessage) (*devicectl.Result, error) {
 	var a struct {
 		Scale float64 `json:"scale"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	x, y, err := s.d.Pointer()
@@ -260,7 +239,7 @@ func (s *Screen) cursor(args json.RawMessage) (*devicectl.Result, error) {
 	if a.Scale > 0 && a.Scale != 1 {
 		out["scaled_x"], out["scaled_y"], out["scale"] = float64(x)*a.Scale, float64(y)*a.Scale, a.Scale
 	}
-	return result(out)
+	return devicectl.JSONResult(out)
 }
 
 func (s *Screen) moved(x, y int) (*devicectl.Result, error) {
@@ -268,12 +247,12 @@ func (s *Screen) moved(x, y int) (*devicectl.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return result(map[string]int{"x": px, "y": py, "asked_x": x, "asked_y": y})
+	return devicectl.JSONResult(map[string]int{"x": px, "y": py, "asked_x": x, "asked_y": y})
 }
 
 func (s *Screen) move(args json.RawMessage) (*devicectl.Result, error) {
 	var a point
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	x, y, err := s.at(a)
@@ -295,18 +274,18 @@ func (s *Screen) click(ctx context.Context, args json.RawMessage) (*devicectl.Re
 		Count  int      `json:"count"`
 		Mods   []string `json:"mods"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	btn, ok := buttons[a.Button]
 	if !ok {
-		return nil, actionErr("bad_args", "button is left, middle, right, back or forward")
+		return nil, devicectl.Errorf("bad_args", "button is left, middle, right, back or forward")
 	}
 	if a.Count <= 0 {
 		a.Count = 1
 	}
 	if a.Count > 3 {
-		return nil, actionErr("bad_args", "count is 1, 2 or 3")
+		return nil, devicectl.Errorf("bad_args", "count is 1, 2 or 3")
 	}
 	mods, err := keysyms(a.Mods)
 	if err != nil {
@@ -369,15 +348,15 @@ func (s *Screen) drag(ctx context.Context, args json.RawMessage) (*devicectl.Res
 		Scale  float64      `json:"scale"`
 		Button string       `json:"button"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	if len(a.Path) < 2 {
-		return nil, actionErr("bad_args", "drag needs a path of at least two points")
+		return nil, devicectl.Errorf("bad_args", "drag needs a path of at least two points")
 	}
 	btn, ok := buttons[a.Button]
 	if !ok {
-		return nil, actionErr("bad_args", "button is left, middle or right")
+		return nil, devicectl.Errorf("bad_args", "button is left, middle or right")
 	}
 	pts := make([][2]int, len(a.Path))
 	for i, p := range a.Path {
@@ -418,7 +397,7 @@ func (s *Screen) scroll(ctx context.Context, args json.RawMessage) (*devicectl.R
 		DX int `json:"dx"`
 		DY int `json:"dy"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	if a.X != nil && a.Y != nil {
@@ -431,7 +410,7 @@ func (s *Screen) scroll(ctx context.Context, args json.RawMessage) (*devicectl.R
 		}
 	}
 	if abs(a.DX) > 100 || abs(a.DY) > 100 {
-		return nil, actionErr("bad_args", "scroll at most 100 notches at a time")
+		return nil, devicectl.Errorf("bad_args", "scroll at most 100 notches at a time")
 	}
 	// X buttons 4/5 scroll up/down, 6/7 left/right, one notch a click.
 	steps := []struct{ n, up, down int }{{a.DY, 4, 5}, {a.DX, 6, 7}}
@@ -452,7 +431,7 @@ func (s *Screen) scroll(ctx context.Context, args json.RawMessage) (*devicectl.R
 			}
 		}
 	}
-	return result(map[string]int{"scrolled_x": a.DX, "scrolled_y": a.DY})
+	return devicectl.JSONResult(map[string]int{"scrolled_x": a.DX, "scrolled_y": a.DY})
 }
 
 func abs(n int) int {
@@ -469,13 +448,13 @@ func (s *Screen) typeText(ctx context.Context, args json.RawMessage) (*devicectl
 	var a struct {
 		Text string `json:"text"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	n := 0
 	for _, r := range a.Text {
 		if n >= MaxTypeChars {
-			return nil, actionErr("too_large", "type at most %d characters at a time", MaxTypeChars)
+			return nil, devicectl.Errorf("too_large", "type at most %d characters at a time", MaxTypeChars)
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("stopped after %d characters: %w", n, err)
@@ -485,18 +464,18 @@ func (s *Screen) typeText(ctx context.Context, args json.RawMessage) (*devicectl
 		}
 		n++
 	}
-	return result(map[string]int{"typed_chars": n})
+	return devicectl.JSONResult(map[string]int{"typed_chars": n})
 }
 
 func (s *Screen) key(args json.RawMessage) (*devicectl.Result, error) {
 	var a struct {
 		Combo string `json:"combo"`
 	}
-	if err := decode(args, &a); err != nil {
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
 	if a.Combo == "" {
-		return nil, actionErr("bad_args", "key needs a combo, like Return or ctrl+c")
+		return nil, devicectl.Errorf("bad_args", "key needs a combo, like Return or ctrl+c")
 	}
 	// xdotool style: "ctrl+shift+t"; several combos separated by spaces.
 	for _, combo := range strings.Fields(a.Combo) {
@@ -516,5 +495,5 @@ func (s *Screen) key(args json.RawMessage) (*devicectl.Result, error) {
 			return nil, err
 		}
 	}
-	return result(map[string]string{"pressed": a.Combo})
+	return devicectl.JSONResult(map[string]string{"pressed": a.Combo})
 }

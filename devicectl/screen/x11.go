@@ -16,6 +16,8 @@ import (
 	"github.com/jezek/xgb/xproto"
 	"github.com/jezek/xgb/xtest"
 	"golang.org/x/sys/unix"
+
+	"github.com/lowkeyhq/lowkey/devicectl"
 )
 
 // x11 is an X display: capture through MIT-SHM when the server shares
@@ -116,7 +118,7 @@ func (x *x11) SHM() bool { return x.shmData != nil }
 func (x *x11) Capture(r image.Rectangle) (*image.RGBA, error) {
 	r = r.Intersect(image.Rect(0, 0, x.w, x.h))
 	if r.Empty() {
-		return nil, actionErr("out_of_bounds", "the region is outside the screen")
+		return nil, devicectl.Errorf("out_of_bounds", "the region is outside the screen")
 	}
 	if x.depth != 24 && x.depth != 32 {
 		return nil, fmt.Errorf("the display's depth is %d bits; only 24 and 32 can be captured", x.depth)
@@ -173,7 +175,7 @@ func (x *x11) Key(sym uint32, down bool) error {
 	pos, ok := x.keymap[sym]
 	x.mu.Unlock()
 	if !ok {
-		return actionErr("bad_args", "the keyboard has no key for keysym 0x%x", sym)
+		return devicectl.Errorf("bad_args", "the keyboard has no key for keysym 0x%x", sym)
 	}
 	return x.keycode(pos.code, down)
 }
@@ -207,7 +209,7 @@ func (x *x11) typeSpare(sym uint32) error {
 	spare, per := x.spare, x.per
 	x.mu.Unlock()
 	if spare == 0 {
-		return actionErr("unsupported_char", "the keyboard layout has no key for keysym 0x%x and no spare key to borrow", sym)
+		return devicectl.Errorf("unsupported_char", "the keyboard layout has no key for keysym 0x%x and no spare key to borrow", sym)
 	}
 	syms := make([]xproto.Keysym, per)
 	for i := range syms {
