@@ -35,4 +35,3 @@ func Lookup(action string) (Capability, bool) {
 	c, ok := Actions[action]
 	return c, ok
 }
-
