@@ -131,14 +131,10 @@ func Browser(ctx context.Context, rounds int, progress io.Writer) (*BrowserRepor
 	}
 	defer p.Close()
 	c := p.Client()
-	var sess struct{ ID string }
-	if err := c.Do("POST", "/api/v1/sessions", map[string]string{"title": "bench"}, &sess); err != nil {
+	sess, err := grantedSession(c, p.DeviceID, "browser")
+	if err != nil {
 		return nil, err
 	}
-	if err := c.Do("PUT", "/api/v1/sessions/"+sess.ID+"/devices/"+p.DeviceID+"/access", map[string]bool{"browser": true}, nil); err != nil {
-		return nil, err
-	}
-	time.Sleep(100 * time.Millisecond)
 	linked := func(ctx context.Context, action string, args any) (*devicectl.Result, error) {
 		raw, _ := json.Marshal(args)
 		return p.Hub.Call(ctx, p.DeviceID, action, sess.ID, raw)
@@ -184,14 +180,10 @@ func Live(ctx context.Context, display string, asked int, d time.Duration, progr
 	}
 	defer p.Close()
 	c := p.Client()
-	var sess struct{ ID string }
-	if err := c.Do("POST", "/api/v1/sessions", map[string]string{"title": "bench"}, &sess); err != nil {
+	sess, err := grantedSession(c, p.DeviceID, "desktop")
+	if err != nil {
 		return nil, err
 	}
-	if err := c.Do("PUT", "/api/v1/sessions/"+sess.ID+"/devices/"+p.DeviceID+"/access", map[string]bool{"desktop": true}, nil); err != nil {
-		return nil, err
-	}
-	time.Sleep(100 * time.Millisecond)
 	var size struct {
 		Result struct{ Width, Height int }
 	}
@@ -222,4 +214,17 @@ func Live(ctx context.Context, display string, asked int, d time.Duration, progr
 	el := time.Since(start)
 	return &LiveReport{Width: size.Result.Width, Height: size.Result.Height, Asked: asked, Frames: frames,
 		FPS: float64(frames) / el.Seconds(), KBPer: float64(bytes) / float64(max(frames, 1)) / 1024}, nil
+}
+
+// grantedSession makes a conversation with one toggle on for a computer.
+func grantedSession(c local.Client, device, toggle string) (struct{ ID string }, error) {
+	var sess struct{ ID string }
+	if err := c.Do("POST", "/api/v1/sessions", map[string]string{"title": "bench"}, &sess); err != nil {
+		return sess, err
+	}
+	if err := c.Do("PUT", "/api/v1/sessions/"+sess.ID+"/devices/"+device+"/access", map[string]bool{toggle: true}, nil); err != nil {
+		return sess, err
+	}
+	time.Sleep(100 * time.Millisecond) // the grant travels to the computer
+	return sess, nil
 }
