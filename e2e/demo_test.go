@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lowkeyhq/lowkey/internal/testenv"
 )
@@ -40,7 +41,7 @@ func TestBenchLinkReportsEveryFigure(t *testing.T) {
 
 func TestBenchBrowserAndLiveReportTheirFigures(t *testing.T) {
 	testenv.RequireBrowser(t)
-	out, code := run(t, "", "lowkey", "bench", "browser", "--json", "--rounds", "2")
+	out, code := runWithin(t, 3*time.Minute, "", "lowkey", "bench", "browser", "--json", "--rounds", "2")
 	if code != 0 {
 		t.Fatalf("bench browser: exit %d\n%s", code, out)
 	}
@@ -81,7 +82,7 @@ func TestSecretsCommandsAndBenchSessions(t *testing.T) {
 	if out := mustRun(t, "", "lowkey", "secrets", "list", "--data", b.data); strings.TrimSpace(out) != "" {
 		t.Fatalf("after rm: %q", out)
 	}
-	out2, code := run(t, "", "lowkey", "bench", "sessions", "--json", "--rounds", "3")
+	out2, code := runWithin(t, 3*time.Minute, "", "lowkey", "bench", "sessions", "--json", "--rounds", "3")
 	if code != 0 {
 		t.Fatalf("bench sessions: exit %d\n%s", code, out2)
 	}
@@ -99,7 +100,7 @@ func TestSecretsCommandsAndBenchSessions(t *testing.T) {
 // Many computers and sessions at once, then all gone: nothing fails and
 // nothing is left running in the box.
 func TestLoadThenNothingLeaks(t *testing.T) {
-	out, code := run(t, "", "lowkey", "bench", "load", "--json", "--companions", "12", "--sessions", "6")
+	out, code := runWithin(t, 4*time.Minute, "", "lowkey", "bench", "load", "--json", "--companions", "12", "--sessions", "6")
 	if code != 0 {
 		t.Fatalf("bench load: exit %d\n%s", code, out)
 	}
@@ -119,7 +120,7 @@ func TestLoadThenNothingLeaks(t *testing.T) {
 // A short soak: the box's whole life over and over, with no error and
 // nothing piling up.
 func TestShortSoak(t *testing.T) {
-	out, code := run(t, "", "lowkey", "bench", "soak", "--json", "--minutes", "0.25", "--every", "5s")
+	out, code := runWithin(t, 3*time.Minute, "", "lowkey", "bench", "soak", "--json", "--minutes", "0.25", "--every", "5s")
 	if code != 0 {
 		t.Fatalf("soak: exit %d\n%s", code, out)
 	}

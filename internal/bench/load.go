@@ -112,9 +112,10 @@ func Load(ctx context.Context, companions, sessions int, progress io.Writer) (*L
 		select {
 		case <-r.LinkUp():
 		case <-time.After(60 * time.Second):
-			return nil, fmt.Errorf("companion %d did not link", i)
+			return nil, fmt.Errorf("companion %d did not link in a minute: %+v", i, r.Status())
 		}
 	}
+	fmt.Fprintf(progress, "%d companions linked\n", companions)
 	c := local.Client{Base: h.URL(), Token: h.Token()}
 	fmt.Fprintf(progress, "%d sessions running turns while calls and API requests are timed\n", sessions)
 	var sids []string
