@@ -1,6 +1,3 @@
-// Package e2e drives the built binaries the way a person would: a box, a
-// computer paired with a code, the link between them, over loopback and
-// across network namespaces.
 package e2e
 
 import (

@@ -1,6 +1,3 @@
-// Package bench measures Lowkey against its baselines in the same run:
-// a raw pion data channel for the link. Absolute times drift on a shared
-// machine; the ratios are what to compare.
 package bench
 
 import (
