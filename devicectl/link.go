@@ -60,7 +60,7 @@ type LinkConfig struct {
 	Handler Handler
 	// OnNotice receives notices from the peer.
 	OnNotice func(Notice)
-	// ChunkSize is the payload of one chunk frame (default 32 KiB).
+	// ChunkSize is the payload of one chunk frame (default DefaultChunkSize).
 	ChunkSize int
 	// HighWater stops sending chunks while this much is buffered (default
 	// 128 KiB). It bounds what a control message can find in flight ahead

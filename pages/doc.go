@@ -1,5 +1,7 @@
-// Package pages stores published pages (static snapshots of a directory)
-// and serves them from their own origin, where no script runs and no
-// cookie is set or read. Publishing arrives with the pages work; until
-// then the package holds nothing but this description.
+// Package pages publishes static snapshots of a directory (HTML, CSS,
+// images, fonts, PDFs) and serves them from their own origin, where no
+// script runs and no cookie is set or read. It refuses anything that could
+// leave the snapshot: paths out of it, links, special files, other types.
+//
+// It must not share an origin or cookies with the hub.
 package pages
