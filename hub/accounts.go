@@ -114,7 +114,14 @@ func (h *Hub) SetupURL() string {
 	if h.setupToken == "" || len(h.users()) > 0 {
 		return ""
 	}
-	return h.URL() + "/#/setup/" + h.setupToken
+	return h.WebURL() + "/#/setup/" + h.setupToken
+}
+
+// WebURL is the address to open the web app at. On loopback it is
+// "localhost": browsers treat it as a secure context, which the app's
+// __Host- cookie needs over plain HTTP.
+func (h *Hub) WebURL() string {
+	return strings.Replace(h.URL(), "://127.0.0.1:", "://localhost:", 1)
 }
 
 func (h *Hub) startWebSession(w http.ResponseWriter, u User) webSession {
