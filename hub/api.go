@@ -40,6 +40,7 @@ func (h *Hub) routes(admin bool) http.Handler {
 		"POST /api/v1/sessions":                               {member, h.postSession},
 		"GET /api/v1/sessions/{id}":                           {member, h.getSession},
 		"PATCH /api/v1/sessions/{id}":                         {member, h.patchSession},
+		"DELETE /api/v1/sessions/{id}":                        {member, h.deleteSession},
 		"POST /api/v1/sessions/{id}/messages":                 {member, h.postMessage},
 		"GET /api/v1/sessions/{id}/events":                    {member, h.getEvents},
 		"POST /api/v1/sessions/{id}/turns/{turn}/cancel":      {member, h.postCancel},
@@ -394,4 +395,45 @@ func (h *Hub) patchSession(w http.ResponseWriter, r *http.Request) {
 	}
 	h.runtime.Emit(s.ID, "session.renamed", map[string]string{"title": s.Title})
 	writeJSON(w, http.StatusOK, s)
+}
+
+// deleteSession ends a conversation: its work stops, its grants end on
+// the computers too, its pages are unpublished, its records go.
+func (h *Hub) deleteSession(w http.ResponseWriter, r *http.Request) {
+	s := h.session(w, r.PathValue("id"))
+	if s == nil {
+		return
+	}
+	if err := h.runtime.Forget(s.ID); err != nil {
+		h.log.Warn("stopping a deleted conversation's work", "session", s.ID, "err", err)
+	}
+	if err := h.store.Delete("session/" + s.ID); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not delete the conversation")
+		return
+	}
+	devices := map[string]bool{}
+	var keys []string
+	_ = h.store.Each("grant/"+s.ID+"/", func(key string, raw []byte) error {
+		keys = append(keys, key)
+		devices[key[strings.LastIndex(key, "/")+1:]] = true
+		return nil
+	})
+	for _, prefix := range []string{"turn/" + s.ID + "/", "job/" + s.ID + "/", "event/" + s.ID + "/"} {
+		_ = h.store.Each(prefix, func(key string, _ []byte) error {
+			keys = append(keys, key)
+			return nil
+		})
+	}
+	for _, k := range keys {
+		_ = h.store.Delete(k)
+	}
+	for dev := range devices {
+		h.pushGrants(dev)
+		h.checkLive(dev)
+	}
+	for _, pg := range h.pages.List(s.ID) {
+		_ = h.pages.Unpublish(pg.ID)
+	}
+	h.log.Info("conversation deleted", "session", s.ID, "by", who(r))
+	writeJSON(w, http.StatusOK, map[string]string{"deleted": s.ID})
 }

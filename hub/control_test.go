@@ -393,3 +393,32 @@ func TestDesktopAndLiveScreenUnderXvfb(t *testing.T) {
 		t.Fatal("no audit record for watching the screen")
 	}
 }
+
+// A grant cannot outlive its conversation: deleting the conversation ends
+// it on the computer too.
+func TestGrantsEndWithTheConversation(t *testing.T) {
+	p := startControlPair(t, func(c *hub.Config) { c.UnsafeSkipGrantCheck = true }, nil)
+	s := newConversation(t, p)
+	s.access(true, false)
+	if st := p.Runner.Status(); len(st.Grants) != 1 {
+		t.Fatalf("grants on the computer: %v", st.Grants)
+	}
+	if status, _, raw := s.a.do("DELETE", "/api/v1/sessions/"+s.id, nil); status != 200 {
+		t.Fatalf("delete: %d %s", status, raw)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for len(p.Runner.Status().Grants) != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := p.Runner.Status(); len(st.Grants) != 0 {
+		t.Fatalf("the computer still holds %v", st.Grants)
+	}
+	if status, _, _ := s.a.do("GET", "/api/v1/sessions/"+s.id, nil); status != 404 {
+		t.Fatalf("deleted conversation: %d", status)
+	}
+	// The computer holds no grant for it any more (above), and the API has
+	// no such conversation to act in.
+	if status, _, _ := s.act("browser.snapshot", nil); status != 404 {
+		t.Fatalf("action in a deleted conversation: %d", status)
+	}
+}

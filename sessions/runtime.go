@@ -645,6 +645,29 @@ func (r *Runtime) SessionContext(id string) context.Context {
 	return ls.ctx
 }
 
+// Forget stops all work in a session and drops what the runtime holds for
+// it; its stored records are the caller's to remove.
+func (r *Runtime) Forget(id string) error {
+	err := r.Kill(id)
+	r.mu.Lock()
+	ls := r.live[id]
+	delete(r.live, id)
+	if ls != nil {
+		delete(r.byTok, ls.token)
+	}
+	r.mu.Unlock()
+	if ls != nil {
+		ls.cancel()
+		ls.mu.Lock()
+		g := ls.group
+		ls.mu.Unlock()
+		if g != nil {
+			_ = g.Delete()
+		}
+	}
+	return err
+}
+
 // Close kills every session's work (the box is stopping).
 func (r *Runtime) Close() {
 	r.mu.Lock()
