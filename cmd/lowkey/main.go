@@ -29,7 +29,8 @@ var version = "0.1.0-dev"
 const usage = `lowkey — the box
 
 Usage:
-  lowkey hub [--data DIR] [--listen ADDR] [--pages-listen ADDR] [--name NAME] [--no-mdns] [--session-memory BYTES]
+  lowkey hub [--data DIR] [--listen ADDR] [--name NAME] [--no-mdns] [--session-memory BYTES]
+             [--pages-listen ADDR] [--pages-origin URL] [--tls-cert FILE --tls-key FILE]
   lowkey pair-code [--data DIR] [--ttl DURATION]   open a pairing window and print its code
   lowkey devices [--data DIR]                      list paired computers
   lowkey devices revoke [--data DIR] ID            unpair a computer now
@@ -38,8 +39,11 @@ Usage:
   lowkey secrets list|rm [--data DIR] [NAME]       list names, or remove one
   lowkey backup [--data DIR] FILE                  back the running box up (identity and store)
   lowkey restore [--data DIR] FILE                 fill an empty data directory from a backup
-  lowkey bench link [--json]                       raw pion vs the Lowkey link, side by side
-  lowkey demo [--once]                             a hub, a paired companion on this machine, sys.info
+  lowkey bench link|browser|live|sessions [--json] each measured beside its baseline in one run
+  lowkey bench load [--json]                       50 companions and 20 busy sessions on one box
+  lowkey bench soak [--minutes N]                  the box's whole life in a loop, errors and resources
+  lowkey demo [--once]                             a box and a paired computer on this machine: pairing,
+                                                   the link, the browser under a toggle, the web app
 
 The data directory is --data, else $LOWKEY_DATA, else ~/.local/share/lowkey.
 Admin commands talk to the running hub over DIR/hub.sock.
