@@ -39,7 +39,8 @@ Usage:
   lowkey secrets list|rm [--data DIR] [NAME]       list names, or remove one
   lowkey backup [--data DIR] FILE                  back the running box up (identity and store)
   lowkey restore [--data DIR] FILE                 fill an empty data directory from a backup
-  lowkey bench link|browser|live|sessions [--json] each measured beside its baseline in one run
+  lowkey bench link|browser|sessions [--json]      each measured beside its baseline in one run
+  lowkey bench live [--json]                       the live screen's frame rate (a private Xvfb)
   lowkey bench load [--json]                       50 companions and 20 busy sessions on one box
   lowkey bench soak [--minutes N]                  the box's whole life in a loop, errors and resources
   lowkey demo [--once]                             a box and a paired computer on this machine: pairing,
