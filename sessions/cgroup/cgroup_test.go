@@ -180,3 +180,27 @@ func TestKillTakesSetsidGrandchildrenAndSparesTheRest(t *testing.T) {
 		t.Fatalf("session still has %v", procs)
 	}
 }
+
+// A group someone left frozen is still emptied by Kill, and left thawed.
+func TestKillThawsAFrozenGroup(t *testing.T) {
+	m := manager(t)
+	if m.Mode() != "v1" {
+		t.Skip("the freezer file checked here is cgroup v1's")
+	}
+	g := session(t, m, "frozen", cgroup.Limits{MemoryBytes: 64 << 20, Pids: 16})
+	p := helper("sleep")
+	if err := g.Start(p); err != nil {
+		t.Fatal(err)
+	}
+	state := "/sys/fs/cgroup/freezer/" + g.Name() + "/freezer.state"
+	if err := os.WriteFile(state, []byte("FROZEN"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Wait()
+	if b, _ := os.ReadFile(state); strings.TrimSpace(string(b)) != "THAWED" {
+		t.Fatalf("the group is left %s", b)
+	}
+}

@@ -75,14 +75,15 @@ func (g *v1Group) OOMKills() uint64 {
 // Kill freezes the group so nothing forks while it is emptied, kills
 // every process, and thaws it so the kills are delivered.
 func (g *v1Group) Kill() error {
-	frozen := g.cg.Freeze() == nil
+	// Thawed whatever Freeze says: a freeze that gives up (a process stuck
+	// in the kernel) can leave the group frozen, and a frozen group never
+	// dies.
+	_ = g.cg.Freeze()
 	pids, _ := g.Procs()
 	for _, p := range pids {
 		_ = killPid(p)
 	}
-	if frozen {
-		_ = g.cg.Thaw()
-	}
+	_ = g.cg.Thaw()
 	return killProcs(g.Procs)
 }
 

@@ -92,10 +92,10 @@ func (g *v2Group) OOMKills() uint64 {
 
 func (g *v2Group) Kill() error {
 	if err := os.WriteFile(filepath.Join(v2Mount, g.name, "cgroup.kill"), []byte("1"), 0o644); err != nil {
-		// Kernels before 5.14 have no cgroup.kill.
-		if err := g.m.Freeze(); err == nil {
-			defer g.m.Thaw()
-		}
+		// Kernels before 5.14 have no cgroup.kill. Thawed whatever Freeze
+		// says, as on v1.
+		_ = g.m.Freeze()
+		defer g.m.Thaw()
 		pids, _ := g.Procs()
 		for _, p := range pids {
 			_ = killPid(p)
