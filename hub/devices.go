@@ -87,7 +87,22 @@ func (h *Hub) lookup(id string) (ed25519.PublicKey, error) {
 // brings a revoked computer back.
 func (h *Hub) addDevice(p *pairing.Peer) error {
 	d := Device{Peer: *p, PairedAt: time.Now().UTC(), Platform: p.Platform}
+	h.devMu.Lock()
+	defer h.devMu.Unlock()
 	return h.store.Put(deviceKey(p.ID), d)
+}
+
+// updatePaired changes a paired (not revoked) device's record; it does
+// nothing for a revoked one.
+func (h *Hub) updatePaired(id string, change func(*Device)) error {
+	h.devMu.Lock()
+	defer h.devMu.Unlock()
+	d, err := h.device(id)
+	if err != nil || d.Revoked {
+		return err
+	}
+	change(d)
+	return h.store.Put(deviceKey(id), d)
 }
 
 // Devices lists paired computers, revoked ones left out.
@@ -136,17 +151,21 @@ func (h *Hub) liveLink(id string) *live {
 // Revoke unpairs a computer: its live link closes now and it cannot
 // connect again.
 func (h *Hub) Revoke(id, reason string) error {
+	h.devMu.Lock()
 	d, err := h.device(id)
+	if err == nil && d.Revoked {
+		err = ErrNotFound
+	}
+	if err == nil {
+		d.Revoked, d.RevokedAt, d.RevokeReason = true, time.Now().UTC(), reason
+		err = h.store.Put(deviceKey(id), d)
+	}
+	h.devMu.Unlock()
 	if err != nil {
 		return err
 	}
-	if d.Revoked {
-		return ErrNotFound
-	}
-	d.Revoked, d.RevokedAt, d.RevokeReason = true, time.Now().UTC(), reason
-	if err := h.store.Put(deviceKey(id), d); err != nil {
-		return err
-	}
+	// A link being set up right now sees the record after it registers,
+	// and ends itself (handleLink); one registered already is ended here.
 	h.mu.Lock()
 	l := h.links[id]
 	delete(h.links, id)

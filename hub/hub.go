@@ -121,6 +121,9 @@ type Hub struct {
 
 	mu    sync.Mutex
 	links map[string]*live
+	// devMu orders read-modify-writes of device records: a late "last
+	// seen" must not write a revoked device back as paired.
+	devMu sync.Mutex
 	lives map[string]*liveRelay
 }
 

@@ -75,6 +75,18 @@ func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
 	if old != nil {
 		old.end()
 	}
+	// Revoked while the link was being set up: Revoke did not find it.
+	if now, err := h.device(devID); err != nil || now.Revoked {
+		h.mu.Lock()
+		if h.links[devID] == l {
+			delete(h.links, devID)
+		}
+		h.mu.Unlock()
+		conn.Bye("revoked", "this computer was unpaired from the box")
+		l.end()
+		conn.Wait()
+		return
+	}
 	h.log.Info("device online", "device", devID, "name", d.Peer.Name)
 	conn.Live.OnMessage(func(m webrtc.DataChannelMessage) { h.liveFrame(devID, m.Data) })
 	h.pushGrants(devID)
@@ -126,22 +138,15 @@ func (h *Hub) describe(id string, l *live) {
 	if json.Unmarshal(res.JSON, &info) != nil {
 		return
 	}
-	d, err := h.device(id)
-	if err != nil || d.Revoked {
-		return
-	}
 	caps, _ := json.Marshal(info.Capabilities)
-	d.Platform, d.Capabilities, d.LastSeen = info.OS+"/"+info.Arch, caps, time.Now().UTC()
-	_ = h.store.Put(deviceKey(id), d)
+	_ = h.updatePaired(id, func(d *Device) {
+		d.Platform, d.Capabilities, d.LastSeen = info.OS+"/"+info.Arch, caps, time.Now().UTC()
+	})
 }
 
 func (h *Hub) touch(id string, seen time.Time) {
-	d, err := h.device(id)
-	if err != nil || d.Revoked {
-		return
-	}
-	d.LastSeen = seen.UTC()
-	if err := h.store.Put(deviceKey(id), d); err != nil && !errors.Is(err, ErrNotFound) {
+	err := h.updatePaired(id, func(d *Device) { d.LastSeen = seen.UTC() })
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		h.log.Warn("could not save last seen", "device", id, "err", err)
 	}
 }
