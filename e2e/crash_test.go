@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // TestKillNineLosesNothingAcknowledged writes through the API while the
@@ -101,10 +103,21 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 			}
 		}
 	}
+	// A started turn's message is in its conversation's replay.
+	checked := 0
+	for _, a := range acked {
+		if a.turn == "" || checked == 20 {
+			continue
+		}
+		checked++
+		if !replayHasMessage(t, b.addr, token, a.session, a.turn) {
+			lost++
+		}
+	}
 	if lost > 0 {
 		t.Fatalf("%d of %d acknowledged writes are gone after kill -9", lost, len(acked))
 	}
-	t.Logf("%d acknowledged sessions (with their turns) survived kill -9", len(acked))
+	t.Logf("%d acknowledged sessions (with their turns, %d replays checked) survived kill -9", len(acked), checked)
 
 	// Back the live box up, restore it elsewhere: the same box.
 	file := filepath.Join(t.TempDir(), "box.backup")
@@ -132,4 +145,28 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 		}
 	}
 	_ = os.Remove(file)
+}
+
+// replayHasMessage reads a conversation's events from the start and says
+// whether the person's message of turn is among them.
+func replayHasMessage(t *testing.T, addr, token, session, turn string) bool {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/api/v1/sessions/"+session+"/events?since=0", http.Header{"Authorization": {"Bearer " + token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	for {
+		_ = ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+		var e struct {
+			Type, Turn string
+			Data       struct{ Role string }
+		}
+		if err := ws.ReadJSON(&e); err != nil {
+			return false
+		}
+		if e.Type == "message" && e.Turn == turn && e.Data.Role == "user" {
+			return true
+		}
+	}
 }

@@ -83,6 +83,26 @@ func (s *Store) Put(key string, v any) error {
 	return s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(key), b) })
 }
 
+// PutAll stores each value as JSON under its key, in one transaction.
+func (s *Store) PutAll(kv map[string]any) error {
+	enc := make(map[string][]byte, len(kv))
+	for k, v := range kv {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		enc[k] = b
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		for k, b := range enc {
+			if err := txn.Set([]byte(k), b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // Get loads the JSON at key into v.
 func (s *Store) Get(key string, v any) error {
 	return s.db.View(func(txn *badger.Txn) error {

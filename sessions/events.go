@@ -10,6 +10,8 @@ import (
 // Store is where sessions keep their records (the box's Badger store).
 type Store interface {
 	Put(key string, v any) error
+	// PutAll stores every key in one transaction.
+	PutAll(kv map[string]any) error
 	Get(key string, v any) error
 	Each(prefix string, fn func(key string, raw []byte) error) error
 	Delete(key string) error
@@ -31,18 +33,34 @@ func eventKey(session string, seq uint64) string {
 	return fmt.Sprintf("event/%s/%020d", session, seq)
 }
 
-// eventLog numbers, stores and fans out one session's events.
+// eventLog numbers, stores and fans out one session's events. Events
+// are written in batches (one disk sync for all that came in meanwhile)
+// and shown only once they are on disk: what a client was shown is
+// there after a crash, and a chatty worker is not held to one sync per
+// line.
 type eventLog struct {
 	store   Store
 	session string
 
-	mu   sync.Mutex
-	seq  uint64
-	subs map[chan Event]struct{}
+	mu      sync.Mutex
+	seq     uint64 // the last event numbered
+	saved   uint64 // the last event on disk, and shown
+	pending []Event
+	writing bool
+	moved   *sync.Cond // saved moved on
+	subs    map[chan Event]struct{}
 }
+
+const (
+	// An emitter that gets this far ahead of the disk waits for it.
+	maxPendingEvents = 4096
+	// Events written in one transaction.
+	eventBatch = 256
+)
 
 func openEventLog(store Store, session string) *eventLog {
 	l := &eventLog{store: store, session: session, subs: map[chan Event]struct{}{}}
+	l.moved = sync.NewCond(&l.mu)
 	_ = store.Each("event/"+session+"/", func(_ string, raw []byte) error {
 		var e Event
 		if json.Unmarshal(raw, &e) == nil && e.Seq > l.seq {
@@ -50,29 +68,73 @@ func openEventLog(store Store, session string) *eventLog {
 		}
 		return nil
 	})
+	l.saved = l.seq
 	return l
 }
 
-// emit stores an event before anyone sees it: what a client was shown is
-// on disk.
+// emit numbers an event and queues it for the disk; subscribers see it
+// once it is written. flush waits for that.
 func (l *eventLog) emit(typ, turn, job string, data any) Event {
 	raw, _ := json.Marshal(data)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for len(l.pending) >= maxPendingEvents {
+		l.moved.Wait()
+	}
 	l.seq++
 	e := Event{Seq: l.seq, Time: time.Now().UTC(), Type: typ, Turn: turn, Job: job, Data: raw}
-	_ = l.store.Put(eventKey(l.session, e.Seq), e)
-	for ch := range l.subs {
-		select {
-		case ch <- e:
-		default:
-			// A subscriber that cannot keep up is cut off; it reconnects
-			// with since= and replays from the store.
-			delete(l.subs, ch)
-			close(ch)
-		}
+	l.pending = append(l.pending, e)
+	if !l.writing {
+		l.writing = true
+		go l.drain()
 	}
 	return e
+}
+
+// drain writes queued events in batches, in order, and shows them.
+func (l *eventLog) drain() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for len(l.pending) > 0 {
+		batch := l.pending[:min(len(l.pending), eventBatch)]
+		l.mu.Unlock()
+		kv := make(map[string]any, len(batch))
+		for _, e := range batch {
+			kv[eventKey(l.session, e.Seq)] = e
+		}
+		_ = l.store.PutAll(kv)
+		l.mu.Lock()
+		l.pending = l.pending[len(batch):]
+		if len(l.pending) == 0 {
+			l.pending = nil
+		}
+		l.saved = batch[len(batch)-1].Seq
+	subs:
+		for ch := range l.subs {
+			for _, e := range batch {
+				select {
+				case ch <- e:
+				default:
+					// A subscriber that cannot keep up is cut off; it
+					// reconnects with since= and replays from the store.
+					delete(l.subs, ch)
+					close(ch)
+					continue subs
+				}
+			}
+		}
+		l.moved.Broadcast()
+	}
+	l.writing = false
+}
+
+// flush waits until every event numbered so far is on disk.
+func (l *eventLog) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for target := l.seq; l.saved < target; {
+		l.moved.Wait()
+	}
 }
 
 // Subscribe replays events after since, then streams new ones. The
@@ -80,8 +142,12 @@ func (l *eventLog) emit(typ, turn, job string, data any) Event {
 func (l *eventLog) subscribe(since uint64) (replay []Event, live chan Event, cancel func()) {
 	live = make(chan Event, 1024)
 	l.mu.Lock()
+	// Whatever was emitted before the call is in the replay.
+	for target := l.seq; l.saved < target; {
+		l.moved.Wait()
+	}
 	l.subs[live] = struct{}{}
-	last := l.seq
+	last := l.saved
 	l.mu.Unlock()
 	_ = l.store.Each("event/"+l.session+"/", func(_ string, raw []byte) error {
 		var e Event

@@ -109,6 +109,7 @@ type liveSession struct {
 	mu        sync.Mutex
 	group     cgroup.Group
 	turnGroup cgroup.Group // one turn runs at a time: its leaf is reused
+	turnOOMs  uint64       // the turn group's OOM kills so far
 	turn      *runningTurn
 	jobs      map[string]*runningJob
 	history   []historyItem
@@ -226,7 +227,9 @@ func (r *Runtime) groupOf(ls *liveSession) (cgroup.Group, error) {
 		_ = g.Delete()
 		return nil, fmt.Errorf("the session's turn group: %w", err)
 	}
-	ls.group, ls.turnGroup = g, tg
+	ls.group, ls.turnGroup, ls.turnOOMs = g, tg, tg.OOMKills()
+	// The working directory comes with the session, not with its turns.
+	_ = os.MkdirAll(filepath.Join(r.cfg.WorkDir, ls.s.ID), 0o700)
 	if msg := r.Budget(); msg != "" {
 		ls.events.emit("session.warning", "", "", map[string]string{"message": msg})
 	}
@@ -258,6 +261,7 @@ func (r *Runtime) Events(id string, since uint64) ([]Event, chan Event, func(), 
 func (r *Runtime) Emit(id, typ string, data any) {
 	if ls, err := r.session(id); err == nil {
 		ls.events.emit(typ, "", "", data)
+		ls.events.flush()
 	}
 }
 
@@ -290,10 +294,72 @@ func (r *Runtime) workerCommand(agent string) (*exec.Cmd, error) {
 		}
 		return exec.Command(r.cfg.WorkerBin, "agent", agent), nil
 	case strings.HasPrefix(agent, "exec:"):
-		return exec.Command("/bin/sh", "-c", strings.TrimPrefix(agent, "exec:")), nil
+		line := strings.TrimPrefix(agent, "exec:")
+		if argv := plainCommand(line); argv != nil {
+			return exec.Command(argv[0], argv[1:]...), nil
+		}
+		return exec.Command("/bin/sh", "-c", line), nil
 	}
 	return nil, fmt.Errorf("unknown agent runtime %q", agent)
 }
+
+// plainCommand splits a command line the shell would only split on
+// spaces (no quotes, variables, globs, redirections or builtins) into
+// its words, so it can run without a shell in between, as make does.
+// Anything else returns nil and goes through /bin/sh -c.
+func plainCommand(line string) []string {
+	for _, c := range line {
+		ok := c == ' ' || c == '/' || c == '.' || c == '_' || c == '-' || c == ',' || c == ':' || c == '+' || c == '@' || c == '%' || c == '=' ||
+			'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !ok {
+			return nil
+		}
+	}
+	argv := strings.Fields(line)
+	if len(argv) == 0 || strings.Contains(argv[0], "=") || shellBuiltins[argv[0]] {
+		return nil
+	}
+	path := lookWorkerPath(argv[0])
+	if path == "" {
+		return nil // the shell's "not found" message says it best
+	}
+	argv[0] = path
+	return argv
+}
+
+// workerPath is the PATH every turn and job gets.
+const workerPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// lookWorkerPath finds a program the way the worker's shell would.
+func lookWorkerPath(name string) string {
+	if strings.Contains(name, "/") {
+		if syscall.Access(name, 1) == nil {
+			return name
+		}
+		return ""
+	}
+	for _, dir := range filepath.SplitList(workerPath) {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && syscall.Access(p, 1) == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// shellBuiltins are the words a shell runs itself, not as a program.
+var shellBuiltins = map[string]bool{
+	".": true, ":": true, "alias": true, "break": true, "cd": true, "command": true, "continue": true,
+	"eval": true, "exec": true, "exit": true, "export": true, "getopts": true, "hash": true, "local": true,
+	"read": true, "readonly": true, "return": true, "set": true, "shift": true, "source": true, "times": true,
+	"trap": true, "type": true, "ulimit": true, "umask": true, "unalias": true, "unset": true, "wait": true,
+	"if": true, "then": true, "else": true, "elif": true, "fi": true, "case": true, "esac": true, "for": true,
+	"while": true, "until": true, "do": true, "done": true, "function": true, "select": true,
+}
+
+// pipeRoom is what a pipe surely holds with no reader (Linux's smallest
+// pipe buffer is one 4 KiB page; the default is 64 KiB).
+const pipeRoom = 4 << 10
 
 // StartTurn runs the agent on a new message.
 func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
@@ -319,6 +385,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 		ls.turn = nil
 		ls.mu.Unlock()
 		close(rt.done)
+		ls.events.flush()
 		return &rt.t, err
 	}
 	r.saveTurn(rt.t)
@@ -329,8 +396,8 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	}
 	ls.mu.Lock()
 	rt.group = ls.turnGroup
+	oomBefore := ls.turnOOMs
 	ls.mu.Unlock()
-	oomBefore := rt.group.OOMKills()
 	cmd, err := r.workerCommand(ls.s.Agent)
 	if err != nil {
 		return fail(err)
@@ -344,7 +411,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	cmd.Dir = work
 	// A clean environment: nothing of the box's own leaks into a turn.
 	cmd.Env = []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"PATH=" + workerPath,
 		"HOME=" + work, "LANG=C.UTF-8",
 		"LOWKEY_SESSION=" + id, "LOWKEY_TURN=" + rt.t.ID,
 		"LOWKEY_MCP_URL=" + r.cfg.MCPURL, "LOWKEY_CREDENTIALS_FILE=" + credFile,
@@ -355,16 +422,25 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	rt.stdin = stdin
 	rt.cmd = cmd
 	rt.ctx, rt.cancel = context.WithCancel(ls.ctx)
+	input, _ := json.Marshal(map[string]any{"session": id, "turn": rt.t.ID, "history": history, "message": text})
+	input = append(input, '\n')
+	// Input that fits the pipe is there before the worker looks for it;
+	// more is written as the worker reads.
+	early := len(input) <= pipeRoom
+	if early {
+		_, _ = stdin.Write(input)
+	}
 	if err := rt.group.Start(cmd); err != nil {
 		os.RemoveAll(credDir)
 		return fail(fmt.Errorf("could not start the agent: %w", err))
 	}
-	input, _ := json.Marshal(map[string]any{"session": id, "turn": rt.t.ID, "history": history, "message": text})
-	go func() {
-		rt.stdinMu.Lock()
-		_, _ = stdin.Write(append(input, '\n'))
-		rt.stdinMu.Unlock()
-	}()
+	if !early {
+		go func() {
+			rt.stdinMu.Lock()
+			_, _ = stdin.Write(input)
+			rt.stdinMu.Unlock()
+		}()
+	}
 	var reply strings.Builder
 	var outMu sync.Mutex
 	var wg sync.WaitGroup
@@ -394,9 +470,11 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 		os.RemoveAll(credDir)
 		// Whatever the agent left running in the turn's group goes with it.
 		_ = rt.group.Kill()
-		oom := rt.group.OOMKills() > oomBefore
+		ooms := rt.group.OOMKills()
+		oom := ooms > oomBefore
 		rt.cancel()
 		ls.mu.Lock()
+		ls.turnOOMs = ooms
 		t := rt.t
 		t.Reply = strings.TrimSpace(reply.String())
 		t.Ended = time.Now().UTC()
@@ -428,6 +506,9 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 		r.log.Info("turn ended", "session", id, "turn", t.ID, "state", t.State, "detail", t.Detail)
 		close(rt.done)
 	}()
+	// The answer to the message means it is on disk: the events of the
+	// start were written while the worker started.
+	ls.events.flush()
 	return &rt.t, nil
 }
 
@@ -658,6 +739,7 @@ func (r *Runtime) Forget(id string) error {
 	r.mu.Unlock()
 	if ls != nil {
 		ls.cancel()
+		ls.events.flush()
 		ls.mu.Lock()
 		g := ls.group
 		ls.mu.Unlock()
@@ -681,6 +763,9 @@ func (r *Runtime) Close() {
 		r.mu.Lock()
 		ls := r.live[id]
 		r.mu.Unlock()
+		if ls != nil {
+			ls.events.flush()
+		}
 		if ls != nil && ls.group != nil {
 			_ = ls.group.Delete()
 		}

@@ -45,8 +45,17 @@ func Sessions(ctx context.Context, rounds int, progress io.Writer) (*SessionsRep
 	if err := os.WriteFile(worker, []byte("#!/bin/sh\nread -r _\necho started\n"), 0o755); err != nil {
 		return nil, err
 	}
-	fmt.Fprintln(progress, "plain fork/exec")
-	var plain []time.Duration
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h, err := hub.Start(hub.Config{DataDir: filepath.Join(dir, "box"), Listen: "127.0.0.1:0", NoMDNS: true, Logger: quiet})
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	c := local.Client{Base: h.URL(), Token: h.Token()}
+	rep := &SessionsReport{Rounds: rounds}
+	// Rounds alternate, so a busy moment on the machine weighs on both.
+	fmt.Fprintln(progress, "plain fork/exec and turns (each in a fresh session), alternating")
+	var plain, turns []time.Duration
 	for range rounds {
 		cmd := exec.Command(worker)
 		cmd.Stdin = strings.NewReader("{}\n")
@@ -59,18 +68,7 @@ func Sessions(ctx context.Context, rounds int, progress io.Writer) (*SessionsRep
 		_, _ = out.Read(buf)
 		plain = append(plain, time.Since(t))
 		_ = cmd.Wait()
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := hub.Start(hub.Config{DataDir: filepath.Join(dir, "box"), Listen: "127.0.0.1:0", NoMDNS: true, Logger: quiet})
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	c := local.Client{Base: h.URL(), Token: h.Token()}
-	rep := &SessionsReport{Rounds: rounds}
-	fmt.Fprintln(progress, "turns, each in a fresh session")
-	var turns []time.Duration
-	for range rounds {
+
 		var s struct{ ID string }
 		if err := c.Do("POST", "/api/v1/sessions", map[string]string{"agent": "exec:" + worker}, &s); err != nil {
 			return nil, err

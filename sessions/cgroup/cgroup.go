@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -107,11 +109,87 @@ func probeWrite(dir string) error {
 	return os.Remove(probe)
 }
 
-// gate starts cmd stopped on a pipe read, so the caller can move it into
-// a group before it runs anything: v1 has no clone-into-cgroup. The
-// process is a shell that waits for one line, closes the pipe and execs
-// the real command.
+// gate starts cmd so that it runs nothing of its own before place has
+// put it in its group: v1 has no clone-into-cgroup. The child asks to be
+// traced and so stops right after its exec; it is placed, then let go.
+// Where tracing is not allowed (a seccomp profile that forbids ptrace),
+// a shell waits on a pipe instead, which costs one more exec.
 func gate(cmd *exec.Cmd, place func(pid int) error) error {
+	if !canTrace() {
+		return shellGate(cmd, place)
+	}
+	return traceGate(cmd, place)
+}
+
+var (
+	traceOnce sync.Once
+	traceOK   bool
+)
+
+// canTrace tries the trace gate once on /bin/true: a failed Start cannot
+// be retried on the same command, so the choice is made ahead.
+func canTrace() bool {
+	traceOnce.Do(func() {
+		cmd := exec.Command("/bin/true")
+		traceOK = traceGate(cmd, func(int) error { return nil }) == nil && cmd.Wait() == nil
+	})
+	return traceOK
+}
+
+func traceGate(cmd *exec.Cmd, place func(pid int) error) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Ptrace = true
+	// The tracer is the thread that forked: the detach must come from it.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	pid := cmd.Process.Pid
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(pid, &ws, syscall.WALL, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return fmt.Errorf("start gate: %w", err)
+		}
+		break
+	}
+	if !ws.Stopped() {
+		// Gone before it ran (reaped here): Wait only releases the pipes.
+		_ = cmd.Wait()
+		return fmt.Errorf("the process ended before it started (%v)", ws)
+	}
+	if err := place(pid); err != nil {
+		_ = cmd.Process.Kill()
+		_ = syscall.PtraceDetach(pid)
+		_ = cmd.Wait()
+		return err
+	}
+	if err := syscall.PtraceDetach(pid); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return fmt.Errorf("start gate: %w", err)
+	}
+	return nil
+}
+
+// shellGate starts cmd stopped on a pipe read: a shell waits for one
+// line, closes the pipe and execs the real command.
+func shellGate(cmd *exec.Cmd, place func(pid int) error) error {
+	if cmd.Err != nil {
+		return cmd.Err
+	}
+	// The shell would find out only after the start: ask first.
+	if err := syscall.Access(cmd.Path, 1); err != nil {
+		return &os.PathError{Op: "exec", Path: cmd.Path, Err: err}
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -119,10 +197,6 @@ func gate(cmd *exec.Cmd, place func(pid int) error) error {
 	defer r.Close()
 	fd := 3 + len(cmd.ExtraFiles)
 	cmd.ExtraFiles = append(cmd.ExtraFiles, r)
-	if cmd.Err != nil {
-		w.Close()
-		return cmd.Err
-	}
 	script := fmt.Sprintf(`read -r _ <&%[1]d; exec %[1]d<&-; exec "$@"`, fd)
 	cmd.Args = append([]string{"/bin/sh", "-c", script, "lowkey-worker", cmd.Path}, cmd.Args[1:]...)
 	cmd.Path = "/bin/sh"

@@ -204,3 +204,44 @@ func TestKillThawsAFrozenGroup(t *testing.T) {
 		t.Fatalf("the group is left %s", b)
 	}
 }
+
+// A process starts inside its group, with its arguments intact and not
+// left traced (a debugger in the session still works), through either
+// gate; a command that cannot start leaves nothing behind.
+func TestStartsInsideItsGroup(t *testing.T) {
+	m := manager(t)
+	for _, gate := range []string{"trace", "shell"} {
+		t.Run(gate, func(t *testing.T) {
+			if gate == "shell" {
+				cgroup.UseShellGate(t)
+			}
+			g := session(t, m, "start-"+gate, cgroup.Limits{MemoryBytes: 64 << 20, Pids: 16})
+			cmd := exec.Command("/bin/sh", "-c", `grep TracerPid /proc/self/status; cat /proc/self/cgroup; printf '%s|' "$@"`, "sh", "a b", "$HOME", "'q'")
+			out := &strings.Builder{}
+			cmd.Stdout = out
+			if err := g.Start(cmd); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			got := out.String()
+			if !strings.Contains(got, "TracerPid:\t0\n") {
+				t.Errorf("the process is still traced:\n%s", got)
+			}
+			if !strings.Contains(got, g.Name()+"\n") {
+				t.Errorf("the process is not in %s:\n%s", g.Name(), got)
+			}
+			if !strings.HasSuffix(got, "a b|$HOME|'q'|") {
+				t.Errorf("arguments changed on the way: %q", got)
+			}
+			missing := exec.Command("/nonexistent/worker")
+			if err := g.Start(missing); err == nil {
+				t.Fatal("a missing program started")
+			}
+			if procs, _ := g.Procs(); len(procs) != 0 {
+				t.Fatalf("%d processes left by a start that failed", len(procs))
+			}
+		})
+	}
+}

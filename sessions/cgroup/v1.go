@@ -2,9 +2,11 @@ package cgroup
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -59,7 +61,15 @@ func (g *v1Group) Child(name string) (Group, error) {
 }
 
 func (g *v1Group) Start(cmd *exec.Cmd) error {
-	return gate(cmd, func(pid int) error { return g.cg.AddProc(uint64(pid)) })
+	return gate(cmd, func(pid int) error {
+		id := []byte(strconv.Itoa(pid))
+		for _, sub := range []string{"memory", "pids", "freezer"} {
+			if err := os.WriteFile(filepath.Join(g.dir(sub), "cgroup.procs"), id, 0); err != nil {
+				return fmt.Errorf("cgroup v1 %s: %w", sub, err)
+			}
+		}
+		return nil
+	})
 }
 
 func (g *v1Group) dir(sub string) string { return filepath.Join(v1Mount, sub, g.name) }
