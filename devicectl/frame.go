@@ -63,7 +63,16 @@ func encodeSimple(typ byte, id uint64, payload []byte) []byte {
 }
 
 func encodeChunk(id uint64, index uint32, data []byte) []byte {
-	b := make([]byte, headerSize+4+len(data))
+	return encodeChunkInto(nil, id, index, data)
+}
+
+// encodeChunkInto encodes into buf when it is large enough.
+func encodeChunkInto(buf []byte, id uint64, index uint32, data []byte) []byte {
+	n := headerSize + 4 + len(data)
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	b := buf[:n]
 	b[0] = frameChunk
 	binary.BigEndian.PutUint64(b[1:], id)
 	binary.BigEndian.PutUint32(b[headerSize:], index)

@@ -11,6 +11,7 @@ import (
 	"hash"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -95,6 +96,10 @@ type Link struct {
 	closeMu sync.Once
 	wg      sync.WaitGroup
 
+	// lastSmall is when this side last answered a small call: while small
+	// calls come and go, less bulk is kept in flight ahead of them.
+	lastSmall atomic.Int64
+
 	mu       sync.Mutex
 	nextID   uint64
 	calls    map[uint64]*call
@@ -102,7 +107,8 @@ type Link struct {
 	served   map[uint64]context.CancelFunc
 	early    map[uint64]time.Time // cancels that overtook their request
 	jobs     []*bulkJob
-	shut     bool // closed: no new handlers
+	chunkBuf []byte // the writer's
+	shut     bool   // closed: no new handlers
 	rootCtx  context.Context
 	rootStop context.CancelFunc
 }
@@ -216,7 +222,7 @@ func (l *Link) writer() {
 			continue
 		default:
 		}
-		if l.bulk.BufferedAmount() < l.cfg.HighWater {
+		if l.bulk.BufferedAmount() < l.window() {
 			if b := l.nextChunk(); b != nil {
 				_ = l.bulk.Send(b)
 				continue
@@ -243,6 +249,19 @@ func (l *Link) writer() {
 	}
 }
 
+// smallWindow is the bulk kept in flight while small calls are answered.
+const smallWindow = 32 << 10
+
+// window is how much bulk may be buffered: smallWindow while
+// small calls are being answered (a small answer waits behind every bulk
+// byte in flight), all of it otherwise.
+func (l *Link) window() uint64 {
+	if time.Since(time.Unix(0, l.lastSmall.Load())) < 100*time.Millisecond {
+		return min(l.cfg.HighWater, smallWindow)
+	}
+	return l.cfg.HighWater
+}
+
 func (l *Link) nextChunk() []byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -256,7 +275,10 @@ func (l *Link) nextChunk() []byte {
 		return encodeSimple(frameEnd, j.id, j.sum.Sum(nil))
 	}
 	end := min(start+l.cfg.ChunkSize, len(j.blob))
-	b := encodeChunk(j.id, j.index, j.blob[start:end])
+	// The data channel copies what it is given before Send returns: one
+	// buffer serves every chunk.
+	l.chunkBuf = encodeChunkInto(l.chunkBuf, j.id, j.index, j.blob[start:end])
+	b := l.chunkBuf
 	j.sum.Write(j.blob[start:end])
 	j.index++
 	if len(l.jobs) > 1 {
@@ -501,6 +523,7 @@ func (l *Link) respond(id uint64, res *Result) {
 	if len(res.Blob) <= inlineMax {
 		h.blobHash = sha256.Sum256(res.Blob)
 		h.inline = res.Blob
+		l.lastSmall.Store(time.Now().UnixNano())
 		_ = l.sendCtl(encodeResponse(id, h))
 		return
 	}

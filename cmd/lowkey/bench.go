@@ -21,7 +21,7 @@ func runBench(args []string) error {
 		fs := newFlags("bench link", "lowkey bench link [--json] [--rounds N] [--bulk-runs N]")
 		asJSON := fs.Bool("json", false, "print one JSON object")
 		rounds := fs.Int("rounds", 2000, "100-byte echo round trips per side")
-		bulkRuns := fs.Int("bulk-runs", 5, "5 MiB transfers per side (the median is reported)")
+		bulkRuns := fs.Int("bulk-runs", 9, "5 MiB transfers per side (the median is reported)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -38,7 +38,7 @@ func runBench(args []string) error {
 		fmt.Printf("100-byte echo    raw pion p50 %7.1f µs  p99 %7.1f µs\n", rep.RawRTTP50us, rep.RawRTTP99us)
 		fmt.Printf("                 link     p50 %7.1f µs  p99 %7.1f µs   (p50 ratio %.2fx)\n", rep.LinkRTTP50us, rep.LinkRTTP99us, rep.RTTRatio)
 		fmt.Printf("5 MiB result     raw pion %7.1f ms  link %7.1f ms   (ratio %.2fx)\n", rep.Raw5MiBms, rep.Link5MiBms, rep.BulkRatio)
-		fmt.Printf("small call p99 during 5 MiB transfers: %.2f ms\n", rep.LinkRPCDuringBulkP99)
+		fmt.Printf("small call during 5 MiB transfers: p50 %.2f ms, p99 %.2f ms\n", rep.LinkRPCDuringBulkP50, rep.LinkRPCDuringBulkP99)
 		return nil
 	case "browser":
 		fs := newFlags("bench browser", "lowkey bench browser [--json] [--rounds N]")
