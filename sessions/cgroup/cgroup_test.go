@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/containerd/cgroups/v3"
 
 	"github.com/lowkeyhq/lowkey/internal/testenv"
 	"github.com/lowkeyhq/lowkey/sessions/cgroup"
@@ -32,8 +35,15 @@ func TestMain(m *testing.M) {
 		time.Sleep(time.Minute)
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	// The tests' root group, everywhere it may have been made.
+	for _, sub := range []string{"memory", "pids", "freezer", "unified", ""} {
+		_ = os.Remove(filepath.Join("/sys/fs/cgroup", sub, testRoot))
+	}
+	os.Exit(code)
 }
+
+var testRoot = "lowkey-test-" + strconv.Itoa(os.Getpid())
 
 func helper(kind string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0])
@@ -43,7 +53,7 @@ func helper(kind string) *exec.Cmd {
 
 func manager(t *testing.T) *cgroup.Manager {
 	t.Helper()
-	m := cgroup.Detect("lowkey-test-" + strconv.Itoa(os.Getpid()))
+	m := cgroup.Detect(testRoot)
 	if m.Mode() == "none" {
 		testenv.Missing(t, "cgroups ("+m.Unavailable()+")")
 	}
@@ -126,8 +136,11 @@ func TestForkBombStopsAtThePidsLimit(t *testing.T) {
 }
 
 func TestKillTakesSetsidGrandchildrenAndSparesTheRest(t *testing.T) {
-	m := manager(t)
-	s := session(t, m, "kill", cgroup.Limits{MemoryBytes: 256 << 20, Pids: 100})
+	testKill(t, manager(t), cgroup.Limits{MemoryBytes: 256 << 20, Pids: 100})
+}
+
+func testKill(t *testing.T, m *cgroup.Manager, l cgroup.Limits) {
+	s := session(t, m, "kill", l)
 	job, err := s.Child("job-1")
 	if err != nil {
 		t.Fatal(err)
@@ -244,4 +257,70 @@ func TestStartsInsideItsGroup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// On a hybrid machine (memory on v1, an unified tree beside it) the v2
+// way of starting, listing, killing and removing groups is exercised on
+// the unified tree; its memory and pids limits need a pure v2 machine,
+// where the tests above run on v2.
+func TestV2GroupsOnTheUnifiedTree(t *testing.T) {
+	if cgroups.Mode() != cgroups.Hybrid {
+		testenv.Missing(t, "a hybrid cgroup machine (on a pure v2 machine the other tests run on v2)")
+	}
+	unified := "/sys/fs/cgroup/unified"
+	if err := os.MkdirAll(filepath.Join(unified, testRoot), 0o755); err != nil {
+		testenv.Missing(t, "a writable unified cgroup tree ("+err.Error()+")")
+	}
+	m := cgroup.V2At(t, unified, testRoot)
+	t.Run("start", func(t *testing.T) {
+		g := session(t, m, "start", cgroup.Limits{})
+		out, err := startOutput(g, `cat /proc/self/cgroup`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "0::/"+g.Name()+"\n") {
+			t.Fatalf("the process was not born in %s:\n%s", g.Name(), out)
+		}
+	})
+	t.Run("kill", func(t *testing.T) { testKill(t, m, cgroup.Limits{}) })
+	t.Run("left over", func(t *testing.T) { testLeftOver(t, m, cgroup.Limits{}) })
+}
+
+// A session group left by a hub that died (its processes still running)
+// is emptied when the session is made again.
+func TestLeftOverGroupIsEmptied(t *testing.T) {
+	testLeftOver(t, manager(t), cgroup.Limits{MemoryBytes: 64 << 20, Pids: 16})
+}
+
+func testLeftOver(t *testing.T, m *cgroup.Manager, l cgroup.Limits) {
+	g, err := m.NewSession("left", l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan := helper("sleep")
+	if err := g.Start(orphan); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- orphan.Wait() }()
+	again := session(t, m, "left", l)
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the left-over process survived the session being made again")
+	}
+	if procs, _ := again.Procs(); len(procs) != 0 {
+		t.Fatalf("the new group holds %v", procs)
+	}
+}
+
+func startOutput(g cgroup.Group, script string) (string, error) {
+	cmd := exec.Command("/bin/sh", "-c", script)
+	out := &strings.Builder{}
+	cmd.Stdout = out
+	if err := g.Start(cmd); err != nil {
+		return "", err
+	}
+	err := cmd.Wait()
+	return out.String(), err
 }

@@ -8,3 +8,12 @@ func UseShellGate(t interface{ Cleanup(func()) }) {
 	traceOK = false
 	t.Cleanup(func() { traceOK = was })
 }
+
+// V2At makes groups on the unified tree mounted at mount, as on a pure
+// cgroup v2 machine, whatever controllers that tree offers.
+func V2At(t interface{ Cleanup(func()) }, mount, root string) *Manager {
+	was := v2Mount
+	v2Mount = mount
+	t.Cleanup(func() { v2Mount = was })
+	return &Manager{root: root, mode: "v2"}
+}

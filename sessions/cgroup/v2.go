@@ -12,7 +12,9 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup2"
 )
 
-const v2Mount = "/sys/fs/cgroup"
+// v2Mount is where the unified hierarchy is (a variable for the tests,
+// which use a hybrid machine's unified tree).
+var v2Mount = "/sys/fs/cgroup"
 
 type v2Group struct {
 	name string
@@ -46,7 +48,9 @@ func newV2(name string, l Limits) (Group, error) {
 	if l.Pids > 0 {
 		res.Pids = &cgroup2.Pids{Max: l.Pids}
 	}
-	if old, err := cgroup2.Load("/" + name); err == nil {
+	// A group left by a hub that died is emptied and made anew.
+	if _, err := os.Stat(filepath.Join(v2Mount, name)); err == nil {
+		old := &v2Group{name: name}
 		_ = old.Kill()
 		_ = removeTree(filepath.Join(v2Mount, name))
 	}
@@ -94,8 +98,10 @@ func (g *v2Group) Kill() error {
 	if err := os.WriteFile(filepath.Join(v2Mount, g.name, "cgroup.kill"), []byte("1"), 0o644); err != nil {
 		// Kernels before 5.14 have no cgroup.kill. Thawed whatever Freeze
 		// says, as on v1.
-		_ = g.m.Freeze()
-		defer g.m.Thaw()
+		if g.m != nil {
+			_ = g.m.Freeze()
+			defer g.m.Thaw()
+		}
 		pids, _ := g.Procs()
 		for _, p := range pids {
 			_ = killPid(p)
