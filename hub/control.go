@@ -104,6 +104,14 @@ func (h *Hub) putAccess(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", `give "browser" and/or "desktop" as true or false`)
 		return
 	}
+	// Toggles, revokes and pairings are ordered: a toggle never lands on a
+	// computer revoked meanwhile.
+	h.devMu.Lock()
+	if d, err := h.device(devID); err != nil || d.Revoked {
+		h.devMu.Unlock()
+		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(devID))
+		return
+	}
 	g, _ := h.grant(s.ID, devID)
 	var err error
 	g.Conversation, g.Device = s.ID, devID
@@ -119,6 +127,7 @@ func (h *Hub) putAccess(w http.ResponseWriter, r *http.Request) {
 	} else {
 		err = h.store.Delete(grantKey(s.ID, devID))
 	}
+	h.devMu.Unlock()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", "could not save the toggle")
 		return

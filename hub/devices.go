@@ -85,10 +85,13 @@ func (h *Hub) lookup(id string) (ed25519.PublicKey, error) {
 
 // addDevice pins a newly paired computer. Pairing again with the same keys
 // brings a revoked computer back.
+// A computer paired again starts with every toggle off, whatever it held
+// before.
 func (h *Hub) addDevice(p *pairing.Peer) error {
 	d := Device{Peer: *p, PairedAt: time.Now().UTC(), Platform: p.Platform}
 	h.devMu.Lock()
 	defer h.devMu.Unlock()
+	h.dropGrants(p.ID)
 	return h.store.Put(deviceKey(p.ID), d)
 }
 
@@ -160,6 +163,10 @@ func (h *Hub) Revoke(id, reason string) error {
 		d.Revoked, d.RevokedAt, d.RevokeReason = true, time.Now().UTC(), reason
 		err = h.store.Put(deviceKey(id), d)
 	}
+	if err == nil {
+		// Under the same lock as toggles: none can land after this.
+		h.dropGrants(id)
+	}
 	h.devMu.Unlock()
 	if err != nil {
 		return err
@@ -170,7 +177,6 @@ func (h *Hub) Revoke(id, reason string) error {
 	l := h.links[id]
 	delete(h.links, id)
 	h.mu.Unlock()
-	h.dropGrants(id)
 	if l != nil {
 		l.conn.Bye("revoked", "this computer was unpaired from the box ("+reason+")")
 		l.end()

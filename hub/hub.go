@@ -121,8 +121,9 @@ type Hub struct {
 
 	mu    sync.Mutex
 	links map[string]*live
-	// devMu orders read-modify-writes of device records: a late "last
-	// seen" must not write a revoked device back as paired.
+	// devMu orders read-modify-writes of device records and grants: a
+	// late "last seen" must not write a revoked device back as paired,
+	// nor a toggle land on a computer being revoked.
 	devMu sync.Mutex
 	lives map[string]*liveRelay
 }

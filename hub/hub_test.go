@@ -272,6 +272,46 @@ func revokeRound(t *testing.T) {
 	}
 }
 
+// A revoked computer keeps no toggle: one asked for after the revoke is
+// refused, and pairing the same computer again starts with everything
+// off, as a new pairing should.
+func TestRepairedComputerStartsWithTogglesOff(t *testing.T) {
+	p := startPair(t)
+	a := ownerAPI(t, p)
+	sid := newSession(t, a)
+	access := "/api/v1/sessions/" + sid + "/devices/" + p.DeviceID + "/access"
+	if status, _, raw := a.do("PUT", access, map[string]bool{"browser": true, "desktop": true}); status != 200 {
+		t.Fatalf("toggle on: %d %s", status, raw)
+	}
+	if status, _, raw := a.do("DELETE", "/api/v1/devices/"+p.DeviceID, nil); status != 200 {
+		t.Fatalf("revoke: %d %s", status, raw)
+	}
+	if status, _, raw := a.do("PUT", access, map[string]bool{"browser": true}); status != 404 {
+		t.Fatalf("a toggle for a revoked computer: %d %s", status, raw)
+	}
+	var code struct{ Code string }
+	if err := admin.New(hub.SocketPath(p.HubDir)).Do("POST", "/admin/pair-code", nil, &code); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := companion.Pair(ctx, p.State, p.Addr(), code.Code, "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	// Pinned before the computer got the box's keys: listed at once.
+	_, _, raw := a.do("GET", "/api/v1/devices", nil)
+	if !strings.Contains(string(raw), p.DeviceID) {
+		t.Fatalf("the computer is not paired again: %s", raw)
+	}
+	status, m, raw := a.do("GET", "/api/v1/sessions/"+sid, nil)
+	if status != 200 {
+		t.Fatalf("session: %d %s", status, raw)
+	}
+	if g, _ := m["grants"].([]any); len(g) != 0 {
+		t.Fatalf("the computer came back with toggles on: %v", g)
+	}
+}
+
 func TestCompanionUnpairTellsTheBox(t *testing.T) {
 	p := startPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

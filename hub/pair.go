@@ -23,7 +23,7 @@ func (h *Hub) handlePair(w http.ResponseWriter, r *http.Request) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 	defer cancel()
-	resp := &pairing.Responder{Identity: h.id, Name: h.cfg.Name, Window: h.window}
+	resp := &pairing.Responder{Identity: h.id, Name: h.cfg.Name, Window: h.window, Pin: h.addDevice}
 	peer, err := resp.Serve(ctx, wsconn.Pairing{C: c})
 	if err != nil {
 		level := h.log.Info
@@ -32,10 +32,6 @@ func (h *Hub) handlePair(w http.ResponseWriter, r *http.Request) {
 		}
 		_, _, failures, total, locked := h.window.State()
 		level("pairing attempt failed", "remote", r.RemoteAddr, "err", err, "window_failures", failures, "total_failures", total, "locked", locked)
-		return
-	}
-	if err := h.addDevice(peer); err != nil {
-		h.log.Error("could not save the paired computer", "err", err)
 		return
 	}
 	h.log.Info("computer paired", "device", peer.ID, "name", peer.Name, "platform", peer.Platform)

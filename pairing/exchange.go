@@ -304,6 +304,10 @@ type Responder struct {
 	Identity *Identity
 	Name     string
 	Window   *Window
+	// Pin, when set, stores the proven peer before the box's keys are
+	// sent: a computer that has its keys is already pinned, so it can
+	// link at once.
+	Pin func(*Peer) error
 }
 
 // Serve runs one exchange on c. On success the window's code is used up and
@@ -366,6 +370,12 @@ func (r *Responder) Serve(ctx context.Context, c Conn) (*Peer, error) {
 	sealed, err := r.Identity.sealKeys(k.sealB, k.transcript, "hub", r.Name, "")
 	if err != nil {
 		return nil, err
+	}
+	if r.Pin != nil {
+		if err := r.Pin(peer); err != nil {
+			_ = c.Send(ctx, errorMessage(err))
+			return nil, err
+		}
 	}
 	if err := c.Send(ctx, &Message{Type: "keys", Sealed: sealed}); err != nil {
 		return nil, err
