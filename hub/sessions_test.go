@@ -153,6 +153,41 @@ func TestRunawayTurnFailsAloneAtItsBudget(t *testing.T) {
 	es.until(30*time.Second, turnState(next, sessions.StateDone))
 }
 
+// A turn and a job run in sessions of their own, away from the box's
+// terminal: an agent cannot read the keyboard of whoever started the box.
+func TestWorkersHaveNoTerminalOfTheBox(t *testing.T) {
+	_, a := startBox(t, nil)
+	// pid (comm) state ppid pgrp session tty_nr ...
+	fields := func(stat string) []string {
+		if i := strings.LastIndex(stat, ")"); i >= 0 {
+			if f := strings.Fields(stat[i+1:]); len(f) >= 5 {
+				return f
+			}
+		}
+		t.Fatalf("not a stat line: %q", stat)
+		return nil
+	}
+	mine, _ := os.ReadFile("/proc/self/stat")
+	box := fields(string(mine))[3]
+	check := func(what, stat string) {
+		t.Helper()
+		if f := fields(stat); f[3] == box || f[4] != "0" {
+			t.Fatalf("%s shares the box's session %s or has a terminal: %q", what, box, stat)
+		}
+	}
+	sid := newAgentSession(t, a, map[string]any{"agent": "exec:cat /proc/self/stat"})
+	ev := follow(t, a, sid, 0)
+	turn := say(t, a, sid, "go")
+	ev.until(10*time.Second, turnState(turn, sessions.StateDone))
+	check("the turn", getTurn(t, a, sid, turn).Reply)
+
+	sid = newAgentSession(t, a, nil)
+	ev = follow(t, a, sid, 0)
+	turn = say(t, a, sid, "run cat /proc/self/stat")
+	ev.until(10*time.Second, turnState(turn, sessions.StateDone))
+	check("the job", getTurn(t, a, sid, turn).Reply)
+}
+
 func TestStopLevels(t *testing.T) {
 	_, a := startBox(t, nil)
 	sid := newAgentSession(t, a, nil)

@@ -108,6 +108,7 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 	cmd := exec.Command("/bin/sh", "-c", command)
 	cmd.Dir = cwd
 	cmd.Env = []string{"PATH=" + workerPath, "HOME=" + work, "LANG=C.UTF-8", "LOWKEY_SESSION=" + id}
+	detach(cmd)
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
 	if err := rj.group.Start(cmd); err != nil {

@@ -357,6 +357,16 @@ var shellBuiltins = map[string]bool{
 	"while": true, "until": true, "do": true, "done": true, "function": true, "select": true,
 }
 
+// detach starts cmd in a session of its own: no controlling terminal (an
+// agent cannot read or signal the terminal the box was started from) and
+// none of the box's terminal signals.
+func detach(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setsid = true
+}
+
 // pipeRoom is what a pipe surely holds with no reader (Linux's smallest
 // pipe buffer is one 4 KiB page; the default is 64 KiB).
 const pipeRoom = 4 << 10
@@ -416,6 +426,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 		"LOWKEY_SESSION=" + id, "LOWKEY_TURN=" + rt.t.ID,
 		"LOWKEY_MCP_URL=" + r.cfg.MCPURL, "LOWKEY_CREDENTIALS_FILE=" + credFile,
 	}
+	detach(cmd)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()

@@ -325,7 +325,9 @@ func (g *noGroup) Start(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
-	cmd.SysProcAttr.Setpgid = true
+	// Its own process group (a new session is one too), so the group can
+	// be signalled as a whole.
+	cmd.SysProcAttr.Setpgid = !cmd.SysProcAttr.Setsid
 	if err := cmd.Start(); err != nil {
 		return err
 	}
