@@ -99,6 +99,9 @@ type Link struct {
 	// lastSmall is when this side last answered a small call: while small
 	// calls come and go, less bulk is kept in flight ahead of them.
 	lastSmall atomic.Int64
+	// missedLow counts waits for the bulk buffer to drain that ended by
+	// the timer, not by the drain signal (a result then arrives late).
+	missedLow atomic.Int64
 
 	mu       sync.Mutex
 	nextID   uint64
@@ -108,6 +111,7 @@ type Link struct {
 	early    map[uint64]time.Time // cancels that overtook their request
 	jobs     []*bulkJob
 	chunkBuf []byte // the writer's
+	lowMark  uint64 // the writer's: the bulk channel's low threshold now
 	shut     bool   // closed: no new handlers
 	rootCtx  context.Context
 	rootStop context.CancelFunc
@@ -155,6 +159,7 @@ func NewLink(ctl, bulk *webrtc.DataChannel, cfg LinkConfig) *Link {
 		served: map[uint64]context.CancelFunc{}, early: map[uint64]time.Time{},
 		rootCtx: ctx, rootStop: stop,
 	}
+	l.lowMark = cfg.LowWater
 	bulk.SetBufferedAmountLowThreshold(cfg.LowWater)
 	bulk.OnBufferedAmountLow(func() { signal(l.low) })
 	ctl.OnMessage(func(m webrtc.DataChannelMessage) { l.receive(m.Data) })
@@ -222,7 +227,8 @@ func (l *Link) writer() {
 			continue
 		default:
 		}
-		if l.bulk.BufferedAmount() < l.window() {
+		window := l.window()
+		if l.bulk.BufferedAmount() < window {
 			if b := l.nextChunk(); b != nil {
 				_ = l.bulk.Send(b)
 				continue
@@ -236,6 +242,17 @@ func (l *Link) writer() {
 			}
 			continue
 		}
+		// Resume once the buffer has drained to half the window in force:
+		// the signal fires when the buffered amount falls below the
+		// threshold, so the threshold follows the window.
+		low := min(l.cfg.LowWater, window/2)
+		if low != l.lowMark {
+			l.lowMark = low
+			l.bulk.SetBufferedAmountLowThreshold(low)
+			if l.bulk.BufferedAmount() < window {
+				continue
+			}
+		}
 		select {
 		case <-l.closed:
 			return
@@ -245,6 +262,7 @@ func (l *Link) writer() {
 		case <-time.After(50 * time.Millisecond):
 			// A low-water signal can be lost when the channel reopens;
 			// looking again costs nothing.
+			l.missedLow.Add(1)
 		}
 	}
 }

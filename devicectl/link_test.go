@@ -231,6 +231,30 @@ func TestSmallCallDuringBulk(t *testing.T) {
 	}
 }
 
+// Results just over the inline size, each right after a small call (the
+// window is small then), move on the drain signal: none of them waits
+// for the writer's fallback timer.
+func TestMediumResultsAfterSmallCallsDoNotStall(t *testing.T) {
+	p, err := connect(t, echoHandler, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	const rounds = 20
+	for range rounds {
+		for _, n := range []int{100, 33 << 10, 100, 200 << 10} {
+			if _, err := p.hub.Link.Call(context.Background(), "echo", "", map[string]int{"bytes": n}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A SACK held up for 50 ms by a starved machine may make one; a lost
+	// signal makes one every round.
+	if n := p.comp.Link.missedLow.Load(); n > 2 {
+		t.Fatalf("%d of %d medium results waited for the fallback timer", n, 2*rounds)
+	}
+}
+
 func TestLinkRefusesWrongPinnedCertificate(t *testing.T) {
 	other, _ := pairing.NewIdentity()
 	_, err := connect(t, echoHandler, func(hc, cc *PeerConfig) { hc.PeerFingerprint = other.Fingerprint() })

@@ -106,25 +106,13 @@ func Browser(ctx context.Context, rounds int, progress io.Writer) (*BrowserRepor
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rep := &BrowserReport{Rounds: rounds}
 
-	fmt.Fprintln(progress, "direct: rod in this process")
+	fmt.Fprintln(progress, "direct: rod in this process; link: box → link → companion → rod")
 	b := browser.New(browser.Config{ProfileDir: filepath.Join(dir, "direct"), Headless: true, Logger: quiet})
 	defer b.Close()
 	direct := func(ctx context.Context, action string, args any) (*devicectl.Result, error) {
 		raw, _ := json.Marshal(args)
 		return b.Do(ctx, action, raw)
 	}
-	// One warm-up round each, not counted: the first launch dominates it.
-	if _, _, _, _, err := browserRounds(ctx, direct, srv.URL, 1); err != nil {
-		return nil, err
-	}
-	nav, click, shot, _, err := browserRounds(ctx, direct, srv.URL, rounds)
-	if err != nil {
-		return nil, err
-	}
-	rep.DirectNavigateSnapshotMS, rep.DirectClickMS, rep.DirectScreenshotMS = ms(percentile(nav, .5)), ms(percentile(click, .5)), ms(percentile(shot, .5))
-	_ = b.Close()
-
-	fmt.Fprintln(progress, "link: box → link → companion → rod")
 	p, err := local.Start(ctx, filepath.Join(dir, "pair"), local.Options{Logger: quiet, Companion: func(c *companion.Config) { c.Headless = true }})
 	if err != nil {
 		return nil, err
@@ -139,14 +127,29 @@ func Browser(ctx context.Context, rounds int, progress io.Writer) (*BrowserRepor
 		raw, _ := json.Marshal(args)
 		return p.Hub.Call(ctx, p.DeviceID, action, sess.ID, raw)
 	}
-	if _, _, _, _, err := browserRounds(ctx, linked, srv.URL, 1); err != nil {
-		return nil, err
+	// One warm-up round each, not counted: the first launch dominates it.
+	for _, do := range []doer{direct, linked} {
+		if _, _, _, _, err := browserRounds(ctx, do, srv.URL, 1); err != nil {
+			return nil, err
+		}
 	}
-	nav, click, shot, rep.ScreenshotBytes, err = browserRounds(ctx, linked, srv.URL, rounds)
-	if err != nil {
-		return nil, err
+	// Rounds alternate, so a busy moment on the machine weighs on both.
+	fmt.Fprintln(progress, "rounds, alternating")
+	var dNav, dClick, dShot, lNav, lClick, lShot []time.Duration
+	for range rounds {
+		nav, click, shot, _, err := browserRounds(ctx, direct, srv.URL, 1)
+		if err != nil {
+			return nil, err
+		}
+		dNav, dClick, dShot = append(dNav, nav...), append(dClick, click...), append(dShot, shot...)
+		nav, click, shot, rep.ScreenshotBytes, err = browserRounds(ctx, linked, srv.URL, 1)
+		if err != nil {
+			return nil, err
+		}
+		lNav, lClick, lShot = append(lNav, nav...), append(lClick, click...), append(lShot, shot...)
 	}
-	rep.LinkNavigateSnapshotMS, rep.LinkClickMS, rep.LinkScreenshotMS = ms(percentile(nav, .5)), ms(percentile(click, .5)), ms(percentile(shot, .5))
+	rep.DirectNavigateSnapshotMS, rep.DirectClickMS, rep.DirectScreenshotMS = ms(percentile(dNav, .5)), ms(percentile(dClick, .5)), ms(percentile(dShot, .5))
+	rep.LinkNavigateSnapshotMS, rep.LinkClickMS, rep.LinkScreenshotMS = ms(percentile(lNav, .5)), ms(percentile(lClick, .5)), ms(percentile(lShot, .5))
 	return rep, nil
 }
 
