@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -42,6 +44,17 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&m)
 		return resp.StatusCode, m
 	}
+	// Work that would outlive the box: a job still running when it dies.
+	if st, m := post("/api/v1/sessions", `{"title":"left running"}`); st != 201 {
+		t.Fatalf("session: %d", st)
+	} else if st, _ := post("/api/v1/sessions/"+m["id"].(string)+"/messages", `{"text":"start sleep 3172"}`); st != 201 {
+		t.Fatalf("message: %d", st)
+	}
+	for deadline := time.Now().Add(10 * time.Second); sleepers("3172") == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the job did not start")
+		}
+	}
 	for w := range 4 {
 		wg.Add(1)
 		go func() {
@@ -74,6 +87,16 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 		t.Fatalf("only %d writes were acknowledged before the kill", len(acked))
 	}
 	b = startBox(t, "", data, b.addr)
+	// The restarted box stops what its earlier life left running, and
+	// leaves no credentials file of it.
+	for deadline := time.Now().Add(5 * time.Second); sleepers("3172") > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a job of the box that died is still running after the restart")
+		}
+	}
+	if left, _ := filepath.Glob("/dev/shm/lowkey-box-*/*/credentials.json"); len(left) > 0 {
+		t.Fatalf("credentials files outlived the box that made them: %v", left)
+	}
 	get := func(base, path string) (int, map[string]any) {
 		req, _ := http.NewRequest("GET", base+path, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -169,4 +192,11 @@ func replayHasMessage(t *testing.T, addr, token, session, turn string) bool {
 			return true
 		}
 	}
+}
+
+// sleepers counts "sleep ARG" processes.
+func sleepers(arg string) int {
+	out, _ := exec.Command("pgrep", "-c", "-f", "^sleep "+arg+"$").Output()
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
 }

@@ -3,6 +3,8 @@ package sessions
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -163,7 +165,68 @@ func NewRuntime(cfg Config) *Runtime {
 	if cfg.Secrets == nil {
 		cfg.Secrets = func() map[string]string { return nil }
 	}
-	return &Runtime{cfg: cfg, log: cfg.Logger, live: map[string]*liveSession{}, byTok: map[string]string{}}
+	r := &Runtime{cfg: cfg, log: cfg.Logger, live: map[string]*liveSession{}, byTok: map[string]string{}}
+	r.cfg.SecretDir = r.boxSecretDir(cfg.SecretDir)
+	r.sweepGroups()
+	return r
+}
+
+// boxSecretDir makes this box's own directory for credential files under
+// base, named after its work directory, and empties it: files a box that
+// died (kill -9, power loss) could not remove go at its next start.
+// Another box's directory is never touched.
+func (r *Runtime) boxSecretDir(base string) string {
+	work, _ := filepath.Abs(r.cfg.WorkDir)
+	sum := sha256.Sum256([]byte(work))
+	dir := filepath.Join(base, "lowkey-box-"+hex.EncodeToString(sum[:8]))
+	_ = os.RemoveAll(dir)
+	err := os.Mkdir(dir, 0o700)
+	if err == nil {
+		err = ownedPrivateDir(dir)
+	}
+	if err != nil {
+		// Someone else holds the name: a fresh directory of our own.
+		if d, terr := os.MkdirTemp(base, "lowkey-box-"); terr == nil {
+			r.log.Warn("credentials directory taken; using a fresh one", "dir", dir, "err", err, "using", d)
+			return d
+		}
+		r.log.Warn("no private credentials directory; credentials files go straight under "+base, "err", err)
+		return base
+	}
+	return dir
+}
+
+// ownedPrivateDir checks dir is a real directory of this user's, 0700.
+func ownedPrivateDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || fi.Mode().Perm() != 0o700 || !ok || int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("%s is not a private directory of this user", dir)
+	}
+	return nil
+}
+
+// sweepGroups kills what a box that died left running in its sessions'
+// groups, and removes the groups: its agents do not outlive it.
+func (r *Runtime) sweepGroups() {
+	if r.cfg.Store == nil || r.cfg.Groups == nil {
+		return
+	}
+	var ids []string
+	_ = r.cfg.Store.Each("session/", func(key string, _ []byte) error {
+		ids = append(ids, strings.TrimPrefix(key, "session/"))
+		return nil
+	})
+	for _, id := range ids {
+		if n, err := r.cfg.Groups.Sweep(id); err != nil {
+			r.log.Warn("could not clear a session's group left from before", "session", id, "err", err)
+		} else if n > 0 {
+			r.log.Info("stopped processes left from before the box restarted", "session", id, "processes", n)
+		}
+	}
 }
 
 // ErrBusy: a turn is already running in the session.
@@ -761,8 +824,14 @@ func (r *Runtime) Forget(id string) error {
 	return err
 }
 
-// Close kills every session's work (the box is stopping).
+// Close kills every session's work (the box is stopping) and removes the
+// box's credentials directory.
 func (r *Runtime) Close() {
+	defer func() {
+		if r.cfg.SecretDir != "" && strings.HasPrefix(filepath.Base(r.cfg.SecretDir), "lowkey-box-") {
+			_ = os.RemoveAll(r.cfg.SecretDir)
+		}
+	}()
 	r.mu.Lock()
 	ids := make([]string, 0, len(r.live))
 	for id := range r.live {

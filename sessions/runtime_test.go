@@ -1,6 +1,8 @@
 package sessions
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -31,5 +33,44 @@ func TestExecRuntimeUsesTheShellOnlyWhenNeeded(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%s runs %q, want %q", agent, got, want)
 		}
+	}
+}
+
+// Each box keeps credential files in a private directory of its own. A
+// box that starts again clears what its earlier life left there (a crash
+// cannot clean up); another box's directory is left alone; stopping
+// removes it.
+func TestCredentialsDirectoryIsTheBoxsOwn(t *testing.T) {
+	base := t.TempDir()
+	a := NewRuntime(Config{WorkDir: filepath.Join(t.TempDir(), "work"), SecretDir: base})
+	b := NewRuntime(Config{WorkDir: filepath.Join(t.TempDir(), "work"), SecretDir: base})
+	if a.cfg.SecretDir == b.cfg.SecretDir || filepath.Dir(a.cfg.SecretDir) != base {
+		t.Fatalf("two boxes share %s / %s", a.cfg.SecretDir, b.cfg.SecretDir)
+	}
+	for _, r := range []*Runtime{a, b} {
+		fi, err := os.Stat(r.cfg.SecretDir)
+		if err != nil || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("%s: %v %v", r.cfg.SecretDir, fi.Mode(), err)
+		}
+		left := filepath.Join(r.cfg.SecretDir, "lowkey-cred-1", "credentials.json")
+		_ = os.MkdirAll(filepath.Dir(left), 0o700)
+		if err := os.WriteFile(left, []byte(`{"secrets":{"K":"v"}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a starts again after a crash: its leftovers go, b's stay.
+	again := NewRuntime(Config{WorkDir: a.cfg.WorkDir, SecretDir: base})
+	if again.cfg.SecretDir != a.cfg.SecretDir {
+		t.Fatalf("the box moved its directory: %s -> %s", a.cfg.SecretDir, again.cfg.SecretDir)
+	}
+	if _, err := os.Stat(filepath.Join(a.cfg.SecretDir, "lowkey-cred-1")); !os.IsNotExist(err) {
+		t.Fatalf("a crashed box's credentials survived its restart: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(b.cfg.SecretDir, "lowkey-cred-1", "credentials.json")); err != nil {
+		t.Fatalf("another box's credentials were touched: %v", err)
+	}
+	b.Close()
+	if _, err := os.Stat(b.cfg.SecretDir); !os.IsNotExist(err) {
+		t.Fatalf("a stopped box left its credentials directory: %v", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
 )
 
 // Limits of one session.
@@ -96,6 +97,36 @@ func (m *Manager) NewSession(id string, l Limits) (Group, error) {
 		return newV2(name, l)
 	}
 	return &noGroup{name: name}, nil
+}
+
+// Sweep kills every process left in a session's group (by a box that
+// died) and removes the group. It says how many processes it stopped.
+func (m *Manager) Sweep(id string) (int, error) {
+	var g Group
+	name := m.root + "/" + id
+	switch m.mode {
+	case "v1":
+		if _, err := os.Stat(filepath.Join(v1Mount, "memory", name)); err != nil {
+			return 0, nil
+		}
+		cg, err := cgroup1.Load(cgroup1.StaticPath("/"+name), cgroup1.WithHiearchy(v1Hierarchy))
+		if err != nil {
+			return 0, err
+		}
+		g = &v1Group{name: name, cg: cg}
+	case "v2":
+		if _, err := os.Stat(filepath.Join(v2Mount, name)); err != nil {
+			return 0, nil
+		}
+		g = &v2Group{name: name}
+	default:
+		return 0, nil
+	}
+	procs, _ := g.Procs()
+	if err := g.Kill(); err != nil {
+		return len(procs), err
+	}
+	return len(procs), g.Delete()
 }
 
 func probeWrite(dir string) error {
