@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/admin"
@@ -186,6 +187,86 @@ func TestWorkersHaveNoTerminalOfTheBox(t *testing.T) {
 	turn = say(t, a, sid, "run cat /proc/self/stat")
 	ev.until(10*time.Second, turnState(turn, sessions.StateDone))
 	check("the job", getTurn(t, a, sid, turn).Reply)
+}
+
+// A session's MCP token opens that session and no other: its tools act
+// on its own jobs only, and an unknown token is refused.
+func TestMCPTokenOpensOnlyItsSession(t *testing.T) {
+	_, a := startBox(t, nil)
+	type opened struct {
+		sid, token, url string
+	}
+	open := func() opened {
+		t.Helper()
+		// The worker shows what a turn is given: its token and the URL.
+		sid := newAgentSession(t, a, map[string]any{"agent": `exec:cat "$LOWKEY_CREDENTIALS_FILE"; echo; echo "$LOWKEY_MCP_URL"`})
+		ev := follow(t, a, sid, 0)
+		turn := say(t, a, sid, "go")
+		ev.until(10*time.Second, turnState(turn, sessions.StateDone))
+		lines := strings.Split(getTurn(t, a, sid, turn).Reply, "\n")
+		var creds struct {
+			MCPToken string `json:"mcp_token"`
+		}
+		if len(lines) < 2 || json.Unmarshal([]byte(lines[0]), &creds) != nil || creds.MCPToken == "" {
+			t.Fatalf("the turn's reply: %q", lines)
+		}
+		return opened{sid, creds.MCPToken, strings.TrimSpace(lines[len(lines)-1])}
+	}
+	one, two := open(), open()
+	connect := func(o opened, token string) (*mcp.ClientSession, error) {
+		c := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "1"}, nil)
+		return c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: o.url, DisableStandaloneSSE: true,
+			HTTPClient: &http.Client{Transport: bearerAuth{token}}}, nil)
+	}
+	call := func(cs *mcp.ClientSession, tool string, args any) string {
+		t.Helper()
+		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: tool, Arguments: args})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		for _, c := range res.Content {
+			if tc, ok := c.(*mcp.TextContent); ok {
+				out.WriteString(tc.Text)
+			}
+		}
+		return out.String()
+	}
+	cs1, err := connect(one, one.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs1.Close()
+	cs2, err := connect(two, two.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs2.Close()
+	card := call(cs1, "shell.run", map[string]any{"command": "echo from-one", "wait_seconds": 10})
+	if !strings.Contains(card, "from-one") {
+		t.Fatalf("shell.run: %s", card)
+	}
+	if got := call(cs2, "job.list", map[string]any{}); strings.Contains(got, "from-one") {
+		t.Fatalf("the second session's token sees the first one's job: %s", got)
+	}
+	if got := call(cs1, "job.list", map[string]any{}); !strings.Contains(got, "from-one") {
+		t.Fatalf("the first session does not see its own job: %s", got)
+	}
+	_, _, raw := a.do("GET", "/api/v1/sessions/"+two.sid, nil)
+	if strings.Contains(string(raw), "from-one") {
+		t.Fatalf("the job landed in the other session: %s", raw)
+	}
+	if _, err := connect(one, "not-a-token"); err == nil {
+		t.Fatal("an unknown token opened an MCP session")
+	}
+}
+
+type bearerAuth struct{ token string }
+
+func (b bearerAuth) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 func TestStopLevels(t *testing.T) {

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -19,22 +18,13 @@ import (
 // opens only its own session: each session gets a server whose tools act
 // on that session alone.
 func (r *Runtime) MCPHandler() http.Handler {
-	var mu sync.Mutex
-	servers := map[string]*mcp.Server{}
+	server := r.mcpServer()
 	h := mcp.NewStreamableHTTPHandler(func(req *http.Request) *mcp.Server {
 		tok, _ := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
-		id, ok := r.SessionForToken(tok)
-		if !ok {
+		if _, ok := r.SessionForToken(tok); !ok {
 			return nil
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if s := servers[id]; s != nil {
-			return s
-		}
-		s := r.mcpServer(id)
-		servers[id] = s
-		return s
+		return server
 	}, &mcp.StreamableHTTPOptions{Stateless: true})
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
@@ -84,17 +74,20 @@ type publishIn struct {
 	Dir string `json:"dir" jsonschema:"the directory to publish, relative to the session's working directory"`
 }
 
-func (r *Runtime) mcpServer(id string) *mcp.Server {
+// mcpServer is the one MCP server of the box. Its tools act on the
+// session the request's token opens (one server for all sessions: the
+// tool schemas are built once, not per session).
+func (r *Runtime) mcpServer() *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "lowkey", Version: "1"}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "device.list", Description: "The paired computers this conversation may drive, with the toggles that are on."},
-		func(ctx context.Context, _ *mcp.CallToolRequest, _ noIn) (*mcp.CallToolResult, any, error) {
+		forSession(r, func(ctx context.Context, id string, _ noIn) (*mcp.CallToolResult, any, error) {
 			if r.cfg.Devices == nil {
 				return textResult([]any{}), nil, nil
 			}
 			return textResult(r.cfg.Devices.List(id)), nil, nil
-		})
+		}))
 	mcp.AddTool(s, &mcp.Tool{Name: "device.action", Description: "Run one action on a paired computer (browser.* needs the browser toggle, screen.* the desktop toggle). Binary results (screenshots, files) come back base64-encoded."},
-		func(ctx context.Context, _ *mcp.CallToolRequest, in deviceActionIn) (*mcp.CallToolResult, any, error) {
+		forSession(r, func(ctx context.Context, id string, in deviceActionIn) (*mcp.CallToolResult, any, error) {
 			if r.cfg.Devices == nil {
 				return errResult(errors.New("no devices on this box")), nil, nil
 			}
@@ -118,9 +111,9 @@ func (r *Runtime) mcpServer(id string) *mcp.Server {
 				out["data_base64"] = base64.StdEncoding.EncodeToString(blob)
 			}
 			return textResult(out), nil, nil
-		})
+		}))
 	mcp.AddTool(s, &mcp.Tool{Name: "shell.run", Description: "Run a shell command on the box as a job in this session. Returns its run card: status, exit code, output tails."},
-		func(ctx context.Context, _ *mcp.CallToolRequest, in shellRunIn) (*mcp.CallToolResult, any, error) {
+		forSession(r, func(ctx context.Context, id string, in shellRunIn) (*mcp.CallToolResult, any, error) {
 			wait := 30 * time.Second
 			if in.WaitSeconds != nil {
 				wait = time.Duration(max(0, min(*in.WaitSeconds, 600))) * time.Second
@@ -130,21 +123,21 @@ func (r *Runtime) mcpServer(id string) *mcp.Server {
 				return errResult(err), nil, nil
 			}
 			return textResult(j), nil, nil
-		})
+		}))
 	mcp.AddTool(s, &mcp.Tool{Name: "job.list", Description: "This session's jobs and their run cards."},
-		func(ctx context.Context, _ *mcp.CallToolRequest, _ noIn) (*mcp.CallToolResult, any, error) {
+		forSession(r, func(ctx context.Context, id string, _ noIn) (*mcp.CallToolResult, any, error) {
 			return textResult(r.Jobs(id)), nil, nil
-		})
+		}))
 	mcp.AddTool(s, &mcp.Tool{Name: "job.stop", Description: "Stop a job and everything it started."},
-		func(ctx context.Context, _ *mcp.CallToolRequest, in jobIn) (*mcp.CallToolResult, any, error) {
+		forSession(r, func(ctx context.Context, id string, in jobIn) (*mcp.CallToolResult, any, error) {
 			j, err := r.StopJob(id, in.Job)
 			if err != nil {
 				return errResult(err), nil, nil
 			}
 			return textResult(j), nil, nil
-		})
+		}))
 	mcp.AddTool(s, &mcp.Tool{Name: "pages.publish", Description: "Publish a directory of static files (HTML, CSS, images, fonts, PDFs) as a page on its own origin; returns its URL. No script runs there."},
-		func(ctx context.Context, _ *mcp.CallToolRequest, in publishIn) (*mcp.CallToolResult, any, error) {
+		forSession(r, func(ctx context.Context, id string, in publishIn) (*mcp.CallToolResult, any, error) {
 			if r.cfg.Pages == nil {
 				return errResult(errors.New("this box publishes no pages")), nil, nil
 			}
@@ -161,17 +154,33 @@ func (r *Runtime) mcpServer(id string) *mcp.Server {
 				return errResult(err), nil, nil
 			}
 			return textResult(pg), nil, nil
-		})
+		}))
 	mcp.AddTool(s, &mcp.Tool{Name: "confirm", Description: "Ask the person a yes/no question before doing something sensitive. Answers yes, no or cancel; no answer in time is no."},
-		func(ctx context.Context, _ *mcp.CallToolRequest, in confirmIn) (*mcp.CallToolResult, any, error) {
+		forSession(r, func(ctx context.Context, id string, in confirmIn) (*mcp.CallToolResult, any, error) {
 			timeout := r.cfg.ConfirmTimeout
 			if in.TimeoutSeconds > 0 {
 				timeout = time.Duration(min(in.TimeoutSeconds, 3600)) * time.Second
 			}
 			answer := r.Confirm(ctx, id, "agent", in.Question, timeout)
 			return textResult(map[string]string{"answer": answer}), nil, nil
-		})
+		}))
 	return s
+}
+
+// forSession wraps a tool so it runs on the session its caller's token
+// opens.
+func forSession[In any](r *Runtime, f func(ctx context.Context, id string, in In) (*mcp.CallToolResult, any, error)) mcp.ToolHandlerFor[In, any] {
+	return func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, any, error) {
+		var tok string
+		if req != nil && req.Extra != nil {
+			tok, _ = strings.CutPrefix(req.Extra.Header.Get("Authorization"), "Bearer ")
+		}
+		id, ok := r.SessionForToken(tok)
+		if !ok {
+			return errResult(errors.New("this token opens no session")), nil, nil
+		}
+		return f(ctx, id, in)
+	}
 }
 
 // Confirm asks the person on the session's confirm card. A Cancel also
