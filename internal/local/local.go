@@ -105,11 +105,32 @@ func (p *Pair) Addr() string { return strings.TrimPrefix(p.Hub.URL(), "http://")
 // URL is the box's web address.
 func (p *Pair) URL() string { return p.Hub.URL() }
 
-// WaitLink waits for the companion's next link-up.
+// WaitLink waits for the companion's next link-up, and for the box to
+// count the computer online (the companion can see the link open a moment
+// before the box has taken it in).
 func (p *Pair) WaitLink(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
 	select {
 	case <-p.Runner.LinkUp():
-		return nil
+		for {
+			ds, err := p.Hub.Devices()
+			if err != nil {
+				return err
+			}
+			for _, d := range ds {
+				if d.ID == p.DeviceID && d.Online {
+					return nil
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the box did not count the computer online in %s", limit)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
 	case err := <-p.runDone:
 		p.runDone <- err
 		return fmt.Errorf("companion stopped: %w", err)
