@@ -182,8 +182,27 @@ func TestWebAppEndToEnd(t *testing.T) {
 	w.el("#message")
 	w.click(`input[data-toggle="browser"]`)
 	w.waitText(`on, by ada`, 5*time.Second)
+	// Note whenever the "agent acting" indicator shows.
+	w.page.MustEval(`() => { window.actingSeen = false; new MutationObserver(() => {
+		const i = document.querySelector(".acting"); if (i && !i.hidden) window.actingSeen = true;
+	}).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ["hidden"] }) }`)
 	w.say("open " + pageSrv.URL + " on laptop")
 	w.waitText(`Opened "Form"`, 30*time.Second)
+	// The indicator showed while the agent acted, and goes once its turn
+	// is over.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r := w.page.MustEval(`() => ({ seen: window.actingSeen, now: !document.querySelector(".acting").hidden, done: /\bdone\b/.test(document.body.innerText) })`)
+		if !r.Get("seen").Bool() {
+			t.Fatal("no indicator while the agent acted on the computer")
+		}
+		if r.Get("done").Bool() && !r.Get("now").Bool() {
+			break
+		}
+		if time.Now().After(deadline) {
+			w.shot("failed")
+			t.Fatal("the acting indicator stayed after the turn ended")
+		}
+	}
 	// The focus pane shows the page the agent opened.
 	deadline := time.Now().Add(15 * time.Second)
 	for {

@@ -211,6 +211,7 @@ async function showConversation(id) {
         t.status.textContent = d.state + (d.detail ? ": " + d.detail : "");
         t.status.className = "badge " + d.state;
         setRunning(e.turn, d.state);
+        if (d.state !== "running" && d.state !== "stalled") toggles.turnEnded(e.turn);
         break;
       }
       case "turn.output":
@@ -229,7 +230,7 @@ async function showConversation(id) {
       }
       case "device.action":
         thread.append(el("li", { class: "action " + d.outcome }, `${d.action} on ${deviceName(devices, d.device)}: ${d.outcome}${d.detail ? " (" + d.detail + ")" : ""}`));
-        toggles.acting(d.device, d);
+        toggles.acting(d.device, d, ((d.who || "").match(/\(turn (t-[0-9a-f]+)\)/) || [])[1]);
         if (d.outcome === "done" && d.action.startsWith("browser.") && d.action !== "browser.screenshot") focus.refresh(d.device);
         break;
       case "session.warning": banner.hidden = false; banner.textContent = d.message; break;
@@ -286,12 +287,21 @@ function deviceToggles(sid, devices, grants) {
   }
   return {
     node,
-    acting(device, d) {
+    // Shown while the agent's turn that acted runs (an agent action outside
+    // a turn: for 15 s). A person's own actions (the focus pane's
+    // screenshots) do not count.
+    acting(device, d, turn) {
       const r = rows[device];
-      if (!r || d.outcome !== "done") return;
+      if (!r || d.outcome !== "done" || !(d.who || "").startsWith("agent")) return;
       r.indicator.hidden = false;
+      r.turn = turn || null;
       clearTimeout(r.timer);
-      r.timer = setTimeout(() => { r.indicator.hidden = true; }, 15000);
+      if (!turn) r.timer = setTimeout(() => { r.indicator.hidden = true; }, 15000);
+    },
+    turnEnded(turn) {
+      for (const r of Object.values(rows)) {
+        if (r.turn === turn) { r.indicator.hidden = true; r.turn = null; }
+      }
     },
   };
 }
