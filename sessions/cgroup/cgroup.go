@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
-	"github.com/containerd/cgroups/v3/cgroup1"
 )
 
 // Limits of one session.
@@ -102,26 +101,18 @@ func (m *Manager) NewSession(id string, l Limits) (Group, error) {
 // Sweep kills every process left in a session's group (by a box that
 // died) and removes the group. It says how many processes it stopped.
 func (m *Manager) Sweep(id string) (int, error) {
-	var g Group
 	name := m.root + "/" + id
 	switch m.mode {
 	case "v1":
-		if _, err := os.Stat(filepath.Join(v1Mount, "memory", name)); err != nil {
-			return 0, nil
-		}
-		cg, err := cgroup1.Load(cgroup1.StaticPath("/"+name), cgroup1.WithHiearchy(v1Hierarchy))
-		if err != nil {
-			return 0, err
-		}
-		g = &v1Group{name: name, cg: cg}
+		return sweepV1(name)
 	case "v2":
-		if _, err := os.Stat(filepath.Join(v2Mount, name)); err != nil {
-			return 0, nil
-		}
-		g = &v2Group{name: name}
-	default:
-		return 0, nil
+		return sweepV2(name)
 	}
+	return 0, nil
+}
+
+// sweep empties a group and removes it.
+func sweep(g Group) (int, error) {
 	procs, _ := g.Procs()
 	if err := g.Kill(); err != nil {
 		return len(procs), err

@@ -38,16 +38,24 @@ func newV1(name string, l Limits) (Group, error) {
 		res.Pids = &specs.LinuxPids{Limit: &l.Pids}
 	}
 	// A group left by a hub that died is emptied and made anew.
-	if old, err := cgroup1.Load(cgroup1.StaticPath("/"+name), cgroup1.WithHiearchy(v1Hierarchy)); err == nil {
-		g := &v1Group{name: name, cg: old}
-		_ = g.Kill()
-		_ = g.Delete()
-	}
+	_, _ = sweepV1(name)
 	cg, err := cgroup1.New(cgroup1.StaticPath("/"+name), res, cgroup1.WithHiearchy(v1Hierarchy))
 	if err != nil {
 		return nil, err
 	}
 	return &v1Group{name: name, cg: cg}, nil
+}
+
+// sweepV1 empties and removes a group left from before, if there is one.
+func sweepV1(name string) (int, error) {
+	if _, err := os.Stat(filepath.Join(v1Mount, "memory", name)); err != nil {
+		return 0, nil
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath("/"+name), cgroup1.WithHiearchy(v1Hierarchy))
+	if err != nil {
+		return 0, err
+	}
+	return sweep(&v1Group{name: name, cg: cg})
 }
 
 func (g *v1Group) Name() string { return g.name }

@@ -49,11 +49,7 @@ func newV2(name string, l Limits) (Group, error) {
 		res.Pids = &cgroup2.Pids{Max: l.Pids}
 	}
 	// A group left by a hub that died is emptied and made anew.
-	if _, err := os.Stat(filepath.Join(v2Mount, name)); err == nil {
-		old := &v2Group{name: name}
-		_ = old.Kill()
-		_ = removeTree(filepath.Join(v2Mount, name))
-	}
+	_, _ = sweepV2(name)
 	m, err := cgroup2.NewManager(v2Mount, "/"+name, res)
 	if err != nil {
 		return nil, err
@@ -61,6 +57,14 @@ func newV2(name string, l Limits) (Group, error) {
 	// Children (turn, jobs) need the controllers too.
 	_ = os.WriteFile(filepath.Join(v2Mount, name, "cgroup.subtree_control"), []byte("+memory +pids"), 0o644)
 	return &v2Group{name: name, m: m}, nil
+}
+
+// sweepV2 empties and removes a group left from before, if there is one.
+func sweepV2(name string) (int, error) {
+	if _, err := os.Stat(filepath.Join(v2Mount, name)); err != nil {
+		return 0, nil
+	}
+	return sweep(&v2Group{name: name})
 }
 
 func (g *v2Group) Name() string { return g.name }
