@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+	"golang.org/x/sys/unix"
 )
 
 // Limits of one session.
@@ -188,6 +189,9 @@ func traceGate(cmd *exec.Cmd, place func(pid int) error) error {
 		_ = cmd.Wait()
 		return fmt.Errorf("the process ended before it started (%v)", ws)
 	}
+	// Should the box die right here, the process dies too rather than run
+	// outside its group.
+	_ = syscall.PtraceSetOptions(pid, unix.PTRACE_O_EXITKILL)
 	if err := place(pid); err != nil {
 		_ = cmd.Process.Kill()
 		_ = syscall.PtraceDetach(pid)
