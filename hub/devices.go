@@ -84,8 +84,7 @@ func (h *Hub) lookup(id string) (ed25519.PublicKey, error) {
 }
 
 // addDevice pins a newly paired computer. Pairing again with the same keys
-// brings a revoked computer back.
-// A computer paired again starts with every toggle off, whatever it held
+// brings a revoked computer back, with every toggle off whatever it held
 // before.
 func (h *Hub) addDevice(p *pairing.Peer) error {
 	d := Device{Peer: *p, PairedAt: time.Now().UTC(), Platform: p.Platform}

@@ -75,13 +75,7 @@ func (s *Store) Close() error {
 }
 
 // Put stores v as JSON under key.
-func (s *Store) Put(key string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(key), b) })
-}
+func (s *Store) Put(key string, v any) error { return s.PutAll(map[string]any{key: v}) }
 
 // PutAll stores each value as JSON under its key, in one transaction.
 func (s *Store) PutAll(kv map[string]any) error {

@@ -93,8 +93,7 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 	if err != nil {
 		return Job{}, err
 	}
-	work := filepath.Join(r.cfg.WorkDir, id)
-	_ = os.MkdirAll(work, 0o700)
+	work := r.workDir(id)
 	if cwd == "" {
 		cwd = work
 	} else if !filepath.IsAbs(cwd) {

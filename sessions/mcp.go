@@ -15,17 +15,11 @@ import (
 )
 
 // MCPHandler is the box's MCP server (streamable HTTP). A bearer token
-// opens only its own session: each session gets a server whose tools act
-// on that session alone.
+// opens only its own session: a request without a known token is refused
+// here, and each tool call acts on the session its token opens.
 func (r *Runtime) MCPHandler() http.Handler {
 	server := r.mcpServer()
-	h := mcp.NewStreamableHTTPHandler(func(req *http.Request) *mcp.Server {
-		tok, _ := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
-		if _, ok := r.SessionForToken(tok); !ok {
-			return nil
-		}
-		return server
-	}, &mcp.StreamableHTTPOptions{Stateless: true})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{Stateless: true})
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
 		if _, known := r.SessionForToken(tok); !ok || !known {
@@ -141,7 +135,7 @@ func (r *Runtime) mcpServer() *mcp.Server {
 			if r.cfg.Pages == nil {
 				return errResult(errors.New("this box publishes no pages")), nil, nil
 			}
-			work := filepath.Join(r.cfg.WorkDir, id)
+			work := r.workDir(id)
 			dir := filepath.Join(work, filepath.Clean("/"+in.Dir))
 			// A symlink on the way must not lead out of the session's files.
 			realWork, err1 := filepath.EvalSymlinks(work)

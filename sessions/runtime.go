@@ -97,6 +97,10 @@ type Runtime struct {
 	cfg Config
 	log *slog.Logger
 
+	// boxDir is the private credentials directory this box made ("" if it
+	// had to use SecretDir's base as it is); Close removes it.
+	boxDir string
+
 	mu    sync.Mutex
 	live  map[string]*liveSession
 	byTok map[string]string // MCP token → session
@@ -166,7 +170,9 @@ func NewRuntime(cfg Config) *Runtime {
 		cfg.Secrets = func() map[string]string { return nil }
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger, live: map[string]*liveSession{}, byTok: map[string]string{}}
-	r.cfg.SecretDir = r.boxSecretDir(cfg.SecretDir)
+	if r.boxDir = r.boxSecretDir(cfg.SecretDir); r.boxDir != "" {
+		r.cfg.SecretDir = r.boxDir
+	}
 	r.sweepGroups()
 	return r
 }
@@ -174,7 +180,7 @@ func NewRuntime(cfg Config) *Runtime {
 // boxSecretDir makes this box's own directory for credential files under
 // base, named after its work directory, and empties it: files a box that
 // died (kill -9, power loss) could not remove go at its next start.
-// Another box's directory is never touched.
+// Another box's directory is never touched. "" means none could be made.
 func (r *Runtime) boxSecretDir(base string) string {
 	work, _ := filepath.Abs(r.cfg.WorkDir)
 	sum := sha256.Sum256([]byte(work))
@@ -191,7 +197,7 @@ func (r *Runtime) boxSecretDir(base string) string {
 			return d
 		}
 		r.log.Warn("no private credentials directory; credentials files go straight under "+base, "err", err)
-		return base
+		return ""
 	}
 	return dir
 }
@@ -227,6 +233,14 @@ func (r *Runtime) sweepGroups() {
 			r.log.Info("stopped processes left from before the box restarted", "session", id, "processes", n)
 		}
 	}
+}
+
+// workDir is a session's working directory (its agents' HOME), made again
+// if an agent removed it.
+func (r *Runtime) workDir(id string) string {
+	dir := filepath.Join(r.cfg.WorkDir, id)
+	_ = os.MkdirAll(dir, 0o700)
+	return dir
 }
 
 // ErrBusy: a turn is already running in the session.
@@ -292,7 +306,7 @@ func (r *Runtime) groupOf(ls *liveSession) (cgroup.Group, error) {
 	}
 	ls.group, ls.turnGroup, ls.turnOOMs = g, tg, tg.OOMKills()
 	// The working directory comes with the session, not with its turns.
-	_ = os.MkdirAll(filepath.Join(r.cfg.WorkDir, ls.s.ID), 0o700)
+	r.workDir(ls.s.ID)
 	if msg := r.Budget(); msg != "" {
 		ls.events.emit("session.warning", "", "", map[string]string{"message": msg})
 	}
@@ -479,8 +493,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	if err != nil {
 		return fail(err)
 	}
-	work := filepath.Join(r.cfg.WorkDir, id)
-	_ = os.MkdirAll(work, 0o700)
+	work := r.workDir(id)
 	cmd.Dir = work
 	// A clean environment: nothing of the box's own leaks into a turn.
 	cmd.Env = []string{
@@ -828,8 +841,8 @@ func (r *Runtime) Forget(id string) error {
 // box's credentials directory.
 func (r *Runtime) Close() {
 	defer func() {
-		if r.cfg.SecretDir != "" && strings.HasPrefix(filepath.Base(r.cfg.SecretDir), "lowkey-box-") {
-			_ = os.RemoveAll(r.cfg.SecretDir)
+		if r.boxDir != "" {
+			_ = os.RemoveAll(r.boxDir)
 		}
 	}()
 	r.mu.Lock()

@@ -65,7 +65,7 @@ func Detect(root string) *Manager {
 		}
 	case cgroups.Legacy, cgroups.Hybrid:
 		m.mode = "v1"
-		for _, sub := range []string{"memory", "pids", "freezer"} {
+		for _, sub := range v1Subsystems {
 			if _, err := os.Stat(filepath.Join(v1Mount, sub)); err != nil {
 				m.mode, m.reason = "none", "cgroup v1 without the "+sub+" controller"
 				break

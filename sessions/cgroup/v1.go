@@ -14,6 +14,9 @@ import (
 
 const v1Mount = "/sys/fs/cgroup"
 
+// v1Subsystems are the hierarchies a v1 group lives in.
+var v1Subsystems = []string{"memory", "pids", "freezer"}
+
 // v1 groups live in three hierarchies: memory (the budget), pids (the
 // fork limit) and freezer (to kill a group without racing its forks).
 type v1Group struct {
@@ -71,7 +74,7 @@ func (g *v1Group) Child(name string) (Group, error) {
 func (g *v1Group) Start(cmd *exec.Cmd) error {
 	return gate(cmd, func(pid int) error {
 		id := []byte(strconv.Itoa(pid))
-		for _, sub := range []string{"memory", "pids", "freezer"} {
+		for _, sub := range v1Subsystems {
 			if err := os.WriteFile(filepath.Join(g.dir(sub), "cgroup.procs"), id, 0); err != nil {
 				return fmt.Errorf("cgroup v1 %s: %w", sub, err)
 			}
@@ -107,7 +110,7 @@ func (g *v1Group) Kill() error {
 
 func (g *v1Group) Delete() error {
 	var errs []error
-	for _, sub := range []string{"memory", "pids", "freezer"} {
+	for _, sub := range v1Subsystems {
 		errs = append(errs, removeTree(g.dir(sub)))
 	}
 	return errors.Join(errs...)
