@@ -21,8 +21,8 @@ const (
 
 const (
 	headerSize = 1 + 8
-	// respFixed is flags(1) jsonLen(4) blobSize(8) chunks(4) sha256(32).
-	respFixed = 1 + 4 + 8 + 4 + sha256.Size
+	// respFixed is flags(1) jsonLen(4) blobSize(8) sha256(32).
+	respFixed = 1 + 4 + 8 + sha256.Size
 	// MaxControlMessage bounds a control frame: requests, response headers
 	// with their JSON and inline blobs, notices.
 	MaxControlMessage = 256 << 10
@@ -30,6 +30,12 @@ const (
 	MaxResultSize = 256 << 20
 	// MaxChunkSize bounds one chunk frame's payload.
 	MaxChunkSize = 64 << 10
+)
+
+// Response flags.
+const (
+	flagErr     byte = 1
+	flagChunked byte = 2
 )
 
 // ErrBadFrame is a frame that does not decode.
@@ -47,7 +53,10 @@ type responseHeader struct {
 	isErr    bool
 	json     []byte
 	blobSize uint64
-	chunks   uint32
+	// chunked: the blob follows in chunk frames (their sizes vary: the
+	// sender makes them smaller while small calls are being answered)
+	// and then an end frame.
+	chunked bool
 	// blobHash is set for inline results; a chunked result's hash comes
 	// last, in its end frame, so hashing overlaps the transfer.
 	blobHash [sha256.Size]byte
@@ -86,12 +95,14 @@ func encodeResponse(id uint64, h *responseHeader) []byte {
 	binary.BigEndian.PutUint64(b[1:], id)
 	p := b[headerSize:]
 	if h.isErr {
-		p[0] = 1
+		p[0] |= flagErr
+	}
+	if h.chunked {
+		p[0] |= flagChunked
 	}
 	binary.BigEndian.PutUint32(p[1:], uint32(len(h.json)))
 	binary.BigEndian.PutUint64(p[5:], h.blobSize)
-	binary.BigEndian.PutUint32(p[13:], h.chunks)
-	copy(p[17:], h.blobHash[:])
+	copy(p[13:], h.blobHash[:])
 	b = append(b, h.json...)
 	return append(b, h.inline...)
 }
@@ -135,14 +146,14 @@ func decodeFrame(b []byte) (*frame, error) {
 			return nil, fmt.Errorf("%w: response of %d bytes", ErrBadFrame, len(p))
 		}
 		h := &f.resp
-		if p[0] > 1 {
+		if p[0]&^(flagErr|flagChunked) != 0 {
 			return nil, fmt.Errorf("%w: response flags %d", ErrBadFrame, p[0])
 		}
-		h.isErr = p[0] == 1
+		h.isErr = p[0]&flagErr != 0
+		h.chunked = p[0]&flagChunked != 0
 		jl := binary.BigEndian.Uint32(p[1:])
 		h.blobSize = binary.BigEndian.Uint64(p[5:])
-		h.chunks = binary.BigEndian.Uint32(p[13:])
-		copy(h.blobHash[:], p[17:respFixed])
+		copy(h.blobHash[:], p[13:respFixed])
 		rest := p[respFixed:]
 		if uint64(jl) > uint64(len(rest)) {
 			return nil, fmt.Errorf("%w: JSON length %d past the end", ErrBadFrame, jl)
@@ -151,14 +162,11 @@ func decodeFrame(b []byte) (*frame, error) {
 		if h.blobSize > MaxResultSize {
 			return nil, fmt.Errorf("%w: result of %d bytes is over the limit", ErrBadFrame, h.blobSize)
 		}
-		if len(h.inline) > 0 && (h.chunks != 0 || uint64(len(h.inline)) != h.blobSize) {
+		if h.chunked && (len(h.inline) > 0 || h.blobSize == 0 || h.isErr) {
+			return nil, fmt.Errorf("%w: a chunked result of %d bytes with %d inline", ErrBadFrame, h.blobSize, len(h.inline))
+		}
+		if !h.chunked && uint64(len(h.inline)) != h.blobSize {
 			return nil, fmt.Errorf("%w: inline result does not match its size", ErrBadFrame)
-		}
-		if h.chunks > 0 && (uint64(h.chunks) > h.blobSize || h.blobSize > uint64(h.chunks)*MaxChunkSize) {
-			return nil, fmt.Errorf("%w: %d chunks cannot carry %d bytes", ErrBadFrame, h.chunks, h.blobSize)
-		}
-		if len(h.inline) == 0 && h.chunks == 0 && h.blobSize != 0 {
-			return nil, fmt.Errorf("%w: result of %d bytes without chunks", ErrBadFrame, h.blobSize)
 		}
 	default:
 		return nil, fmt.Errorf("%w: type %d", ErrBadFrame, f.typ)

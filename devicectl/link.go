@@ -118,19 +118,24 @@ type Link struct {
 }
 
 type call struct {
-	done    chan struct{}
+	done chan struct{}
+	// result and err are set under the link's lock, before done closes.
+	result *Result
+	err    error
+
+	mu      sync.Mutex // the receiving state below
+	over    bool       // finished: later frames are ignored
 	hdr     *responseHeader
 	buf     []byte
 	next    uint32
 	sum     hash.Hash
 	endHash []byte
-	err     error
-	result  *Result
 }
 
 type bulkJob struct {
 	id    uint64
 	blob  []byte
+	off   int
 	index uint32
 	sum   hash.Hash
 }
@@ -227,9 +232,9 @@ func (l *Link) writer() {
 			continue
 		default:
 		}
-		window := l.window()
+		window, chunk := l.pace()
 		if l.bulk.BufferedAmount() < window {
-			if b := l.nextChunk(); b != nil {
+			if b := l.nextChunk(chunk); b != nil {
 				_ = l.bulk.Send(b)
 				continue
 			}
@@ -267,43 +272,53 @@ func (l *Link) writer() {
 	}
 }
 
-// smallWindow is the bulk kept in flight while small calls are answered.
-const smallWindow = 32 << 10
+// While small calls are being answered, bulk moves in small chunks with
+// little in flight: a small answer waits behind every bulk byte in flight
+// (up to the window plus one chunk), and each of those bytes costs CPU on
+// both sides while it waits.
+const (
+	smallWindow = 8 << 10
+	smallChunk  = 8 << 10
+)
 
-// window is how much bulk may be buffered: smallWindow while
-// small calls are being answered (a small answer waits behind every bulk
-// byte in flight), all of it otherwise.
-func (l *Link) window() uint64 {
+// pace is how much bulk may be buffered and how large the next chunk is:
+// small while small calls are being answered, large otherwise (each data
+// channel message costs a fixed amount of work, so large chunks move bulk
+// faster).
+func (l *Link) pace() (window uint64, chunk int) {
 	if time.Since(time.Unix(0, l.lastSmall.Load())) < 100*time.Millisecond {
-		return min(l.cfg.HighWater, smallWindow)
+		return min(l.cfg.HighWater, smallWindow), min(l.cfg.ChunkSize, smallChunk)
 	}
-	return l.cfg.HighWater
+	return l.cfg.HighWater, l.cfg.ChunkSize
 }
 
-func (l *Link) nextChunk() []byte {
+func (l *Link) nextChunk(size int) []byte {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if len(l.jobs) == 0 {
+		l.mu.Unlock()
 		return nil
 	}
 	j := l.jobs[0]
-	start := int(j.index) * l.cfg.ChunkSize
-	if start >= len(j.blob) {
+	if j.off >= len(j.blob) {
 		l.jobs = l.jobs[1:]
+		l.mu.Unlock()
 		return encodeSimple(frameEnd, j.id, j.sum.Sum(nil))
 	}
-	end := min(start+l.cfg.ChunkSize, len(j.blob))
-	// The data channel copies what it is given before Send returns: one
-	// buffer serves every chunk.
-	l.chunkBuf = encodeChunkInto(l.chunkBuf, j.id, j.index, j.blob[start:end])
-	b := l.chunkBuf
-	j.sum.Write(j.blob[start:end])
-	j.index++
 	if len(l.jobs) > 1 {
 		// Round robin, so one large result does not hold up another.
 		l.jobs = append(l.jobs[1:], j)
 	}
-	return b
+	l.mu.Unlock()
+	// Only this goroutine moves a job along, so the copy and the hash
+	// need no lock (and hold up no call while they run).
+	start, end := j.off, min(j.off+size, len(j.blob))
+	// The data channel copies what it is given before Send returns: one
+	// buffer serves every chunk.
+	l.chunkBuf = encodeChunkInto(l.chunkBuf, j.id, j.index, j.blob[start:end])
+	j.sum.Write(j.blob[start:end])
+	j.off = end
+	j.index++
+	return l.chunkBuf
 }
 
 // Call asks the peer to run an action and waits for its result. The
@@ -545,7 +560,7 @@ func (l *Link) respond(id uint64, res *Result) {
 		_ = l.sendCtl(encodeResponse(id, h))
 		return
 	}
-	h.chunks = uint32((len(res.Blob) + l.cfg.ChunkSize - 1) / l.cfg.ChunkSize)
+	h.chunked = true
 	if err := l.sendCtl(encodeResponse(id, h)); err != nil {
 		return
 	}
@@ -555,11 +570,26 @@ func (l *Link) respond(id uint64, res *Result) {
 	signal(l.wake)
 }
 
-func (l *Link) onResponse(f *frame) {
+// The receiving side of a call keeps its state under the call's own lock,
+// so that copying and hashing a chunk never holds up new calls, pings or
+// other results (a goroutine can be descheduled while holding a lock, and
+// then everyone waiting on it waits for the scheduler too). Lock order:
+// a call's lock, then the link's.
+
+func (l *Link) lookup(id uint64) *call {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c := l.calls[f.id]
-	if c == nil || c.hdr != nil {
+	return l.calls[id]
+}
+
+func (l *Link) onResponse(f *frame) {
+	c := l.lookup(f.id)
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hdr != nil {
 		return
 	}
 	h := f.resp
@@ -572,7 +602,7 @@ func (l *Link) onResponse(f *frame) {
 		l.finish(f.id, c, nil, &ae)
 		return
 	}
-	if h.chunks == 0 {
+	if !h.chunked {
 		if uint64(len(h.inline)) != h.blobSize || sha256.Sum256(h.inline) != h.blobHash {
 			l.finish(f.id, c, nil, fmt.Errorf("%w: inline result does not match its size or hash", ErrBadFrame))
 			return
@@ -580,37 +610,44 @@ func (l *Link) onResponse(f *frame) {
 		l.complete(f.id, c, h.inline)
 		return
 	}
-	if c.buf == nil {
-		c.buf = make([]byte, 0, h.blobSize)
-	}
 	l.maybeComplete(f.id, c)
 }
 
 func (l *Link) onEnd(f *frame) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	c := l.calls[f.id]
+	c := l.lookup(f.id)
 	if c == nil {
 		return
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.endHash = f.payload
 	l.maybeComplete(f.id, c)
 }
 
 func (l *Link) onChunk(f *frame) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	c := l.calls[f.id]
+	c := l.lookup(f.id)
 	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.over {
 		return
 	}
 	if f.index != c.next {
 		l.finish(f.id, c, nil, fmt.Errorf("%w: chunk %d arrived, expected %d", ErrBadFrame, f.index, c.next))
 		return
 	}
-	if uint64(len(c.buf)+len(f.payload)) > MaxResultSize || (c.hdr != nil && uint64(len(c.buf)+len(f.payload)) > c.hdr.blobSize) {
+	need := uint64(len(c.buf) + len(f.payload))
+	if need > MaxResultSize || (c.hdr != nil && need > c.hdr.blobSize) {
 		l.finish(f.id, c, nil, fmt.Errorf("%w: result longer than announced", ErrBadFrame))
 		return
+	}
+	if need > uint64(cap(c.buf)) && c.hdr != nil {
+		// Once: chunks usually arrive after their header.
+		buf := make([]byte, len(c.buf), c.hdr.blobSize)
+		copy(buf, c.buf)
+		c.buf = buf
 	}
 	c.buf = append(c.buf, f.payload...)
 	if c.sum == nil {
@@ -621,10 +658,11 @@ func (l *Link) onChunk(f *frame) {
 	l.maybeComplete(f.id, c)
 }
 
-// maybeComplete hands a chunked result over once the header, every chunk
-// and the end frame are in, and its size and hash check out.
+// maybeComplete hands a chunked result over once the header and the end
+// frame are in (chunks travel in order ahead of their end frame), and its
+// size and hash check out. The caller holds c.mu.
 func (l *Link) maybeComplete(id uint64, c *call) {
-	if c.hdr == nil || c.endHash == nil || c.next < c.hdr.chunks {
+	if c.over || c.hdr == nil || c.endHash == nil {
 		return
 	}
 	if uint64(len(c.buf)) != c.hdr.blobSize || c.sum == nil || !bytes.Equal(c.sum.Sum(nil), c.endHash) {
@@ -641,7 +679,16 @@ func (l *Link) complete(id uint64, c *call, blob []byte) {
 	l.finish(id, c, &Result{JSON: c.hdr.json, Blob: blob}, nil)
 }
 
+// finish hands a call its outcome, unless Close or the caller got there
+// first. The caller holds c.mu.
 func (l *Link) finish(id uint64, c *call, res *Result, err error) {
+	c.over = true
+	c.buf = nil
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.calls[id] != c {
+		return
+	}
 	delete(l.calls, id)
 	c.result, c.err = res, err
 	close(c.done)

@@ -2,6 +2,7 @@ package devicectl
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -305,7 +306,7 @@ func TestResultHashChecked(t *testing.T) {
 	l.calls[1] = c
 	blob := make([]byte, 40000)
 	_, _ = rand.Read(blob)
-	h := encodeResponse(1, &responseHeader{blobSize: uint64(len(blob)), chunks: 2})
+	h := encodeResponse(1, &responseHeader{blobSize: uint64(len(blob)), chunked: true})
 	f, err := decodeFrame(h)
 	if err != nil {
 		t.Fatal(err)
@@ -321,5 +322,58 @@ func TestResultHashChecked(t *testing.T) {
 	<-c.done
 	if !errors.Is(c.err, ErrBadFrame) || !bytes.Contains([]byte(c.err.Error()), []byte("hash")) {
 		t.Fatalf("got %v", c.err)
+	}
+}
+
+// Chunks vary in size (small while small calls are being answered) and
+// may reach the reader before their header, which travels on the other
+// channel: the result is whole either way.
+func TestResultFromChunksOfMixedSizesInAnyOrderWithItsHeader(t *testing.T) {
+	blob := make([]byte, 150000)
+	_, _ = rand.Read(blob)
+	sum := sha256.Sum256(blob)
+	cuts := []int{0, 8 << 10, 68 << 10, 76 << 10, 136 << 10, len(blob)}
+	for _, headerFirst := range []bool{true, false} {
+		l := &Link{calls: map[uint64]*call{}}
+		c := &call{done: make(chan struct{})}
+		l.calls[7] = c
+		header := func() {
+			f, err := decodeFrame(encodeResponse(7, &responseHeader{json: []byte(`{}`), blobSize: uint64(len(blob)), chunked: true}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.receive(encodeResponse(7, &f.resp))
+		}
+		if headerFirst {
+			header()
+		}
+		for i := 1; i < len(cuts); i++ {
+			l.receive(encodeChunk(7, uint32(i-1), blob[cuts[i-1]:cuts[i]]))
+			if i == 2 && !headerFirst {
+				header()
+			}
+		}
+		l.receive(encodeSimple(frameEnd, 7, sum[:]))
+		<-c.done
+		if c.err != nil || !bytes.Equal(c.result.Blob, blob) {
+			t.Fatalf("header first %v: err %v, %d bytes back", headerFirst, c.err, len(c.result.Blob))
+		}
+	}
+}
+
+// Right after a small answer, bulk moves in small chunks with little in
+// flight; a moment later, in large ones again.
+func TestBulkPaceFollowsSmallCalls(t *testing.T) {
+	l := &Link{cfg: LinkConfig{ChunkSize: DefaultChunkSize, HighWater: 128 << 10}}
+	if w, c := l.pace(); w != 128<<10 || c != DefaultChunkSize {
+		t.Fatalf("idle link: window %d chunk %d", w, c)
+	}
+	l.lastSmall.Store(time.Now().UnixNano())
+	if w, c := l.pace(); w != smallWindow || c != smallChunk {
+		t.Fatalf("after a small answer: window %d chunk %d", w, c)
+	}
+	l.lastSmall.Store(time.Now().Add(-time.Second).UnixNano())
+	if w, c := l.pace(); w != 128<<10 || c != DefaultChunkSize {
+		t.Fatalf("a second later: window %d chunk %d", w, c)
 	}
 }
