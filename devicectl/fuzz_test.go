@@ -11,7 +11,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add(encodeChunk(2, 0, []byte("data")))
 	f.Add(encodeResponse(3, &responseHeader{json: []byte(`{}`), blobSize: 3, inline: []byte("abc")}))
 	f.Add(encodeResponse(4, &responseHeader{blobSize: 100000, chunked: true}))
-	f.Add(encodeSimple(frameEnd, 4, make([]byte, 32)))
+	f.Add(encodeSimple(frameEnd, 4, make([]byte, 8)))
 	f.Add(encodeSimple(framePing, 5, make([]byte, 8)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := decodeFrame(b)
@@ -35,7 +35,7 @@ func FuzzDecodeFrame(f *testing.F) {
 // whole.
 func FuzzLinkReceive(f *testing.F) {
 	f.Add(encodeResponse(1, &responseHeader{blobSize: 70000, chunked: true}), encodeChunk(1, 0, make([]byte, 60000)), encodeChunk(1, 1, make([]byte, 10000)))
-	f.Add(encodeChunk(1, 5, []byte("x")), encodeSimple(frameEnd, 1, make([]byte, 32)), []byte{})
+	f.Add(encodeChunk(1, 5, []byte("x")), encodeSimple(frameEnd, 1, make([]byte, 8)), []byte{})
 	f.Fuzz(func(t *testing.T, a, b, c []byte) {
 		l := &Link{calls: map[uint64]*call{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		cl := &call{done: make(chan struct{})}

@@ -1,19 +1,17 @@
 package devicectl
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -123,13 +121,14 @@ type call struct {
 	result *Result
 	err    error
 
-	mu      sync.Mutex // the receiving state below
-	over    bool       // finished: later frames are ignored
-	hdr     *responseHeader
-	buf     []byte
-	next    uint32
-	sum     hash.Hash
-	endHash []byte
+	mu     sync.Mutex // the receiving state below
+	over   bool       // finished: later frames are ignored
+	hdr    *responseHeader
+	buf    []byte
+	next   uint32
+	sum    *xxhash.Digest
+	endSum uint64
+	ended  bool
 }
 
 type bulkJob struct {
@@ -137,7 +136,7 @@ type bulkJob struct {
 	blob  []byte
 	off   int
 	index uint32
-	sum   hash.Hash
+	sum   *xxhash.Digest
 }
 
 // NewLink wraps two negotiated data channels. It starts the writer at once;
@@ -302,7 +301,7 @@ func (l *Link) nextChunk(size int) []byte {
 	if j.off >= len(j.blob) {
 		l.jobs = l.jobs[1:]
 		l.mu.Unlock()
-		return encodeSimple(frameEnd, j.id, j.sum.Sum(nil))
+		return encodeSimple(frameEnd, j.id, binary.BigEndian.AppendUint64(nil, j.sum.Sum64()))
 	}
 	if len(l.jobs) > 1 {
 		// Round robin, so one large result does not hold up another.
@@ -554,7 +553,7 @@ func (l *Link) respond(id uint64, res *Result) {
 	}
 	h := &responseHeader{json: res.JSON, blobSize: uint64(len(res.Blob))}
 	if len(res.Blob) <= inlineMax {
-		h.blobHash = sha256.Sum256(res.Blob)
+		h.blobHash = checksum(res.Blob)
 		h.inline = res.Blob
 		l.lastSmall.Store(time.Now().UnixNano())
 		_ = l.sendCtl(encodeResponse(id, h))
@@ -565,7 +564,7 @@ func (l *Link) respond(id uint64, res *Result) {
 		return
 	}
 	l.mu.Lock()
-	l.jobs = append(l.jobs, &bulkJob{id: id, blob: res.Blob, sum: sha256.New()})
+	l.jobs = append(l.jobs, &bulkJob{id: id, blob: res.Blob, sum: newChecksum()})
 	l.mu.Unlock()
 	signal(l.wake)
 }
@@ -603,7 +602,7 @@ func (l *Link) onResponse(f *frame) {
 		return
 	}
 	if !h.chunked {
-		if uint64(len(h.inline)) != h.blobSize || sha256.Sum256(h.inline) != h.blobHash {
+		if uint64(len(h.inline)) != h.blobSize || checksum(h.inline) != h.blobHash {
 			l.finish(f.id, c, nil, fmt.Errorf("%w: inline result does not match its size or hash", ErrBadFrame))
 			return
 		}
@@ -620,7 +619,7 @@ func (l *Link) onEnd(f *frame) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.endHash = f.payload
+	c.endSum, c.ended = binary.BigEndian.Uint64(f.payload), true
 	l.maybeComplete(f.id, c)
 }
 
@@ -651,7 +650,7 @@ func (l *Link) onChunk(f *frame) {
 	}
 	c.buf = append(c.buf, f.payload...)
 	if c.sum == nil {
-		c.sum = sha256.New()
+		c.sum = newChecksum()
 	}
 	c.sum.Write(f.payload)
 	c.next++
@@ -662,10 +661,10 @@ func (l *Link) onChunk(f *frame) {
 // frame are in (chunks travel in order ahead of their end frame), and its
 // size and hash check out. The caller holds c.mu.
 func (l *Link) maybeComplete(id uint64, c *call) {
-	if c.over || c.hdr == nil || c.endHash == nil {
+	if c.over || c.hdr == nil || !c.ended {
 		return
 	}
-	if uint64(len(c.buf)) != c.hdr.blobSize || c.sum == nil || !bytes.Equal(c.sum.Sum(nil), c.endHash) {
+	if uint64(len(c.buf)) != c.hdr.blobSize || c.sum == nil || c.sum.Sum64() != c.endSum {
 		l.finish(id, c, nil, fmt.Errorf("%w: result of %d bytes does not match its size or hash", ErrBadFrame, len(c.buf)))
 		return
 	}
