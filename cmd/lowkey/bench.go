@@ -18,17 +18,18 @@ func runBench(args []string) error {
 	}
 	switch args[0] {
 	case "link":
-		fs := newFlags("bench link", "lowkey bench link [--json] [--rounds N] [--bulk-runs N]")
+		fs := newFlags("bench link", "lowkey bench link [--json] [--rounds N] [--bulk-runs N] [--isolated N]")
 		asJSON := fs.Bool("json", false, "print one JSON object")
 		rounds := fs.Int("rounds", 2000, "100-byte echo round trips per side")
-		bulkRuns := fs.Int("bulk-runs", 9, "5 MiB transfers per side (the median is reported)")
+		bulkRuns := fs.Int("bulk-runs", 21, "5 MiB transfers per side (the median is reported)")
+		isolated := fs.Int("isolated", 40, "small calls during transfers, each after a quiet spell of 150 ms")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		ctx, stop := signalContext()
 		defer stop()
 		var progress io.Writer = os.Stderr
-		rep, err := bench.Link(ctx, bench.LinkOptions{Rounds: *rounds, BulkRuns: *bulkRuns, Progress: progress})
+		rep, err := bench.Link(ctx, bench.LinkOptions{Rounds: *rounds, BulkRuns: *bulkRuns, Isolated: *isolated, Progress: progress})
 		if err != nil {
 			return err
 		}
@@ -39,6 +40,7 @@ func runBench(args []string) error {
 		fmt.Printf("                 link     p50 %7.1f µs  p99 %7.1f µs   (p50 ratio %.2fx)\n", rep.LinkRTTP50us, rep.LinkRTTP99us, rep.RTTRatio)
 		fmt.Printf("5 MiB result     raw pion %7.1f ms  link %7.1f ms   (ratio %.2fx)\n", rep.Raw5MiBms, rep.Link5MiBms, rep.BulkRatio)
 		fmt.Printf("small call during 5 MiB transfers: p50 %.2f ms, p99 %.2f ms\n", rep.LinkRPCDuringBulkP50, rep.LinkRPCDuringBulkP99)
+		fmt.Printf("  each after a quiet spell (%d calls): p50 %.2f ms, max %.2f ms\n", rep.IsolatedCalls, rep.LinkRPCIsolatedP50, rep.LinkRPCIsolatedMax)
 		return nil
 	case "browser":
 		fs := newFlags("bench browser", "lowkey bench browser [--json] [--rounds N]")

@@ -24,16 +24,23 @@ type LinkReport struct {
 	Link5MiBms           float64 `json:"link_5mib_ms"`
 	LinkRPCDuringBulkP50 float64 `json:"link_rpc_during_bulk_p50_ms"`
 	LinkRPCDuringBulkP99 float64 `json:"link_rpc_during_bulk_p99_ms"`
+	// Isolated: each small call after a quiet spell, so that it meets a
+	// transfer moving at full pace (the link has not yet made room for
+	// small calls).
+	LinkRPCIsolatedP50 float64 `json:"link_rpc_isolated_during_bulk_p50_ms"`
+	LinkRPCIsolatedMax float64 `json:"link_rpc_isolated_during_bulk_max_ms"`
 	RTTRatio             float64 `json:"rtt_p50_ratio"`
 	BulkRatio            float64 `json:"bulk_5mib_ratio"`
 	Rounds               int     `json:"rounds"`
 	BulkRuns             int     `json:"bulk_runs"`
+	IsolatedCalls        int     `json:"isolated_calls"`
 }
 
 // LinkOptions bound the run.
 type LinkOptions struct {
 	Rounds   int // echo round trips per side
 	BulkRuns int // 5 MiB transfers per side (median)
+	Isolated int // small calls, each after a quiet spell, during transfers
 	Progress io.Writer
 }
 
@@ -44,13 +51,16 @@ func Link(ctx context.Context, o LinkOptions) (*LinkReport, error) {
 		o.Rounds = 2000
 	}
 	if o.BulkRuns <= 0 {
-		o.BulkRuns = 9
+		o.BulkRuns = 21
+	}
+	if o.Isolated <= 0 {
+		o.Isolated = 40
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
 	const size = 5 << 20
-	rep := &LinkReport{Rounds: o.Rounds, BulkRuns: o.BulkRuns}
+	rep := &LinkReport{Rounds: o.Rounds, BulkRuns: o.BulkRuns, IsolatedCalls: o.Isolated}
 
 	fmt.Fprintln(o.Progress, "raw pion: connecting")
 	raw, err := newRawPair(ctx)
@@ -149,11 +159,25 @@ func Link(ctx context.Context, o LinkOptions) (*LinkReport, error) {
 		during = append(during, time.Since(t))
 		time.Sleep(2 * time.Millisecond)
 	}
+	fmt.Fprintln(o.Progress, "lowkey link: small calls after a quiet spell, during 5 MiB transfers")
+	var isolated []time.Duration
+	for range o.Isolated {
+		// Past the link's 100 ms memory of small calls.
+		time.Sleep(150 * time.Millisecond)
+		t := time.Now()
+		if err := call(ctx, 100); err != nil {
+			stopBulk()
+			wg.Wait()
+			return nil, err
+		}
+		isolated = append(isolated, time.Since(t))
+	}
 	stopBulk()
 	wg.Wait()
 	if bulkErr != nil {
 		return nil, bulkErr
 	}
+	rep.LinkRPCIsolatedP50, rep.LinkRPCIsolatedMax = ms(percentile(isolated, .5)), ms(percentile(isolated, 1))
 	rep.LinkRPCDuringBulkP99 = ms(percentile(during, .99))
 	rep.LinkRPCDuringBulkP50 = ms(percentile(during, .5))
 	rep.RTTRatio = rep.LinkRTTP50us / rep.RawRTTP50us
