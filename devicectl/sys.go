@@ -35,6 +35,19 @@ type EchoResult struct {
 	Bytes int `json:"bytes"`
 }
 
+// EchoBytes is sys.echo's answer of n bytes: a fresh buffer holding a
+// repeating 0..255 pattern.
+func EchoBytes(n int) []byte {
+	blob := make([]byte, n)
+	for i := range min(len(blob), 256) {
+		blob[i] = byte(i)
+	}
+	for k := 256; k < len(blob); k *= 2 {
+		copy(blob[k:], blob[:k])
+	}
+	return blob
+}
+
 // FindBrowser returns the Chromium to use: the given path if it exists,
 // else the first system browser found. It never downloads one.
 func FindBrowser(given string) string {
@@ -72,15 +85,8 @@ func SysHandler(version string, probe func() map[Capability]Availability) Handle
 			if a.Bytes < 0 || a.Bytes > MaxEcho {
 				return nil, &ActionError{Code: "bad_args", Message: fmt.Sprintf("sys.echo: bytes must be between 0 and %d", MaxEcho)}
 			}
-			blob := make([]byte, a.Bytes)
-			for i := range min(len(blob), 256) {
-				blob[i] = byte(i)
-			}
-			for n := 256; n < len(blob); n *= 2 {
-				copy(blob[n:], blob[:n])
-			}
 			b, _ := json.Marshal(EchoResult{Bytes: a.Bytes})
-			return &Result{JSON: b, Blob: blob}, nil
+			return &Result{JSON: b, Blob: EchoBytes(a.Bytes)}, nil
 		}
 		return nil, &ActionError{Code: "unknown_action", Message: "this computer does not know the action " + req.Action}
 	}

@@ -124,8 +124,9 @@ func (p *rawPair) echoRTT(n, rounds int) ([]time.Duration, error) {
 	return out, nil
 }
 
-// bulk: a asks, b sends size bytes in chunks with the same flow control as
-// the link (1 MiB high water, 512 KiB low), a waits for the last byte.
+// bulk: a asks, b makes size bytes the way sys.echo does and sends them in
+// chunks (1 MiB high water, 512 KiB low, as pion's examples do), a waits
+// for the last byte.
 func (p *rawPair) bulk(size, chunk int) (time.Duration, error) {
 	got := 0
 	done := make(chan struct{}, 1)
@@ -137,9 +138,9 @@ func (p *rawPair) bulk(size, chunk int) (time.Duration, error) {
 		default:
 		}
 	})
-	blob := make([]byte, size)
 	p.db.OnMessage(func(webrtc.DataChannelMessage) {
 		go func() {
+			blob := devicectl.EchoBytes(size)
 			for off := 0; off < size; off += chunk {
 				for p.db.BufferedAmount() >= 1<<20 {
 					select {
