@@ -29,11 +29,11 @@ type LinkReport struct {
 	// small calls).
 	LinkRPCIsolatedP50 float64 `json:"link_rpc_isolated_during_bulk_p50_ms"`
 	LinkRPCIsolatedMax float64 `json:"link_rpc_isolated_during_bulk_max_ms"`
-	RTTRatio             float64 `json:"rtt_p50_ratio"`
-	BulkRatio            float64 `json:"bulk_5mib_ratio"`
-	Rounds               int     `json:"rounds"`
-	BulkRuns             int     `json:"bulk_runs"`
-	IsolatedCalls        int     `json:"isolated_calls"`
+	RTTRatio           float64 `json:"rtt_p50_ratio"`
+	BulkRatio          float64 `json:"bulk_5mib_ratio"`
+	Rounds             int     `json:"rounds"`
+	BulkRuns           int     `json:"bulk_runs"`
+	IsolatedCalls      int     `json:"isolated_calls"`
 }
 
 // LinkOptions bound the run.
