@@ -97,8 +97,9 @@ type Link struct {
 	closeMu sync.Once
 	wg      sync.WaitGroup
 
-	// lastSmall is when this side last answered a small call: while small
-	// calls come and go, less bulk is kept in flight ahead of them.
+	// lastSmall is when this side last answered a small call while a
+	// result was moving: while small calls come and go during transfers,
+	// less bulk is kept in flight ahead of them.
 	lastSmall atomic.Int64
 	// missedLow counts waits for the bulk buffer to drain that ended by
 	// the timer, not by the drain signal (a result then arrives late).
@@ -274,10 +275,10 @@ func (l *Link) writer() {
 	}
 }
 
-// While small calls are being answered, bulk moves in small chunks with
-// little in flight: a small answer waits behind every bulk byte in flight
-// (up to the window plus one chunk), and each of those bytes costs CPU on
-// both sides while it waits.
+// While small calls are being answered during transfers, bulk moves in
+// small chunks with little in flight: a small answer waits behind every
+// bulk byte in flight (up to the window plus one chunk), and each of those
+// bytes costs CPU on both sides while it waits.
 const (
 	smallWindow = 8 << 10
 	smallChunk  = 8 << 10
@@ -558,7 +559,14 @@ func (l *Link) respond(id uint64, res *Result) {
 	if len(res.Blob) <= inlineMax {
 		h.blobHash = checksum(res.Blob)
 		h.inline = res.Blob
-		l.lastSmall.Store(time.Now().UnixNano())
+		l.mu.Lock()
+		moving := len(l.jobs) > 0
+		l.mu.Unlock()
+		if moving {
+			// Calls one after another (a click, then a screenshot) keep
+			// the full pace: nothing waits behind the bulk then.
+			l.lastSmall.Store(time.Now().UnixNano())
+		}
 		_ = l.sendCtl(encodeResponse(id, h))
 		return
 	}

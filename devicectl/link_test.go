@@ -241,6 +241,18 @@ func TestMediumResultsAfterSmallCallsDoNotStall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.close()
+	// A transfer keeps moving meanwhile, so the small calls put the link
+	// in its small pace.
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			_, _ = p.hub.Link.Call(ctx, "echo", "", map[string]int{"bytes": 1 << 20})
+		}
+	}()
+	defer func() { stop(); wg.Wait() }()
 	const rounds = 20
 	for range rounds {
 		for _, n := range []int{100, 33 << 10, 100, 200 << 10} {
@@ -375,5 +387,44 @@ func TestBulkPaceFollowsSmallCalls(t *testing.T) {
 	l.lastSmall.Store(time.Now().Add(-time.Second).UnixNano())
 	if w, c := l.pace(); w != 128<<10 || c != DefaultChunkSize {
 		t.Fatalf("a second later: window %d chunk %d", w, c)
+	}
+}
+
+// Calls one after another, with no transfer moving, keep the full pace:
+// a screenshot right after a click is not cut into small chunks.
+func TestSequentialCallsKeepFullPace(t *testing.T) {
+	p, err := connect(t, echoHandler, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	for _, n := range []int{100, 200 << 10, 100} {
+		if _, err := p.hub.Link.Call(context.Background(), "echo", "", map[string]int{"bytes": n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w, c := p.comp.Link.pace(); w != p.comp.Link.cfg.HighWater || c != p.comp.Link.cfg.ChunkSize {
+		t.Fatalf("after sequential calls: window %d chunk %d", w, c)
+	}
+	// With a transfer moving, a small answer slows it down.
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.hub.Link.Call(context.Background(), "echo", "", map[string]int{"bytes": 20 << 20})
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := p.hub.Link.Call(context.Background(), "echo", "", map[string]int{"bytes": 100}); err != nil {
+			t.Fatal(err)
+		}
+		if w, _ := p.comp.Link.pace(); w == smallWindow {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("small calls during a transfer never slowed it")
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
