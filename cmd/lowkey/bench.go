@@ -45,7 +45,7 @@ func runBench(args []string) error {
 	case "browser":
 		fs := newFlags("bench browser", "lowkey bench browser [--json] [--rounds N]")
 		asJSON := fs.Bool("json", false, "print one JSON object")
-		rounds := fs.Int("rounds", 10, "measured rounds per side (the median is reported)")
+		rounds := fs.Int("rounds", 30, "measured rounds per side (the median is reported)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}

@@ -91,7 +91,7 @@ func browserRounds(ctx context.Context, do doer, url string, rounds int) (nav, c
 // box → link → companion → rod, in one run.
 func Browser(ctx context.Context, rounds int, progress io.Writer) (*BrowserReport, error) {
 	if rounds <= 0 {
-		rounds = 10
+		rounds = 30
 	}
 	if devicectl.FindBrowser("") == "" {
 		return nil, fmt.Errorf("no Chromium on this machine: install chromium")
