@@ -586,18 +586,22 @@ func (l *Link) respond(id uint64, res *Result) {
 // then everyone waiting on it waits for the scheduler too). Lock order:
 // a call's lock, then the link's.
 
-func (l *Link) lookup(id uint64) *call {
+// lockCall returns the pending call with this id, locked, or nil.
+func (l *Link) lockCall(id uint64) *call {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.calls[id]
+	c := l.calls[id]
+	l.mu.Unlock()
+	if c != nil {
+		c.mu.Lock()
+	}
+	return c
 }
 
 func (l *Link) onResponse(f *frame) {
-	c := l.lookup(f.id)
+	c := l.lockCall(f.id)
 	if c == nil {
 		return
 	}
-	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.hdr != nil {
 		return
@@ -624,22 +628,20 @@ func (l *Link) onResponse(f *frame) {
 }
 
 func (l *Link) onEnd(f *frame) {
-	c := l.lookup(f.id)
+	c := l.lockCall(f.id)
 	if c == nil {
 		return
 	}
-	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.endSum, c.ended = binary.BigEndian.Uint64(f.payload), true
 	l.maybeComplete(f.id, c)
 }
 
 func (l *Link) onChunk(f *frame) {
-	c := l.lookup(f.id)
+	c := l.lockCall(f.id)
 	if c == nil {
 		return
 	}
-	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.over {
 		return

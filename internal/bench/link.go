@@ -147,30 +147,31 @@ func Link(ctx context.Context, o LinkOptions) (*LinkReport, error) {
 			}
 		}
 	}()
-	var during []time.Duration
-	deadline := time.Now().Add(10 * time.Second)
-	for len(during) < 500 && time.Now().Before(deadline) {
-		t := time.Now()
-		if err := call(ctx, 100); err != nil {
-			stopBulk()
-			wg.Wait()
-			return nil, err
+	// smallCalls times n 100-byte calls, each after a pause, until the
+	// deadline (if any).
+	smallCalls := func(n int, pause time.Duration, deadline time.Time) ([]time.Duration, error) {
+		var ds []time.Duration
+		for len(ds) < n && (deadline.IsZero() || time.Now().Before(deadline)) {
+			time.Sleep(pause)
+			t := time.Now()
+			if err := call(ctx, 100); err != nil {
+				return nil, err
+			}
+			ds = append(ds, time.Since(t))
 		}
-		during = append(during, time.Since(t))
-		time.Sleep(2 * time.Millisecond)
+		return ds, nil
 	}
-	fmt.Fprintln(o.Progress, "lowkey link: small calls after a quiet spell, during 5 MiB transfers")
+	during, err := smallCalls(500, 2*time.Millisecond, time.Now().Add(10*time.Second))
 	var isolated []time.Duration
-	for range o.Isolated {
-		// Past the link's 100 ms memory of small calls.
-		time.Sleep(150 * time.Millisecond)
-		t := time.Now()
-		if err := call(ctx, 100); err != nil {
-			stopBulk()
-			wg.Wait()
-			return nil, err
-		}
-		isolated = append(isolated, time.Since(t))
+	if err == nil {
+		fmt.Fprintln(o.Progress, "lowkey link: small calls after a quiet spell, during 5 MiB transfers")
+		// Each past the link's 100 ms memory of small calls.
+		isolated, err = smallCalls(o.Isolated, 150*time.Millisecond, time.Time{})
+	}
+	if err != nil {
+		stopBulk()
+		wg.Wait()
+		return nil, err
 	}
 	stopBulk()
 	wg.Wait()
