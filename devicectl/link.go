@@ -228,6 +228,10 @@ func (l *Link) sendCtl(b []byte) error {
 // writer is the one goroutine that sends on this link.
 func (l *Link) writer() {
 	defer l.wg.Done()
+	// One timer for every wait on the drain signal: at the small pace
+	// there is a wait for every 8 KiB.
+	fallback := time.NewTimer(time.Hour)
+	defer fallback.Stop()
 	for {
 		select {
 		case <-l.closed:
@@ -263,13 +267,14 @@ func (l *Link) writer() {
 				continue
 			}
 		}
+		fallback.Reset(50 * time.Millisecond)
 		select {
 		case <-l.closed:
 			return
 		case b := <-l.ctlQ:
 			_ = l.ctl.Send(b)
 		case <-l.low:
-		case <-time.After(50 * time.Millisecond):
+		case <-fallback.C:
 			// A low-water signal can be lost when the channel reopens;
 			// looking again costs nothing.
 			l.missedLow.Add(1)
