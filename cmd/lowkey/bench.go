@@ -20,9 +20,9 @@ func runBench(args []string) error {
 	case "link":
 		fs := newFlags("bench link", "lowkey bench link [--json] [--rounds N] [--bulk-runs N] [--isolated N]")
 		asJSON := fs.Bool("json", false, "print one JSON object")
-		rounds := fs.Int("rounds", 2000, "100-byte echo round trips per side")
-		bulkRuns := fs.Int("bulk-runs", 21, "5 MiB transfers per side (the median is reported)")
-		isolated := fs.Int("isolated", 40, "small calls during transfers, each after a quiet spell of 150 ms")
+		rounds := fs.Int("rounds", bench.DefaultLinkRounds, "100-byte echo round trips per side")
+		bulkRuns := fs.Int("bulk-runs", bench.DefaultLinkBulkRuns, "5 MiB transfers per side (the median is reported)")
+		isolated := fs.Int("isolated", bench.DefaultLinkIsolated, "small calls during transfers, each after a quiet spell of 150 ms")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -45,7 +45,7 @@ func runBench(args []string) error {
 	case "browser":
 		fs := newFlags("bench browser", "lowkey bench browser [--json] [--rounds N]")
 		asJSON := fs.Bool("json", false, "print one JSON object")
-		rounds := fs.Int("rounds", 30, "measured rounds per side (the median is reported)")
+		rounds := fs.Int("rounds", bench.DefaultBrowserRounds, "measured rounds per side (the median is reported)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}

@@ -87,11 +87,14 @@ func browserRounds(ctx context.Context, do doer, url string, rounds int) (nav, c
 	return
 }
 
+// DefaultBrowserRounds is Browser's rounds per side when none are given.
+const DefaultBrowserRounds = 30
+
 // Browser measures the same actions through rod directly and through
 // box → link → companion → rod, in one run.
 func Browser(ctx context.Context, rounds int, progress io.Writer) (*BrowserReport, error) {
 	if rounds <= 0 {
-		rounds = 30
+		rounds = DefaultBrowserRounds
 	}
 	if devicectl.FindBrowser("") == "" {
 		return nil, fmt.Errorf("no Chromium on this machine: install chromium")

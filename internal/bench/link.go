@@ -36,6 +36,13 @@ type LinkReport struct {
 	IsolatedCalls      int     `json:"isolated_calls"`
 }
 
+// Defaults of LinkOptions.
+const (
+	DefaultLinkRounds   = 2000
+	DefaultLinkBulkRuns = 21
+	DefaultLinkIsolated = 40
+)
+
 // LinkOptions bound the run.
 type LinkOptions struct {
 	Rounds   int // echo round trips per side
@@ -48,13 +55,13 @@ type LinkOptions struct {
 // a real companion, paired, on loopback) side by side.
 func Link(ctx context.Context, o LinkOptions) (*LinkReport, error) {
 	if o.Rounds <= 0 {
-		o.Rounds = 2000
+		o.Rounds = DefaultLinkRounds
 	}
 	if o.BulkRuns <= 0 {
-		o.BulkRuns = 21
+		o.BulkRuns = DefaultLinkBulkRuns
 	}
 	if o.Isolated <= 0 {
-		o.Isolated = 40
+		o.Isolated = DefaultLinkIsolated
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
