@@ -72,7 +72,7 @@ func TestSecretsCommandsAndBenchSessions(t *testing.T) {
 	if err != nil || strings.Contains(string(out), "sk-e2e") {
 		t.Fatalf("secrets set: %v %s", err, out)
 	}
-	if out := mustRun(t, "", "lowkey", "secrets", "list", "--data", b.data); strings.TrimSpace(out) != "OPENAI_API_KEY" {
+	if out := mustRun(t, "", "lowkey", "secrets", "list", "--data", b.data); strings.TrimSpace(out) != "OPENAI_API_KEY\tfor all" {
 		t.Fatalf("secrets list: %q", out)
 	}
 	if strings.Contains(b.out.String(), "sk-e2e") {

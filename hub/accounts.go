@@ -168,7 +168,7 @@ func (h *Hub) auth(admin bool, ownerOnly bool, next http.HandlerFunc) http.Handl
 		case admin:
 			p = principal{"owner (on the box)", RoleOwner}
 		case bearer:
-			if subtle.ConstantTimeCompare([]byte(tok), []byte(h.token)) != 1 {
+			if subtle.ConstantTimeCompare([]byte(tok), []byte(h.Token())) != 1 {
 				writeError(w, http.StatusUnauthorized, "unauthorized", "that bearer token is not this box's: run \"lowkey token\" on the box")
 				return
 			}

@@ -66,7 +66,16 @@ func (h *Hub) routes(admin bool) http.Handler {
 		mux.HandleFunc("GET /admin/secrets", h.getSecrets)
 		mux.HandleFunc("DELETE /admin/secrets/{name}", h.deleteSecret)
 		mux.HandleFunc("GET /admin/token", func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, http.StatusOK, map[string]string{"token": h.token})
+			writeJSON(w, http.StatusOK, map[string]string{"token": h.Token()})
+		})
+		mux.HandleFunc("POST /admin/token", func(w http.ResponseWriter, r *http.Request) {
+			tok, err := h.RotateToken()
+			if err != nil {
+				writeError(w, http.StatusInternalServerError, "internal", err.Error()+": the old token still works")
+				return
+			}
+			h.log.Info("the owner's API token was replaced")
+			writeJSON(w, http.StatusOK, map[string]string{"token": tok})
 		})
 		mux.HandleFunc("GET /admin/backup", h.getBackup)
 		mux.HandleFunc("GET /admin/setup", func(w http.ResponseWriter, r *http.Request) {
@@ -181,6 +190,9 @@ func (h *Hub) deleteDevice(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": true})
 }
 
+// memberRuntimes are the agents a member may start a session with.
+var memberRuntimes = map[string]bool{"builtin": true, "openai": true}
+
 func (h *Hub) postSession(w http.ResponseWriter, r *http.Request) {
 	var req sessions.NewRequest
 	if !readJSON(w, r, &req) {
@@ -189,6 +201,11 @@ func (h *Hub) postSession(w http.ResponseWriter, r *http.Request) {
 	s, err := sessions.New(req, h.cfg.SessionMemory)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	// An exec: agent is any program the box will run: the owner's choice.
+	if p, _ := r.Context().Value(principalKey{}).(principal); p.role != RoleOwner && !memberRuntimes[s.Agent] {
+		writeError(w, http.StatusForbidden, "owner_only", "only the box's owner can choose the agent "+strconv.Quote(s.Agent)+"; members use builtin or openai")
 		return
 	}
 	if err := h.store.Put("session/"+s.ID, s); err != nil {

@@ -17,17 +17,28 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/pages"
 	"github.com/lowkeyhq/lowkey/pairing"
 	"github.com/lowkeyhq/lowkey/sessions"
 	"github.com/lowkeyhq/lowkey/sessions/cgroup"
+	"github.com/lowkeyhq/lowkey/sessions/sandbox"
 )
 
 // Config is everything the hub needs; flags map onto it one to one.
 type Config struct {
-	// DataDir holds the store, the identity and hub.sock.
+	// DataDir holds the store, the identity and hub.sock. It is the hub's
+	// own (0700); no worker ever sees it.
 	DataDir string
+	// WorkDir holds the sessions' working directories, outside DataDir
+	// (default: "work" in the agent account's home when the hub is root,
+	// DataDir+"-work" otherwise).
+	WorkDir string
+	// AgentUser is the account turns and jobs run as when the hub is
+	// root (default lowkey-agent, made when missing).
+	AgentUser string
 	// Listen is the web app and API address (default 127.0.0.1:7780).
 	Listen string
 	// PagesListen is where published pages are served, on their own
@@ -96,8 +107,9 @@ type Hub struct {
 	log    *slog.Logger
 	store  *Store
 	id     *pairing.Identity
-	token  string
-	window *pairing.Window
+	tokenMu sync.Mutex
+	token   string
+	window  *pairing.Window
 
 	ln, adminLn, mcpLn, pagesLn  net.Listener
 	srv, admin, mcpSrv, pagesSrv *http.Server
@@ -118,6 +130,8 @@ type Hub struct {
 
 	setupToken string
 	groups     *cgroup.Manager
+	boundary   *sandbox.Boundary
+	mask       *sessions.Masker
 
 	mu    sync.Mutex
 	links map[string]*live
@@ -137,10 +151,15 @@ func Start(cfg Config) (*Hub, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("no data directory given")
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	if err := ownDataDir(cfg.DataDir); err != nil {
+		return nil, err
 	}
-	h := &Hub{cfg: cfg, log: cfg.Logger, links: map[string]*live{}, lives: map[string]*liveRelay{}, confirms: sessions.NewConfirmations()}
+	// Nothing running as this account may trace the hub or read its
+	// memory, environment or open files through /proc.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("making the hub untraceable: %w", err)
+	}
+	h := &Hub{cfg: cfg, log: cfg.Logger, links: map[string]*live{}, lives: map[string]*liveRelay{}, confirms: sessions.NewConfirmations(), mask: &sessions.Masker{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -158,6 +177,7 @@ func Start(cfg Config) (*Hub, error) {
 	if h.token, err = h.loadToken(); err != nil {
 		return nil, err
 	}
+	h.refreshMask()
 	h.logins.fails = map[string][]time.Time{}
 	if err := h.prepareSetup(); err != nil {
 		return nil, err
@@ -203,19 +223,15 @@ func Start(cfg Config) (*Hub, error) {
 	if h.mcpLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return nil, fmt.Errorf("MCP listener: %w", err)
 	}
-	// The store's lock is ours, so a leftover socket is from a hub that died.
 	sock := SocketPath(cfg.DataDir)
-	_ = os.Remove(sock)
-	if h.adminLn, err = net.Listen("unix", sock); err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
+	if h.adminLn, err = listenAdmin(sock); err != nil {
+		return nil, err
 	}
 	if cfg.WorkerBin == "" {
 		if cfg.WorkerBin, err = os.Executable(); err != nil {
 			return nil, fmt.Errorf("finding this program to run agents: %w", err)
 		}
+		h.cfg.WorkerBin = cfg.WorkerBin
 	}
 	h.groups = cgroup.Detect("lowkey")
 	if reason := h.groups.Unavailable(); reason != "" {
@@ -223,14 +239,18 @@ func Start(cfg Config) (*Hub, error) {
 	} else {
 		h.log.Info("memory budgets for sessions", "cgroup", h.groups.Mode(), "default", cfg.SessionMemory)
 	}
+	if err := h.prepareBoundary(); err != nil {
+		return nil, err
+	}
 	h.runtime = sessions.NewRuntime(sessions.Config{
 		Store: h.store, Groups: h.groups, WorkerBin: cfg.WorkerBin, MCPURL: "http://" + h.mcpLn.Addr().String() + "/mcp",
-		WorkDir: filepath.Join(cfg.DataDir, "work"), Secrets: h.secrets, Devices: agentDevices{h}, Pages: agentPages{h},
+		WorkDir: h.cfg.WorkDir, Boundary: h.boundary, Mask: h.mask, Secrets: h.secretsFor,
+		Devices: agentDevices{h}, Pages: agentPages{h},
 		Confirms: h.confirms, StallAfter: cfg.StallAfter, ConfirmTimeout: cfg.ConfirmTimeout, Logger: h.log,
 	})
 	h.confirms.OnChange = h.runtime.ConfirmOpened
 	h.srv = &http.Server{Handler: h.routes(false), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
-	h.admin = &http.Server{Handler: h.routes(true), ReadHeaderTimeout: 10 * time.Second}
+	h.admin = &http.Server{Handler: h.peerChecked(h.routes(true)), ConnContext: peerContext, ReadHeaderTimeout: 10 * time.Second}
 	h.mcpSrv = &http.Server{Handler: h.runtime.MCPHandler(), ReadHeaderTimeout: 10 * time.Second}
 	if h.pagesLn != nil {
 		h.pagesSrv = &http.Server{Handler: h.pages.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -246,8 +266,9 @@ func Start(cfg Config) (*Hub, error) {
 	}
 	ok = true
 	h.log.Info("hub ready", "url", h.URL(), "id", h.id.ID(), "data", cfg.DataDir)
-	if u := h.SetupURL(); u != "" {
-		h.log.Info("no owner yet: open the one-time setup link to create one", "link", u)
+	if h.SetupURL() != "" {
+		// The link itself is printed to the terminal, never logged.
+		h.log.Info("no owner yet: open the one-time setup link printed at start")
 	}
 	return h, nil
 }
@@ -314,7 +335,24 @@ func (h *Hub) DataDir() string { return h.cfg.DataDir }
 func (h *Hub) Identity() *pairing.Identity { return h.id }
 
 // Token is the owner's bearer token.
-func (h *Hub) Token() string { return h.token }
+func (h *Hub) Token() string {
+	h.tokenMu.Lock()
+	defer h.tokenMu.Unlock()
+	return h.token
+}
+
+// RotateToken replaces the owner's bearer token: the old one stops
+// working at once.
+func (h *Hub) RotateToken() (string, error) {
+	tok := rand.Text() + rand.Text()
+	h.tokenMu.Lock()
+	defer h.tokenMu.Unlock()
+	if err := h.store.Put("meta/token", tok); err != nil {
+		return "", fmt.Errorf("storing the new token: %w", err)
+	}
+	h.token = tok
+	return tok, nil
+}
 
 // Close stops serving, ends every link and closes the store.
 func (h *Hub) Close() error {

@@ -22,12 +22,16 @@ import (
 	"github.com/lowkeyhq/lowkey/internal/local"
 	"github.com/lowkeyhq/lowkey/pairing"
 	"github.com/lowkeyhq/lowkey/sessions/agent"
+	"github.com/lowkeyhq/lowkey/sessions/sandbox"
 )
 
 func TestMain(m *testing.M) {
 	// The box runs this test binary as its agent worker.
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		os.Exit(agent.Main(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "worker-init" {
+		os.Exit(sandbox.Init(os.Stderr))
 	}
 	goleak.VerifyTestMain(m,
 		// Badger's and glog's process-wide helpers outlive any one store.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
+	"sort"
 	"strconv"
 	"time"
 
@@ -213,16 +214,53 @@ func (h *Hub) getEvents(w http.ResponseWriter, r *http.Request) {
 
 var secretName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
-func (h *Hub) secrets() map[string]string {
-	out := map[string]string{}
+// secret is a credential for agents, and the runtimes it is for.
+type secret struct {
+	Value string `json:"value"`
+	// For names one runtime (builtin, openai, exec, ...) or "all".
+	For string `json:"for"`
+}
+
+// secretRuntimes are the runtimes a secret may be meant for.
+var secretRuntimes = map[string]bool{"all": true, "builtin": true, "openai": true, "exec": true}
+
+func (h *Hub) storedSecrets() map[string]secret {
+	out := map[string]secret{}
 	_ = h.store.Each("secret/", func(key string, raw []byte) error {
-		var v string
-		if json.Unmarshal(raw, &v) == nil {
-			out[key[len("secret/"):]] = v
+		var sc secret
+		if json.Unmarshal(raw, &sc) != nil {
+			// Stored before secrets had runtimes: meant for all.
+			if json.Unmarshal(raw, &sc.Value) != nil {
+				return nil
+			}
 		}
+		if sc.For == "" {
+			sc.For = "all"
+		}
+		out[key[len("secret/"):]] = sc
 		return nil
 	})
 	return out
+}
+
+// secretsFor is what a turn of runtime gets in its credentials file.
+func (h *Hub) secretsFor(runtime string) map[string]string {
+	out := map[string]string{}
+	for name, sc := range h.storedSecrets() {
+		if sc.For == "all" || sc.For == runtime {
+			out[name] = sc.Value
+		}
+	}
+	return out
+}
+
+// refreshMask tells the masker every secret value the box holds.
+func (h *Hub) refreshMask() {
+	all := map[string]string{}
+	for name, sc := range h.storedSecrets() {
+		all[name] = sc.Value
+	}
+	h.mask.Set(all)
 }
 
 func (h *Hub) putSecret(w http.ResponseWriter, r *http.Request) {
@@ -233,6 +271,7 @@ func (h *Hub) putSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	var req struct {
 		Value string `json:"value"`
+		For   string `json:"for"`
 	}
 	if !readJSON(w, r, &req) {
 		return
@@ -241,28 +280,45 @@ func (h *Hub) putSecret(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "the value is empty")
 		return
 	}
-	if err := h.store.Put("secret/"+name, req.Value); err != nil {
+	if req.For == "" {
+		req.For = "all"
+	}
+	if !secretRuntimes[req.For] {
+		writeError(w, http.StatusBadRequest, "bad_request", "a secret is for all, builtin, openai or exec, not "+strconv.Quote(req.For))
+		return
+	}
+	if err := h.store.Put("secret/"+name, secret{Value: req.Value, For: req.For}); err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", "could not store the secret")
 		return
 	}
-	h.log.Info("secret stored", "name", name)
-	writeJSON(w, http.StatusOK, map[string]string{"name": name})
+	h.refreshMask()
+	h.log.Info("secret stored", "name", name, "for", req.For)
+	writeJSON(w, http.StatusOK, map[string]string{"name": name, "for": req.For})
 }
 
 func (h *Hub) getSecrets(w http.ResponseWriter, r *http.Request) {
-	names := []string{}
-	for n := range h.secrets() {
-		names = append(names, n)
+	type listed struct {
+		Name string `json:"name"`
+		For  string `json:"for"`
 	}
-	writeJSON(w, http.StatusOK, names)
+	out := []listed{}
+	for n, sc := range h.storedSecrets() {
+		out = append(out, listed{n, sc.For})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *Hub) deleteSecret(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if _, ok := h.secrets()[name]; !ok {
+	if _, ok := h.storedSecrets()[name]; !ok {
 		writeError(w, http.StatusNotFound, "not_found", "no secret "+strconv.Quote(name))
 		return
 	}
-	_ = h.store.Delete("secret/" + name)
+	if err := h.store.Delete("secret/" + name); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not remove the secret: it is still stored")
+		return
+	}
+	// The value stays masked while the box runs: it was shown to turns.
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
 }

@@ -189,28 +189,37 @@ func TestWorkersHaveNoTerminalOfTheBox(t *testing.T) {
 	check("the job", getTurn(t, a, sid, turn).Reply)
 }
 
-// A session's MCP token opens that session and no other: its tools act
-// on its own jobs only, and an unknown token is refused.
+// A turn's MCP token opens that session and no other, and only while
+// the turn runs: its tools act on its own jobs only, an unknown token is
+// refused, and the token is dead once the turn has ended.
 func TestMCPTokenOpensOnlyItsSession(t *testing.T) {
 	_, a := startBox(t, nil)
 	type opened struct {
-		sid, token, url string
+		sid, turn, token, url string
+		ev                    *stream
 	}
 	open := func() opened {
 		t.Helper()
-		// The worker shows what a turn is given: its token and the URL.
-		sid := newAgentSession(t, a, map[string]any{"agent": `exec:cat "$LOWKEY_CREDENTIALS_FILE"; echo; echo "$LOWKEY_MCP_URL"`})
+		// The worker shows what a turn is given (its token and the URL)
+		// and runs until it is cancelled.
+		sid := newAgentSession(t, a, map[string]any{"agent": `exec:tr -d '\n' < "$LOWKEY_CREDENTIALS_FILE"; echo; echo "url=$LOWKEY_MCP_URL"; exec sleep 60`})
 		ev := follow(t, a, sid, 0)
 		turn := say(t, a, sid, "go")
-		ev.until(10*time.Second, turnState(turn, sessions.StateDone))
-		lines := strings.Split(getTurn(t, a, sid, turn).Reply, "\n")
-		var creds struct {
-			MCPToken string `json:"mcp_token"`
+		o := opened{sid: sid, turn: turn, ev: ev}
+		for o.token == "" || o.url == "" {
+			e := ev.until(10*time.Second, func(e sessions.Event) bool { return e.Type == "turn.output" })
+			var line struct{ Text string }
+			_ = json.Unmarshal(e.Data, &line)
+			var creds struct {
+				MCPToken string `json:"mcp_token"`
+			}
+			if u, ok := strings.CutPrefix(line.Text, "url="); ok {
+				o.url = u
+			} else if json.Unmarshal([]byte(line.Text), &creds) == nil {
+				o.token = creds.MCPToken
+			}
 		}
-		if len(lines) < 2 || json.Unmarshal([]byte(lines[0]), &creds) != nil || creds.MCPToken == "" {
-			t.Fatalf("the turn's reply: %q", lines)
-		}
-		return opened{sid, creds.MCPToken, strings.TrimSpace(lines[len(lines)-1])}
+		return o
 	}
 	one, two := open(), open()
 	connect := func(o opened, token string) (*mcp.ClientSession, error) {
@@ -258,6 +267,21 @@ func TestMCPTokenOpensOnlyItsSession(t *testing.T) {
 	}
 	if _, err := connect(one, "not-a-token"); err == nil {
 		t.Fatal("an unknown token opened an MCP session")
+	}
+	// The turn ends: its token is dead, even for a client that had
+	// connected with it; the other session's token still works.
+	if code, _, raw := a.do("POST", "/api/v1/sessions/"+one.sid+"/turns/"+one.turn+"/cancel", nil); code != http.StatusOK {
+		t.Fatalf("cancel: %d %s", code, raw)
+	}
+	one.ev.until(10*time.Second, turnState(one.turn, sessions.StateCancelled))
+	if _, err := connect(one, one.token); err == nil {
+		t.Fatal("a turn's token opened an MCP session after the turn ended")
+	}
+	if _, err := cs1.CallTool(context.Background(), &mcp.CallToolParams{Name: "job.list", Arguments: map[string]any{}}); err == nil {
+		t.Fatal("a client connected with a turn's token still calls tools after the turn ended")
+	}
+	if got := call(cs2, "job.list", map[string]any{}); strings.Contains(got, "from-one") || strings.Contains(got, "error") {
+		t.Fatalf("the second session's live token: %s", got)
 	}
 }
 
@@ -472,8 +496,8 @@ func TestSecretsReachTheTurnOnlyThroughItsFile(t *testing.T) {
 	if _, err := os.Stat(file); !os.IsNotExist(err) {
 		t.Fatalf("the credentials file %s is still there after the turn: %v", file, err)
 	}
-	if _, err := os.Stat(filepath.Dir(file)); !os.IsNotExist(err) {
-		t.Fatal("the credentials directory is still there after the turn")
+	if left, err := os.ReadDir(filepath.Dir(file)); err == nil && len(left) > 0 {
+		t.Fatalf("the credentials directory still holds %s after the turn", left[0].Name())
 	}
 	// Not in events, not in the log.
 	_, _, raw := a.do("GET", "/api/v1/sessions/"+sid, nil)
@@ -484,9 +508,11 @@ func TestSecretsReachTheTurnOnlyThroughItsFile(t *testing.T) {
 		}
 	}
 	// The secrets list names it without its value.
-	var names []string
-	_ = admin.New(hub.SocketPath(dataDirOf(t, h))).Do("GET", "/admin/secrets", nil, &names)
-	if len(names) != 1 || names[0] != "OPENAI_API_KEY" {
+	var names []struct{ Name, For string }
+	if err := admin.New(hub.SocketPath(dataDirOf(t, h))).Do("GET", "/admin/secrets", nil, &names); err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 1 || names[0].Name != "OPENAI_API_KEY" || names[0].For != "all" {
 		t.Fatalf("secrets list: %v", names)
 	}
 }

@@ -41,6 +41,7 @@ func eventKey(session string, seq uint64) string {
 type eventLog struct {
 	store   Store
 	session string
+	mask    *Masker
 
 	mu      sync.Mutex
 	seq     uint64 // the last event numbered
@@ -58,8 +59,8 @@ const (
 	eventBatch = 256
 )
 
-func openEventLog(store Store, session string) *eventLog {
-	l := &eventLog{store: store, session: session, subs: map[chan Event]struct{}{}}
+func openEventLog(store Store, session string, mask *Masker) *eventLog {
+	l := &eventLog{store: store, session: session, mask: mask, subs: map[chan Event]struct{}{}}
 	l.moved = sync.NewCond(&l.mu)
 	_ = store.Each("event/"+session+"/", func(_ string, raw []byte) error {
 		var e Event
@@ -76,6 +77,7 @@ func openEventLog(store Store, session string) *eventLog {
 // once it is written. flush waits for that.
 func (l *eventLog) emit(typ, turn, job string, data any) Event {
 	raw, _ := json.Marshal(data)
+	raw = l.mask.JSON(raw)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for len(l.pending) >= maxPendingEvents {

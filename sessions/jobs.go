@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/lowkeyhq/lowkey/sessions/cgroup"
+	"github.com/lowkeyhq/lowkey/sessions/sandbox"
 )
 
 // Job is a shell command an agent started: a run card.
@@ -62,7 +63,11 @@ func (t *tail) add(line string) {
 }
 
 func (r *Runtime) saveJob(j Job) {
-	_ = r.cfg.Store.Put("job/"+j.Session+"/"+j.ID, j)
+	m := r.cfg.Mask
+	j.Command, j.StdoutTail, j.StderrTail = m.String(j.Command), m.String(j.StdoutTail), m.String(j.StderrTail)
+	if err := r.cfg.Store.Put("job/"+j.Session+"/"+j.ID, j); err != nil {
+		r.log.Error("could not save a job's card", "session", j.Session, "job", j.ID, "err", err)
+	}
 }
 
 // Jobs lists a session's jobs, oldest first.
@@ -104,13 +109,28 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 	if rj.group, err = group.Child("job-" + rj.j.ID); err != nil {
 		return Job{}, fmt.Errorf("job group: %w", err)
 	}
-	cmd := exec.Command("/bin/sh", "-c", command)
-	cmd.Dir = cwd
-	cmd.Env = []string{"PATH=" + workerPath, "HOME=" + work, "LANG=C.UTF-8", "LOWKEY_SESSION=" + id}
+	// A job has a token of its own, for as long as it runs: the turn
+	// that started it may end first.
+	token := r.mintToken(tokenOwner{session: id, turn: turn, job: rj.j.ID})
+	creds, err := credentials(token, nil)
+	if err != nil {
+		r.dropToken(token)
+		return Job{}, err
+	}
+	w, err := r.cfg.Boundary.Command(sandbox.Spec{
+		Argv: []string{"/bin/sh", "-c", command}, Dir: cwd, Credentials: creds, CredentialsDir: r.cfg.SecretDir,
+		Env: r.workerEnv(work, "LOWKEY_SESSION="+id, "LOWKEY_MCP_URL="+r.cfg.MCPURL),
+	})
+	if err != nil {
+		r.dropToken(token)
+		return Job{}, err
+	}
+	cmd := w.Cmd
 	detach(cmd)
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
-	if err := rj.group.Start(cmd); err != nil {
+	if err := w.Start(rj.group.Start); err != nil {
+		r.dropToken(token)
 		_ = rj.group.Delete()
 		return Job{}, fmt.Errorf("could not start the job: %w", err)
 	}
@@ -138,7 +158,9 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 	go r.watchPreview(ls, rj, stopWatch)
 	go func() {
 		wg.Wait()
+		w.Release()
 		werr := cmd.Wait()
+		r.dropToken(token)
 		close(stopWatch)
 		// Whatever the command left behind goes with it.
 		_ = rj.group.Kill()

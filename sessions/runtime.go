@@ -3,6 +3,7 @@ package sessions
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/lowkeyhq/lowkey/sessions/cgroup"
+	"github.com/lowkeyhq/lowkey/sessions/sandbox"
 )
 
 // Turn states.
@@ -54,13 +56,20 @@ type Config struct {
 	WorkerBin string
 	// MCPURL is the box's MCP endpoint, handed to every turn.
 	MCPURL string
-	// WorkDir holds each session's working directory.
+	// WorkDir holds each session's working directory. It must be
+	// outside the hub's data directory: workers never see that.
 	WorkDir string
+	// Boundary separates workers from the hub (nil: none, for tests of
+	// the runtime alone).
+	Boundary *sandbox.Boundary
+	// Mask hides the box's secret values in everything kept or shown.
+	Mask *Masker
 	// SecretDir is where credential files are made (tmpfs when there is
 	// one).
 	SecretDir string
-	// Secrets returns the box's stored credentials for a turn.
-	Secrets func() map[string]string
+	// Secrets returns the box's stored credentials meant for a runtime
+	// ("builtin", "openai", "exec").
+	Secrets func(runtime string) map[string]string
 	// Devices carries agent device actions through the box's gate.
 	Devices Devices
 	// Pages publishes a directory as a static page.
@@ -103,14 +112,19 @@ type Runtime struct {
 
 	mu    sync.Mutex
 	live  map[string]*liveSession
-	byTok map[string]string // MCP token → session
+	byTok map[string]tokenOwner // MCP token → the turn or job it was made for
+}
+
+// tokenOwner is the work an MCP token was made for: it opens that
+// session only, and only while the turn or job runs.
+type tokenOwner struct {
+	session, turn, job string
 }
 
 // liveSession is a session with work in memory.
 type liveSession struct {
 	s      *Session
 	events *eventLog
-	token  string
 
 	mu        sync.Mutex
 	group     cgroup.Group
@@ -132,6 +146,7 @@ type historyItem struct {
 type runningTurn struct {
 	t         Turn
 	cmd       *exec.Cmd
+	worker    *sandbox.Worker
 	group     cgroup.Group
 	stdin     io.WriteCloser
 	stdinMu   sync.Mutex
@@ -167,9 +182,22 @@ func NewRuntime(cfg Config) *Runtime {
 		}
 	}
 	if cfg.Secrets == nil {
-		cfg.Secrets = func() map[string]string { return nil }
+		cfg.Secrets = func(string) map[string]string { return nil }
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger, live: map[string]*liveSession{}, byTok: map[string]string{}}
+	if cfg.Boundary == nil {
+		cfg.Boundary = &sandbox.Boundary{}
+	}
+	if cfg.Mask == nil {
+		cfg.Mask = &Masker{}
+	}
+	r := &Runtime{cfg: cfg, log: cfg.Logger, live: map[string]*liveSession{}, byTok: map[string]tokenOwner{}}
+	if cfg.WorkDir != "" {
+		if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
+			r.log.Error("could not make the sessions' work directory", "dir", cfg.WorkDir, "err", err)
+		} else if err := cfg.Boundary.Own(cfg.WorkDir); err != nil {
+			r.log.Error("could not hand the sessions' work directory to the agent account", "dir", cfg.WorkDir, "err", err)
+		}
+	}
 	if r.boxDir = r.boxSecretDir(cfg.SecretDir); r.boxDir != "" {
 		r.cfg.SecretDir = r.boxDir
 	}
@@ -235,12 +263,71 @@ func (r *Runtime) sweepGroups() {
 	}
 }
 
-// workDir is a session's working directory (its agents' HOME), made again
-// if an agent removed it.
+// workDir is a session's working directory, the agent account's, made
+// again if an agent removed it.
 func (r *Runtime) workDir(id string) string {
 	dir := filepath.Join(r.cfg.WorkDir, id)
-	_ = os.MkdirAll(dir, 0o700)
+	if err := os.MkdirAll(dir, 0o700); err == nil {
+		if err := r.cfg.Boundary.Own(dir); err != nil {
+			r.log.Warn("could not hand a session's work directory to the agent account", "dir", dir, "err", err)
+		}
+	}
 	return dir
+}
+
+// home is the workers' HOME: the agent account's own, kept across turns,
+// or the session's work directory when there is none.
+func (r *Runtime) home(work string) string {
+	if h := r.cfg.Boundary.Home(); h != "" {
+		return h
+	}
+	return work
+}
+
+// workerEnv is the clean environment of every turn and job: nothing of
+// the box's own leaks in.
+func (r *Runtime) workerEnv(work string, extra ...string) []string {
+	env := []string{"PATH=" + workerPath, "HOME=" + r.home(work), "LANG=C.UTF-8"}
+	if u := r.cfg.Boundary.User(); u != "" {
+		env = append(env, "USER="+u, "LOGNAME="+u)
+	}
+	return append(env, extra...)
+}
+
+// mintToken makes the MCP token of one turn or job.
+func (r *Runtime) mintToken(o tokenOwner) string {
+	tok := rand.Text() + rand.Text()
+	r.mu.Lock()
+	r.byTok[tok] = o
+	r.mu.Unlock()
+	return tok
+}
+
+// dropToken ends a token: its turn or job is over.
+func (r *Runtime) dropToken(tok string) {
+	r.mu.Lock()
+	delete(r.byTok, tok)
+	r.mu.Unlock()
+}
+
+// runtimeName is the runtime a session's secrets are chosen by.
+func runtimeName(agent string) string {
+	if strings.HasPrefix(agent, "exec:") {
+		return "exec"
+	}
+	return agent
+}
+
+// credentials is the content of a worker's credentials file.
+func credentials(token string, secrets map[string]string) ([]byte, error) {
+	if secrets == nil {
+		secrets = map[string]string{}
+	}
+	b, err := json.Marshal(map[string]any{"mcp_token": token, "secrets": secrets})
+	if err != nil {
+		return nil, fmt.Errorf("credentials: %w", err)
+	}
+	return append(b, '\n'), nil
 }
 
 // ErrBusy: a turn is already running in the session.
@@ -259,7 +346,7 @@ func (r *Runtime) session(id string) (*liveSession, error) {
 	if err := r.cfg.Store.Get("session/"+id, &s); err != nil {
 		return nil, ErrNotFound
 	}
-	ls := &liveSession{s: &s, events: openEventLog(r.cfg.Store, id), token: randomID() + randomID(), jobs: map[string]*runningJob{}}
+	ls := &liveSession{s: &s, events: openEventLog(r.cfg.Store, id, r.cfg.Mask), jobs: map[string]*runningJob{}}
 	ls.ctx, ls.cancel = context.WithCancel(context.Background())
 	for _, t := range r.Turns(id) {
 		ls.history = append(ls.history, historyItem{"user", t.Message})
@@ -268,22 +355,31 @@ func (r *Runtime) session(id string) (*liveSession, error) {
 		}
 	}
 	r.live[id] = ls
-	r.byTok[ls.token] = id
 	return ls, nil
 }
 
-// SessionForToken maps an MCP token to its session.
+// SessionForToken maps an MCP token to its session, while the turn or
+// job it was made for runs.
 func (r *Runtime) SessionForToken(tok string) (string, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	id, ok := r.byTok[tok]
-	return id, ok
+	o, ok := r.byTok[tok]
+	return o.session, ok
 }
 
 // Budget says whether sessions get a memory budget, and why not.
 func (r *Runtime) Budget() string {
 	if reason := r.cfg.Groups.Unavailable(); reason != "" {
 		return "no memory budget: " + reason
+	}
+	return ""
+}
+
+// Separation says what keeps this box's agents from the hub itself when
+// that is less than the whole boundary ("" when it holds).
+func (r *Runtime) Separation() string {
+	if m := r.cfg.Boundary.Missing(); m != "" {
+		return "agents are not fully separated from the box: " + m
 	}
 	return ""
 }
@@ -307,8 +403,10 @@ func (r *Runtime) groupOf(ls *liveSession) (cgroup.Group, error) {
 	ls.group, ls.turnGroup, ls.turnOOMs = g, tg, tg.OOMKills()
 	// The working directory comes with the session, not with its turns.
 	r.workDir(ls.s.ID)
-	if msg := r.Budget(); msg != "" {
-		ls.events.emit("session.warning", "", "", map[string]string{"message": msg})
+	for _, msg := range []string{r.Budget(), r.Separation()} {
+		if msg != "" {
+			ls.events.emit("session.warning", "", "", map[string]string{"message": msg})
+		}
 	}
 	return g, nil
 }
@@ -357,27 +455,29 @@ func (r *Runtime) Turns(id string) []Turn {
 }
 
 func (r *Runtime) saveTurn(t Turn) {
+	t.Message, t.Reply, t.Detail = r.cfg.Mask.String(t.Message), r.cfg.Mask.String(t.Reply), r.cfg.Mask.String(t.Detail)
 	if err := r.cfg.Store.Put("turn/"+t.Session+"/"+t.ID, t); err != nil {
 		r.log.Error("could not save a turn", "session", t.Session, "turn", t.ID, "err", err)
 	}
 }
 
-// workerCommand builds the agent worker for a session's runtime.
-func (r *Runtime) workerCommand(agent string) (*exec.Cmd, error) {
+// workerCommand is the program and arguments of a session's runtime, and
+// whether it is the box's own program (the built-in agents).
+func (r *Runtime) workerCommand(agent string) (argv []string, own bool, err error) {
 	switch {
 	case agent == "builtin" || agent == "openai":
 		if r.cfg.WorkerBin == "" {
-			return nil, errors.New("no worker binary configured")
+			return nil, false, errors.New("no worker binary configured")
 		}
-		return exec.Command(r.cfg.WorkerBin, "agent", agent), nil
+		return []string{r.cfg.WorkerBin, "agent", agent}, true, nil
 	case strings.HasPrefix(agent, "exec:"):
 		line := strings.TrimPrefix(agent, "exec:")
 		if argv := plainCommand(line); argv != nil {
-			return exec.Command(argv[0], argv[1:]...), nil
+			return argv, false, nil
 		}
-		return exec.Command("/bin/sh", "-c", line), nil
+		return []string{"/bin/sh", "-c", line}, false, nil
 	}
-	return nil, fmt.Errorf("unknown agent runtime %q", agent)
+	return nil, false, fmt.Errorf("unknown agent runtime %q", agent)
 }
 
 // plainCommand splits a command line the shell would only split on
@@ -485,29 +585,32 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	rt.group = ls.turnGroup
 	oomBefore := ls.turnOOMs
 	ls.mu.Unlock()
-	cmd, err := r.workerCommand(ls.s.Agent)
+	argv, own, err := r.workerCommand(ls.s.Agent)
 	if err != nil {
 		return fail(err)
 	}
-	credDir, credFile, err := r.writeCredentials(ls)
+	token := r.mintToken(tokenOwner{session: id, turn: rt.t.ID})
+	creds, err := credentials(token, r.cfg.Secrets(runtimeName(ls.s.Agent)))
 	if err != nil {
+		r.dropToken(token)
 		return fail(err)
 	}
 	work := r.workDir(id)
-	cmd.Dir = work
-	// A clean environment: nothing of the box's own leaks into a turn.
-	cmd.Env = []string{
-		"PATH=" + workerPath,
-		"HOME=" + work, "LANG=C.UTF-8",
-		"LOWKEY_SESSION=" + id, "LOWKEY_TURN=" + rt.t.ID,
-		"LOWKEY_MCP_URL=" + r.cfg.MCPURL, "LOWKEY_CREDENTIALS_FILE=" + credFile,
+	w, err := r.cfg.Boundary.Command(sandbox.Spec{
+		Argv: argv, Dir: work, OwnBinary: own, Credentials: creds, CredentialsDir: r.cfg.SecretDir,
+		Env: r.workerEnv(work, "LOWKEY_SESSION="+id, "LOWKEY_TURN="+rt.t.ID, "LOWKEY_MCP_URL="+r.cfg.MCPURL),
+	})
+	if err != nil {
+		r.dropToken(token)
+		return fail(err)
 	}
+	cmd := w.Cmd
 	detach(cmd)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
 	rt.stdin = stdin
-	rt.cmd = cmd
+	rt.cmd, rt.worker = cmd, w
 	rt.ctx, rt.cancel = context.WithCancel(ls.ctx)
 	input, _ := json.Marshal(map[string]any{"session": id, "turn": rt.t.ID, "history": history, "message": text})
 	input = append(input, '\n')
@@ -517,8 +620,8 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	if early {
 		_, _ = stdin.Write(input)
 	}
-	if err := rt.group.Start(cmd); err != nil {
-		os.RemoveAll(credDir)
+	if err := w.Start(rt.group.Start); err != nil {
+		r.dropToken(token)
 		return fail(fmt.Errorf("could not start the agent: %w", err))
 	}
 	if !early {
@@ -552,9 +655,11 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	go r.watchStall(ls, rt)
 	go func() {
 		wg.Wait()
+		// The worker's output is closed: what it left behind goes now,
+		// and so do its credentials file and its token.
+		w.Release()
 		werr := cmd.Wait()
-		// Whatever happened, the credentials file is gone after the turn.
-		os.RemoveAll(credDir)
+		r.dropToken(token)
 		// Whatever the agent left running in the turn's group goes with it.
 		_ = rt.group.Kill()
 		ooms := rt.group.OOMKills()
@@ -590,7 +695,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 			ls.events.emit("message", t.ID, "", map[string]string{"role": "assistant", "text": t.Reply})
 		}
 		ls.events.emit("turn.state", t.ID, "", map[string]string{"state": t.State, "detail": t.Detail})
-		r.log.Info("turn ended", "session", id, "turn", t.ID, "state", t.State, "detail", t.Detail)
+		r.log.Info("turn ended", "session", id, "turn", t.ID, "state", t.State, "detail", r.cfg.Mask.String(t.Detail))
 		close(rt.done)
 	}()
 	// The answer to the message means it is on disk: the events of the
@@ -750,38 +855,6 @@ func (r *Runtime) Kill(id string) error {
 	return kerr
 }
 
-// writeCredentials makes the owner-only file a turn reads its credentials
-// from, in a private directory; the caller removes the directory.
-func (r *Runtime) writeCredentials(ls *liveSession) (dir, file string, err error) {
-	dir, err = os.MkdirTemp(r.cfg.SecretDir, "lowkey-cred-")
-	if err != nil {
-		return "", "", fmt.Errorf("credentials: %w", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		os.RemoveAll(dir)
-		return "", "", fmt.Errorf("credentials: %w", err)
-	}
-	file = filepath.Join(dir, "credentials.json")
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		os.RemoveAll(dir)
-		return "", "", fmt.Errorf("credentials: %w", err)
-	}
-	secrets := r.cfg.Secrets()
-	if secrets == nil {
-		secrets = map[string]string{}
-	}
-	err = json.NewEncoder(f).Encode(map[string]any{"mcp_token": ls.token, "secrets": secrets})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.RemoveAll(dir)
-		return "", "", fmt.Errorf("credentials: %w", err)
-	}
-	return dir, file, nil
-}
-
 // turnContext is the context of the session's running turn (device
 // actions an agent starts end with it), or the session's.
 func (r *Runtime) turnContext(id string) (context.Context, string) {
@@ -820,8 +893,10 @@ func (r *Runtime) Forget(id string) error {
 	r.mu.Lock()
 	ls := r.live[id]
 	delete(r.live, id)
-	if ls != nil {
-		delete(r.byTok, ls.token)
+	for tok, o := range r.byTok {
+		if o.session == id {
+			delete(r.byTok, tok)
+		}
 	}
 	r.mu.Unlock()
 	if ls != nil {

@@ -25,11 +25,10 @@ func TestExecRuntimeUsesTheShellOnlyWhenNeeded(t *testing.T) {
 		"exec:echo ~":                 {"/bin/sh", "-c", "echo ~"},
 	}
 	for agent, want := range cases {
-		cmd, err := r.workerCommand(agent)
-		if err != nil {
-			t.Fatal(agent, err)
+		got, own, err := r.workerCommand(agent)
+		if err != nil || own {
+			t.Fatal(agent, err, own)
 		}
-		got := append([]string{cmd.Path}, cmd.Args[1:]...)
 		if !slices.Equal(got, want) {
 			t.Errorf("%s runs %q, want %q", agent, got, want)
 		}

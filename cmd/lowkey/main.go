@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +21,7 @@ import (
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/admin"
 	"github.com/lowkeyhq/lowkey/sessions/agent"
+	"github.com/lowkeyhq/lowkey/sessions/sandbox"
 )
 
 var version = "0.1.0-dev"
@@ -31,11 +31,14 @@ const usage = `lowkey — the box
 Usage:
   lowkey hub [--data DIR] [--listen ADDR] [--name NAME] [--no-mdns] [--session-memory BYTES]
              [--pages-listen ADDR] [--pages-origin URL] [--tls-cert FILE --tls-key FILE]
+             [--agent-user NAME] [--work-dir DIR]
   lowkey pair-code [--data DIR] [--ttl DURATION]   open a pairing window and print its code
   lowkey devices [--data DIR]                      list paired computers
   lowkey devices revoke [--data DIR] ID            unpair a computer now
-  lowkey token [--data DIR]                        print a bearer token for the HTTP API
-  lowkey secrets set [--data DIR] NAME             store a credential for agents (value from stdin)
+  lowkey token [--data DIR] [--rotate]             print the bearer token for the HTTP API (--rotate: replace it)
+  lowkey secrets set [--data DIR] [--for RUNTIME] NAME
+                                                   store a credential for agents (value from stdin), for one
+                                                   runtime (builtin, openai, exec) or all (the default)
   lowkey secrets list|rm [--data DIR] [NAME]       list names, or remove one
   lowkey backup [--data DIR] FILE                  back the running box up (identity and store)
   lowkey restore [--data DIR] FILE                 fill an empty data directory from a backup
@@ -75,6 +78,9 @@ func main() {
 	case "agent":
 		// The box runs this for a turn; it is not for people.
 		os.Exit(agent.Main(args, os.Stdin, os.Stdout, os.Stderr))
+	case "worker-init":
+		// The first process of a worker's namespaces; not for people.
+		os.Exit(sandbox.Init(os.Stderr))
 	case "bench":
 		err = runBench(args)
 	case "demo":
@@ -142,6 +148,8 @@ func runHub(args []string) error {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "HTTPS key file, with --tls-cert")
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not advertise on the LAN")
 	fs.Int64Var(&cfg.SessionMemory, "session-memory", 512<<20, "default memory budget of a session, in bytes")
+	fs.StringVar(&cfg.AgentUser, "agent-user", sandbox.DefaultAgentUser, "the account turns and jobs run as when the hub runs as root (made when it is the default and missing)")
+	fs.StringVar(&cfg.WorkDir, "work-dir", "", "where the sessions' working directories go, outside --data (default: ~AGENT/work as root, DATA-work otherwise)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -154,6 +162,14 @@ func runHub(args []string) error {
 		return err
 	}
 	fmt.Printf("Lowkey hub is ready: %s\n", h.URL())
+	switch mode, account, missing := h.Separation(); {
+	case missing != "":
+		fmt.Printf("Warning: agents are not fully separated from the box: %s\n", missing)
+	case mode == sandbox.ModeAgentUser:
+		fmt.Printf("Agents run as %s, apart from the hub's data and process\n", account)
+	default:
+		fmt.Printf("Agents run in namespaces of their own, apart from the hub's data and process\n")
+	}
 	if fp := h.TLSFingerprint(); fp != "" {
 		fmt.Printf("HTTPS certificate fingerprint (check it when your browser asks): %s\n", fp)
 	}
@@ -263,18 +279,29 @@ func printDevices(w io.Writer, ds []hub.DeviceView) {
 }
 
 func runToken(args []string) error {
-	fs := newFlags("token", "lowkey token [--data DIR]")
+	fs := newFlags("token", "lowkey token [--data DIR] [--rotate]")
+	rotate := fs.Bool("rotate", false, "replace the token: the old one stops working at once")
 	c, err := adminClient(fs, args)
 	if err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("token takes no arguments, got %q", fs.Args())
+	}
 	var out struct {
 		Token string `json:"token"`
 	}
-	if err := c.Do("GET", "/admin/token", nil, &out); err != nil {
+	method := "GET"
+	if *rotate {
+		method = "POST"
+	}
+	if err := c.Do(method, "/admin/token", nil, &out); err != nil {
 		return err
 	}
 	fmt.Println(out.Token)
+	if *rotate {
+		fmt.Fprintln(os.Stderr, "the old token no longer works")
+	}
 	return nil
 }
 
@@ -301,7 +328,11 @@ func runSecrets(args []string) error {
 		return errors.New("secrets needs set NAME, list or rm NAME")
 	}
 	sub := args[0]
-	fs := newFlags("secrets "+sub, "lowkey secrets set|list|rm [--data DIR] [NAME]")
+	fs := newFlags("secrets "+sub, "lowkey secrets set [--for RUNTIME] NAME | list | rm NAME [--data DIR]")
+	var forRuntime *string
+	if sub == "set" {
+		forRuntime = fs.String("for", "all", "the runtime that gets it: builtin, openai, exec or all")
+	}
 	c, err := adminClient(fs, args[1:])
 	if err != nil {
 		return err
@@ -322,18 +353,21 @@ func runSecrets(args []string) error {
 		if value == "" {
 			return errors.New("no value on stdin")
 		}
-		if err := c.Do("PUT", "/admin/secrets/"+fs.Arg(0), map[string]string{"value": value}, nil); err != nil {
+		if err := c.Do("PUT", "/admin/secrets/"+fs.Arg(0), map[string]string{"value": value, "for": *forRuntime}, nil); err != nil {
 			return err
 		}
-		fmt.Printf("stored %s: turns get it in their credentials file, never in their environment\n", fs.Arg(0))
+		who := "turns"
+		if *forRuntime != "all" {
+			who = "turns of the " + *forRuntime + " runtime"
+		}
+		fmt.Printf("stored %s: %s get it in their credentials file, never in their environment\n", fs.Arg(0), who)
 	case "list":
-		var names []string
-		if err := c.Do("GET", "/admin/secrets", nil, &names); err != nil {
+		var list []struct{ Name, For string }
+		if err := c.Do("GET", "/admin/secrets", nil, &list); err != nil {
 			return err
 		}
-		sort.Strings(names)
-		for _, n := range names {
-			fmt.Println(n)
+		for _, s := range list {
+			fmt.Printf("%s\tfor %s\n", s.Name, s.For)
 		}
 	case "rm":
 		if fs.NArg() != 1 {

@@ -125,7 +125,9 @@ func (w *worker) openai(ctx context.Context) (string, error) {
 		}
 		for _, tc := range m.ToolCalls {
 			name := names[tc.Function.Name]
-			w.say(fmt.Sprintf("→ %s %s", name, tc.Function.Arguments))
+			// The tool's name only: its arguments can hold what the person
+			// typed (a password for a form) and are the box's to record.
+			w.say("→ " + name)
 			var args map[string]any
 			_ = json.Unmarshal([]byte(tc.Function.Arguments), &args)
 			result, err := w.call(ctx, name, args)

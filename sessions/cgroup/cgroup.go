@@ -84,6 +84,22 @@ func Detect(root string) *Manager {
 // Mode is "v1", "v2" or "none".
 func (m *Manager) Mode() string { return m.mode }
 
+// Dirs are the directories the sessions' groups live under (none without
+// budgets).
+func (m *Manager) Dirs() []string {
+	switch m.mode {
+	case "v1":
+		var out []string
+		for _, sub := range v1Subsystems {
+			out = append(out, filepath.Join(v1Mount, sub, m.root))
+		}
+		return out
+	case "v2":
+		return []string{filepath.Join(v2Mount, m.root)}
+	}
+	return nil
+}
+
 // Unavailable says why there are no budgets ("" when there are).
 func (m *Manager) Unavailable() string { return m.reason }
 

@@ -1,0 +1,76 @@
+package sessions
+
+import (
+	"bytes"
+	"encoding/json"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Masker replaces the box's secret values wherever they would be kept or
+// shown: events, turn and job records, the audit, logs. The box knows
+// every value, so whatever printed one (an agent, a job, a person typing
+// it into the chat), it is stored as [secret NAME].
+type Masker struct {
+	mu    sync.RWMutex
+	pairs []maskPair
+}
+
+type maskPair struct {
+	name  string
+	plain []byte
+	// quoted is the value as it appears inside a JSON string.
+	quoted []byte
+}
+
+// minMasked: shorter values would mask ordinary words.
+const minMasked = 4
+
+// Set replaces the values to mask (name → value).
+func (m *Masker) Set(secrets map[string]string) {
+	var pairs []maskPair
+	for name, v := range secrets {
+		if len(v) < minMasked {
+			continue
+		}
+		q, _ := json.Marshal(v)
+		pairs = append(pairs, maskPair{name: name, plain: []byte(v), quoted: q[1 : len(q)-1]})
+	}
+	// Longest first: a value that contains another is masked whole.
+	sort.Slice(pairs, func(i, j int) bool { return len(pairs[i].plain) > len(pairs[j].plain) })
+	m.mu.Lock()
+	m.pairs = pairs
+	m.mu.Unlock()
+}
+
+// String masks plain text.
+func (m *Masker) String(s string) string {
+	if m == nil {
+		return s
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, p := range m.pairs {
+		if strings.Contains(s, string(p.plain)) {
+			s = strings.ReplaceAll(s, string(p.plain), "[secret "+p.name+"]")
+		}
+	}
+	return s
+}
+
+// JSON masks encoded JSON: values inside strings, escaped as JSON has
+// them.
+func (m *Masker) JSON(b []byte) []byte {
+	if m == nil {
+		return b
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, p := range m.pairs {
+		if bytes.Contains(b, p.quoted) {
+			b = bytes.ReplaceAll(b, p.quoted, []byte("[secret "+p.name+"]"))
+		}
+	}
+	return b
+}
