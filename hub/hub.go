@@ -103,10 +103,10 @@ func (c *Config) fill() {
 
 // Hub is a running box.
 type Hub struct {
-	cfg    Config
-	log    *slog.Logger
-	store  *Store
-	id     *pairing.Identity
+	cfg     Config
+	log     *slog.Logger
+	store   *Store
+	id      *pairing.Identity
 	tokenMu sync.Mutex
 	token   string
 	window  *pairing.Window
