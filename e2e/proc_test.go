@@ -24,7 +24,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "github.com/lowkeyhq/lowkey/cmd/...")
+	// Agents run the built programs as their own account: the directory
+	// is theirs to read.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "github.com/lowkeyhq/lowkey/cmd/...", "github.com/lowkeyhq/lowkey/e2e/attacker")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the binaries:", err)
@@ -76,7 +82,13 @@ func command(ns, name string, args ...string) *exec.Cmd {
 
 func start(t *testing.T, ns, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, cmd: command(ns, name, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	return startCmd(t, name, command(ns, name, args...))
+}
+
+// startCmd starts a command built by command and changed by the caller.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

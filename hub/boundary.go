@@ -56,6 +56,16 @@ func (h *Hub) prepareBoundary() error {
 		return fmt.Errorf("agent account: %w", err)
 	}
 	h.boundary = b
+	// Nothing else running as the hub's account may trace it or read its
+	// memory, environment or open files through /proc. With user
+	// namespaces the workers cannot see the hub at all, and the hub must
+	// stay dumpable: a child inherits the flag until its exec, and the
+	// hub could not write a non-dumpable child's uid_map.
+	if b.Mode() != sandbox.ModeUserNS {
+		if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+			return fmt.Errorf("making the hub untraceable: %w", err)
+		}
+	}
 	if h.cfg.WorkDir == "" {
 		if b.Mode() == sandbox.ModeAgentUser {
 			h.cfg.WorkDir = filepath.Join(b.Home(), "work")

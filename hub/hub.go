@@ -17,8 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/pages"
 	"github.com/lowkeyhq/lowkey/pairing"
@@ -154,11 +152,6 @@ func Start(cfg Config) (*Hub, error) {
 	if err := ownDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	// Nothing running as this account may trace the hub or read its
-	// memory, environment or open files through /proc.
-	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-		return nil, fmt.Errorf("making the hub untraceable: %w", err)
-	}
 	h := &Hub{cfg: cfg, log: cfg.Logger, links: map[string]*live{}, lives: map[string]*liveRelay{}, confirms: sessions.NewConfirmations(), mask: &sessions.Masker{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	ok := false
@@ -244,7 +237,7 @@ func Start(cfg Config) (*Hub, error) {
 	}
 	h.runtime = sessions.NewRuntime(sessions.Config{
 		Store: h.store, Groups: h.groups, WorkerBin: cfg.WorkerBin, MCPURL: "http://" + h.mcpLn.Addr().String() + "/mcp",
-		WorkDir: h.cfg.WorkDir, Boundary: h.boundary, Mask: h.mask, Secrets: h.secretsFor,
+		WorkDir: h.cfg.WorkDir, BoxID: h.id.ID() + ":" + h.dataDirAbs(), Boundary: h.boundary, Mask: h.mask, Secrets: h.secretsFor,
 		Devices: agentDevices{h}, Pages: agentPages{h},
 		Confirms: h.confirms, StallAfter: cfg.StallAfter, ConfirmTimeout: cfg.ConfirmTimeout, Logger: h.log,
 	})
@@ -327,6 +320,13 @@ func (h *Hub) URL() string {
 // TLSFingerprint is the SHA-256 fingerprint of the HTTPS certificate, ""
 // when the hub serves plain HTTP (on loopback).
 func (h *Hub) TLSFingerprint() string { return h.tlsFP }
+
+func (h *Hub) dataDirAbs() string {
+	if abs, err := filepath.Abs(h.cfg.DataDir); err == nil {
+		return abs
+	}
+	return h.cfg.DataDir
+}
 
 // DataDir is where the box keeps its state.
 func (h *Hub) DataDir() string { return h.cfg.DataDir }

@@ -67,6 +67,10 @@ type Config struct {
 	// SecretDir is where credential files are made (tmpfs when there is
 	// one).
 	SecretDir string
+	// BoxID names this box's own credentials directory under SecretDir,
+	// the same across restarts (default: its WorkDir). Boxes may share
+	// a WorkDir (the agent account's), never a BoxID.
+	BoxID string
 	// Secrets returns the box's stored credentials meant for a runtime
 	// ("builtin", "openai", "exec").
 	Secrets func(runtime string) map[string]string
@@ -206,12 +210,15 @@ func NewRuntime(cfg Config) *Runtime {
 }
 
 // boxSecretDir makes this box's own directory for credential files under
-// base, named after its work directory, and empties it: files a box that
+// base, named after its BoxID, and empties it: files a box that
 // died (kill -9, power loss) could not remove go at its next start.
 // Another box's directory is never touched. "" means none could be made.
 func (r *Runtime) boxSecretDir(base string) string {
-	work, _ := filepath.Abs(r.cfg.WorkDir)
-	sum := sha256.Sum256([]byte(work))
+	key := r.cfg.BoxID
+	if key == "" {
+		key, _ = filepath.Abs(r.cfg.WorkDir)
+	}
+	sum := sha256.Sum256([]byte(key))
 	dir := filepath.Join(base, "lowkey-box-"+hex.EncodeToString(sum[:8]))
 	_ = os.RemoveAll(dir)
 	err := os.Mkdir(dir, 0o700)

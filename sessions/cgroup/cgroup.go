@@ -353,16 +353,21 @@ func removeTree(dir string) error {
 }
 
 // noGroup runs processes without a budget, in their own process group so
-// they can still be stopped together.
+// they can still be stopped together. A group holds what was started in
+// it and in the groups below it, as a real group does.
 type noGroup struct {
-	name string
-	pids []int
+	name   string
+	parent *noGroup
+	mu     sync.Mutex
+	pids   []int
 }
 
-func (g *noGroup) Name() string                     { return g.name }
-func (g *noGroup) Child(name string) (Group, error) { return &noGroup{name: g.name + "/" + name}, nil }
-func (g *noGroup) OOMKills() uint64                 { return 0 }
-func (g *noGroup) Delete() error                    { return nil }
+func (g *noGroup) Name() string { return g.name }
+func (g *noGroup) Child(name string) (Group, error) {
+	return &noGroup{name: g.name + "/" + name, parent: g}, nil
+}
+func (g *noGroup) OOMKills() uint64 { return 0 }
+func (g *noGroup) Delete() error    { return nil }
 func (g *noGroup) Start(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
@@ -373,20 +378,31 @@ func (g *noGroup) Start(cmd *exec.Cmd) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	g.pids = append(g.pids, cmd.Process.Pid)
+	for up := g; up != nil; up = up.parent {
+		up.mu.Lock()
+		up.pids = append(up.pids, cmd.Process.Pid)
+		up.mu.Unlock()
+	}
 	return nil
 }
-func (g *noGroup) Procs() ([]int, error) {
-	var out []int
+
+// live lists the process groups still running, forgetting the others.
+func (g *noGroup) live() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	alive := g.pids[:0]
 	for _, p := range g.pids {
 		if syscall.Kill(-p, 0) == nil {
-			out = append(out, p)
+			alive = append(alive, p)
 		}
 	}
-	return out, nil
+	g.pids = alive
+	return append([]int(nil), alive...)
 }
+
+func (g *noGroup) Procs() ([]int, error) { return g.live(), nil }
 func (g *noGroup) Kill() error {
-	for _, p := range g.pids {
+	for _, p := range g.live() {
 		_ = syscall.Kill(-p, syscall.SIGKILL)
 	}
 	return nil
