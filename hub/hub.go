@@ -387,6 +387,9 @@ func (h *Hub) Close() error {
 	if h.runtime != nil {
 		h.runtime.Close()
 	}
+	if h.boundary != nil {
+		h.boundary.Close()
+	}
 	h.mu.Lock()
 	for _, l := range h.links {
 		l.end()

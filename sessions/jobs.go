@@ -120,16 +120,19 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 	w, err := r.cfg.Boundary.Command(sandbox.Spec{
 		Argv: []string{"/bin/sh", "-c", command}, Dir: cwd, Credentials: creds, CredentialsDir: r.cfg.SecretDir,
 		Env: r.workerEnv(work, "LOWKEY_SESSION="+id, "LOWKEY_MCP_URL="+r.cfg.MCPURL),
-	})
+	}, rj.group)
 	if err != nil {
 		r.dropToken(token)
 		return Job{}, err
 	}
+	_, stdout, stderr, err := w.Pipes(false)
+	if err != nil {
+		r.dropToken(token)
+		w.Release()
+		return Job{}, err
+	}
 	cmd := w.Cmd
-	detach(cmd)
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := w.Start(rj.group.Start); err != nil {
+	if err := w.Start(); err != nil {
 		r.dropToken(token)
 		_ = rj.group.Delete()
 		return Job{}, fmt.Errorf("could not start the job: %w", err)

@@ -541,16 +541,6 @@ var shellBuiltins = map[string]bool{
 	"while": true, "until": true, "do": true, "done": true, "function": true, "select": true,
 }
 
-// detach starts cmd in a session of its own: no controlling terminal (an
-// agent cannot read or signal the terminal the box was started from) and
-// none of the box's terminal signals.
-func detach(cmd *exec.Cmd) {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Setsid = true
-}
-
 // pipeRoom is what a pipe surely holds with no reader (Linux's smallest
 // pipe buffer is one 4 KiB page; the default is 64 KiB).
 const pipeRoom = 4 << 10
@@ -606,16 +596,18 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	w, err := r.cfg.Boundary.Command(sandbox.Spec{
 		Argv: argv, Dir: work, OwnBinary: own, Credentials: creds, CredentialsDir: r.cfg.SecretDir,
 		Env: r.workerEnv(work, "LOWKEY_SESSION="+id, "LOWKEY_TURN="+rt.t.ID, "LOWKEY_MCP_URL="+r.cfg.MCPURL),
-	})
+	}, rt.group)
 	if err != nil {
 		r.dropToken(token)
 		return fail(err)
 	}
+	stdin, stdout, stderr, err := w.Pipes(true)
+	if err != nil {
+		r.dropToken(token)
+		w.Release()
+		return fail(err)
+	}
 	cmd := w.Cmd
-	detach(cmd)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
 	rt.stdin = stdin
 	rt.cmd, rt.worker = cmd, w
 	rt.ctx, rt.cancel = context.WithCancel(ls.ctx)
@@ -627,7 +619,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	if early {
 		_, _ = stdin.Write(input)
 	}
-	if err := w.Start(rt.group.Start); err != nil {
+	if err := w.Start(); err != nil {
 		r.dropToken(token)
 		return fail(fmt.Errorf("could not start the agent: %w", err))
 	}

@@ -33,6 +33,10 @@ type Group interface {
 	Child(name string) (Group, error)
 	// Start starts cmd inside the group.
 	Start(cmd *exec.Cmd) error
+	// Place moves a started process into the group: one that runs
+	// nothing of its own until it is placed (a worker's init waiting for
+	// its orders), so nothing it starts is born outside.
+	Place(pid int) error
 	// Procs lists every process in the group and below.
 	Procs() ([]int, error)
 	// OOMKills counts processes the kernel killed for memory here.
@@ -378,12 +382,7 @@ func (g *noGroup) Start(cmd *exec.Cmd) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	for up := g; up != nil; up = up.parent {
-		up.mu.Lock()
-		up.pids = append(up.pids, cmd.Process.Pid)
-		up.mu.Unlock()
-	}
-	return nil
+	return g.Place(cmd.Process.Pid)
 }
 
 // live lists the process groups still running, forgetting the others.
@@ -398,6 +397,17 @@ func (g *noGroup) live() []int {
 	}
 	g.pids = alive
 	return append([]int(nil), alive...)
+}
+
+// Place notes a process that leads a process group of its own (the
+// workers' inits start in sessions of their own).
+func (g *noGroup) Place(pid int) error {
+	for up := g; up != nil; up = up.parent {
+		up.mu.Lock()
+		up.pids = append(up.pids, pid)
+		up.mu.Unlock()
+	}
+	return nil
 }
 
 func (g *noGroup) Procs() ([]int, error) { return g.live(), nil }

@@ -71,16 +71,16 @@ func (g *v1Group) Child(name string) (Group, error) {
 	return &v1Group{name: g.name + "/" + name, cg: cg}, nil
 }
 
-func (g *v1Group) Start(cmd *exec.Cmd) error {
-	return gate(cmd, func(pid int) error {
-		id := []byte(strconv.Itoa(pid))
-		for _, sub := range v1Subsystems {
-			if err := os.WriteFile(filepath.Join(g.dir(sub), "cgroup.procs"), id, 0); err != nil {
-				return fmt.Errorf("cgroup v1 %s: %w", sub, err)
-			}
+func (g *v1Group) Start(cmd *exec.Cmd) error { return gate(cmd, g.Place) }
+
+func (g *v1Group) Place(pid int) error {
+	id := []byte(strconv.Itoa(pid))
+	for _, sub := range v1Subsystems {
+		if err := os.WriteFile(filepath.Join(g.dir(sub), "cgroup.procs"), id, 0); err != nil {
+			return fmt.Errorf("cgroup v1 %s: %w", sub, err)
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 func (g *v1Group) dir(sub string) string { return filepath.Join(v1Mount, sub, g.name) }

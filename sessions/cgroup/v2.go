@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -90,6 +91,13 @@ func (g *v2Group) Start(cmd *exec.Cmd) error {
 	cmd.SysProcAttr.UseCgroupFD = true
 	cmd.SysProcAttr.CgroupFD = int(f.Fd())
 	return cmd.Start()
+}
+
+func (g *v2Group) Place(pid int) error {
+	if err := os.WriteFile(filepath.Join(v2Mount, g.name, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+		return fmt.Errorf("cgroup v2: %w", err)
+	}
+	return nil
 }
 
 func (g *v2Group) Procs() ([]int, error) { return walkPids(filepath.Join(v2Mount, g.name)) }

@@ -53,6 +53,8 @@ type Boundary struct {
 	// and PID namespaces (with a user namespace when userNS).
 	namespaces bool
 	userNS     bool
+
+	pool pool
 }
 
 // Prepare works out the boundary this machine allows: it makes the agent
@@ -208,7 +210,7 @@ func (b *Boundary) probe() error {
 	}
 	var out bytes.Buffer
 	w.Cmd.Stdout, w.Cmd.Stderr = &out, &out
-	if err := w.Start((*exec.Cmd).Start); err != nil {
+	if err := w.Start(); err != nil {
 		return err
 	}
 	w.Release()

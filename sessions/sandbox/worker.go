@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +36,15 @@ type Spec struct {
 // path is in the worker's LOWKEY_CREDENTIALS_FILE.
 const CredentialsName = "credentials.json"
 
+// Group is where a worker starts: its control group.
+type Group interface {
+	// Start starts cmd inside the group.
+	Start(cmd *exec.Cmd) error
+	// Place moves a process that has not run anything of its own yet
+	// into the group.
+	Place(pid int) error
+}
+
 // Worker is a command ready to start inside the boundary.
 type Worker struct {
 	Cmd *exec.Cmd
@@ -49,6 +59,14 @@ type Worker struct {
 	hostDir string   // a credentials directory on the host's disk
 	opened  *os.File // the agent program, opened for the worker
 	once    sync.Once
+
+	group Group
+	// A warm worker is an init started ahead and already placed in its
+	// group, waiting for its orders; its streams were made with it.
+	warm   bool
+	stdin  io.WriteCloser
+	stdout io.ReadCloser
+	stderr io.ReadCloser
 }
 
 // initConfig is what the init reads from its control pipe.
@@ -67,9 +85,20 @@ type initConfig struct {
 	OwnBinary bool     `json:"own_binary"`
 }
 
-// Command builds the command that runs spec inside the boundary. Start
-// it with Worker.Start and call Release once its output has closed.
-func (b *Boundary) Command(s Spec) (*Worker, error) { return b.command(s, b.hide) }
+// Command builds the worker that runs spec inside the boundary, in
+// group. Take its streams with Pipes, start it with Start, and call
+// Release once its output has closed.
+func (b *Boundary) Command(s Spec, g Group) (*Worker, error) {
+	w, err := b.command(s, b.hide)
+	if err != nil {
+		return nil, err
+	}
+	w.group = g
+	if w.ctlW != nil {
+		b.warmUp(w)
+	}
+	return w, nil
+}
 
 func (b *Boundary) command(s Spec, hide []string) (*Worker, error) {
 	if len(s.Argv) == 0 {
@@ -95,14 +124,27 @@ func (b *Boundary) command(s Spec, hide []string) (*Worker, error) {
 	if w.cfg, err = json.Marshal(c); err != nil {
 		return nil, err
 	}
-	if w.ctlR, w.ctlW, err = os.Pipe(); err != nil {
+	w.Cmd, w.ctlR, w.ctlW, err = b.initCommand()
+	if err != nil {
 		return nil, err
+	}
+	return w, nil
+}
+
+// initCommand is the init of a worker's namespaces, with the pipe it
+// takes its orders from.
+func (b *Boundary) initCommand() (*exec.Cmd, *os.File, *os.File, error) {
+	ctlR, ctlW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	cmd := exec.Command(b.initBin, "worker-init")
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	cmd.ExtraFiles = []*os.File{w.ctlR}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID}
+	cmd.ExtraFiles = []*os.File{ctlR}
+	// A session of its own: no terminal of the box's, none of its
+	// terminal's signals.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID}
 	if b.userNS {
 		uid, gid := os.Getuid(), os.Getgid()
 		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
@@ -112,8 +154,7 @@ func (b *Boundary) command(s Spec, hide []string) (*Worker, error) {
 		// worker it starts gets none of it.
 		cmd.SysProcAttr.AmbientCaps = []uintptr{unix.CAP_SYS_ADMIN}
 	}
-	w.Cmd = cmd
-	return w, nil
+	return cmd, ctlR, ctlW, nil
 }
 
 // plain runs the worker as it is (as the agent account when the hub is
@@ -123,8 +164,9 @@ func (b *Boundary) plain(w *Worker, s Spec) (*Worker, error) {
 	path := s.Argv[0]
 	cmd := exec.Command(path, s.Argv[1:]...)
 	cmd.Env, cmd.Dir = s.Env, s.Dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if b.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: b.cred}
+		cmd.SysProcAttr.Credential = b.cred
 		if s.OwnBinary {
 			// Opened by the hub's account, run as the agent's.
 			f, err := os.Open(path)
@@ -193,9 +235,41 @@ func (b *Boundary) hostCredentials(base string, content []byte) (dir, file strin
 	return dir, file, nil
 }
 
-// Start starts the worker with start (a control group's Start, or
-// exec.Cmd.Start) and hands the init its orders.
-func (w *Worker) Start(start func(*exec.Cmd) error) error {
+// Pipes are the worker's streams (stdin nil unless withStdin: the worker
+// reads nothing).
+func (w *Worker) Pipes(withStdin bool) (stdin io.WriteCloser, stdout, stderr io.ReadCloser, err error) {
+	if w.warm {
+		if !withStdin {
+			w.stdin.Close()
+			w.stdin = nil
+		}
+		return w.stdin, w.stdout, w.stderr, nil
+	}
+	if withStdin {
+		if stdin, err = w.Cmd.StdinPipe(); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if stdout, err = w.Cmd.StdoutPipe(); err != nil {
+		return nil, nil, nil, err
+	}
+	if stderr, err = w.Cmd.StderrPipe(); err != nil {
+		return nil, nil, nil, err
+	}
+	return stdin, stdout, stderr, nil
+}
+
+// Start starts the worker in its group (a warm one is there already)
+// and hands the init its orders.
+func (w *Worker) Start() error {
+	if w.warm {
+		w.order()
+		return nil
+	}
+	start := (*exec.Cmd).Start
+	if w.group != nil {
+		start = w.group.Start
+	}
 	err := start(w.Cmd)
 	// The child has its own copies.
 	if w.ctlR != nil {
@@ -212,13 +286,18 @@ func (w *Worker) Start(start func(*exec.Cmd) error) error {
 		return err
 	}
 	if w.ctlW != nil {
-		go func() {
-			defer close(w.wrote)
-			// An init that died unread makes this fail: its stderr says why.
-			_, _ = w.ctlW.Write(w.cfg)
-		}()
+		w.order()
 	}
 	return nil
+}
+
+// order writes the init's orders (more than a pipe holds, with secrets).
+func (w *Worker) order() {
+	go func() {
+		defer close(w.wrote)
+		// An init that died unread makes this fail: its stderr says why.
+		_, _ = w.ctlW.Write(w.cfg)
+	}()
 }
 
 // Release lets the init end once its worker has (call it when the
