@@ -8,6 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,6 +243,8 @@ func TestPublishingRefusesEscapesAndOversize(t *testing.T) {
 		{"hidden file", entry(&tar.Header{Name: ".htaccess.txt", Typeflag: tar.TypeReg, Mode: 0o644}, "x"), 400},
 		{"huge file", entry(&tar.Header{Name: "big.txt", Typeflag: tar.TypeReg, Mode: 0o644}, strings.Repeat("x", 11<<20)), 413},
 		{"not a tar", []byte("hello"), 400},
+		{"dot then parent", entry(&tar.Header{Name: "./../evil.html", Typeflag: tar.TypeReg, Mode: 0o644}, "x"), 400},
+		{"dot then hidden", entry(&tar.Header{Name: "./.git/x.txt", Typeflag: tar.TypeReg, Mode: 0o644}, "x"), 400},
 	}
 	for _, c := range cases {
 		if status, m := publish(t, base, token, sid, c.body); status != c.status {
@@ -247,6 +252,37 @@ func TestPublishingRefusesEscapesAndOversize(t *testing.T) {
 		} else if msg, _ := m["error"].(map[string]any)["message"].(string); msg == "" {
 			t.Errorf("%s: no message", c.name)
 		}
+	}
+	// The archive people make with tar itself: ./index.html, ./css/ and
+	// ./css/site.css, directory entries included.
+	site := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(site, "css"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"index.html": "<h1>made with tar</h1>", "css/site.css": "h1{color:red}"} {
+		if err := os.WriteFile(filepath.Join(site, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	archive, err := exec.Command("tar", "-C", site, "-cf", "-", ".").Output()
+	if err != nil {
+		t.Fatalf("tar: %v", err)
+	}
+	if !bytes.Contains(archive, []byte("./index.html")) {
+		t.Fatal("this tar does not write ./ names")
+	}
+	status, m := publish(t, base, token, sid, archive)
+	if status != 201 {
+		t.Fatalf("a tar made by tar: %d %v", status, m)
+	}
+	resp, err := http.Get(m["url"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "made with tar") {
+		t.Fatalf("the published page: %d %s", resp.StatusCode, body)
 	}
 }
 

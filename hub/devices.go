@@ -48,6 +48,8 @@ type live struct {
 	rtt   atomic.Int64 // nanoseconds, 0 until measured
 	seen  atomic.Int64 // unix nanoseconds
 	once  sync.Once
+	// calls holds a place for each action running on the computer.
+	calls chan struct{}
 }
 
 // end closes the link at once.
@@ -190,7 +192,15 @@ func (h *Hub) Call(ctx context.Context, deviceID, action, conversation string, a
 	if l == nil {
 		return nil, errOffline
 	}
+	select {
+	case l.calls <- struct{}{}:
+		defer func() { <-l.calls }()
+	default:
+		return nil, errDeviceBusy
+	}
 	return l.conn.Link.Call(ctx, action, conversation, args)
 }
 
 var errOffline = errors.New("the computer is offline: start \"lowkey-companion run\" on it")
+
+var errDeviceBusy = fmt.Errorf("this computer is already running %d actions: wait for one to finish", maxDeviceCalls)

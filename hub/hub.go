@@ -171,7 +171,6 @@ func Start(cfg Config) (*Hub, error) {
 		return nil, err
 	}
 	h.refreshMask()
-	h.logins.fails = map[string][]time.Time{}
 	if err := h.prepareSetup(); err != nil {
 		return nil, err
 	}
@@ -242,11 +241,13 @@ func Start(cfg Config) (*Hub, error) {
 		Confirms: h.confirms, StallAfter: cfg.StallAfter, ConfirmTimeout: cfg.ConfirmTimeout, Logger: h.log,
 	})
 	h.confirms.OnChange = h.runtime.ConfirmOpened
-	h.srv = &http.Server{Handler: h.routes(false), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
-	h.admin = &http.Server{Handler: h.peerChecked(h.routes(true)), ConnContext: peerContext, ReadHeaderTimeout: 10 * time.Second}
-	h.mcpSrv = &http.Server{Handler: h.runtime.MCPHandler(), ReadHeaderTimeout: 10 * time.Second}
+	h.srv = newServer(h.routes(false))
+	h.srv.ErrorLog = slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)
+	h.admin = newServer(h.peerChecked(h.routes(true)))
+	h.admin.ConnContext = peerContext
+	h.mcpSrv = newServer(limitBody(h.runtime.MCPHandler()))
 	if h.pagesLn != nil {
-		h.pagesSrv = &http.Server{Handler: h.pages.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		h.pagesSrv = newServer(h.pages.Handler())
 		h.wg.Add(1)
 		go func() { defer h.wg.Done(); _ = h.pagesSrv.Serve(h.pagesLn) }()
 	}

@@ -66,7 +66,7 @@ func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	l := &live{conn: conn, ws: c, since: time.Now()}
+	l := &live{conn: conn, ws: c, since: time.Now(), calls: make(chan struct{}, maxDeviceCalls)}
 	l.seen.Store(time.Now().UnixNano())
 	h.mu.Lock()
 	old := h.links[devID]

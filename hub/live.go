@@ -72,6 +72,7 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	ws.SetReadLimit(maxWSMessage)
 	h.wg.Add(1)
 	defer h.wg.Done()
 	defer ws.Close()

@@ -38,6 +38,9 @@ func (d agentDevices) List(session string) any {
 }
 
 func (d agentDevices) Do(ctx context.Context, session, who, device, action string, args json.RawMessage) (json.RawMessage, []byte, error) {
+	if action == "sys.echo" {
+		return nil, nil, errors.New("sys.echo measures the link: only the box's owner can run it")
+	}
 	res, err := d.h.gate.Do(ctx, devicectl.GateRequest{Who: who, Conversation: session, Device: device, Action: action, Args: args})
 	if err != nil {
 		return nil, nil, err
@@ -167,6 +170,7 @@ func (h *Hub) getEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	ws.SetReadLimit(maxWSMessage)
 	h.wg.Add(1)
 	defer h.wg.Done()
 	defer ws.Close()

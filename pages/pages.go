@@ -83,6 +83,10 @@ func New(dir string, store Store) (*Pages, error) {
 // checkName refuses names that could leave the snapshot or confuse a
 // server or a browser.
 func checkName(name string) (string, error) {
+	// tar -C site -cf site.tar . writes every name as ./name.
+	for strings.HasPrefix(name, "./") {
+		name = name[2:]
+	}
 	if name == "" || strings.ContainsAny(name, "\\\x00") || strings.HasPrefix(name, "/") {
 		return "", refuse("the file name %q is not allowed", name)
 	}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"filippo.io/cpace"
 	"golang.org/x/crypto/hkdf"
@@ -312,6 +313,13 @@ type Responder struct {
 
 // Serve runs one exchange on c. On success the window's code is used up and
 // the new peer is returned for the caller to pin.
+// StartWait is how long a pairing peer has between its hello and the
+// exchange's first message.
+const StartWait = 5 * time.Second
+
+// ErrStalled: the peer stopped answering in the middle of an exchange.
+var ErrStalled = errors.New("pairing stalled")
+
 func (r *Responder) Serve(ctx context.Context, c Conn) (*Peer, error) {
 	hello, err := recvType(ctx, c, "hello")
 	if err != nil {
@@ -335,8 +343,18 @@ func (r *Responder) Serve(ctx context.Context, c Conn) (*Peer, error) {
 	if err := c.Send(ctx, &Message{Type: "hello", ID: bID, Fingerprint: bFP}); err != nil {
 		return nil, err
 	}
-	start, err := recvType(ctx, c, "start")
+	// The window is held for this exchange from here: a peer that says
+	// hello and then waits holds it only briefly, and that counts as a
+	// failed attempt.
+	sctx, scancel := context.WithTimeout(ctx, StartWait)
+	start, err := recvType(sctx, c, "start")
+	stalled := sctx.Err() != nil && ctx.Err() == nil
+	scancel()
 	if err != nil {
+		if stalled {
+			guessed = true
+			return nil, fmt.Errorf("%w: the computer sent nothing within %s of its hello", ErrStalled, StartWait)
+		}
 		return nil, err
 	}
 	msgB, secret, err := cpace.Exchange(att.Code(), contextFor(aID, aFP, bID, bFP), start.Data)

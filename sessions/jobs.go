@@ -143,16 +143,21 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 	r.saveJob(rj.j)
 	ls.events.emit("job.started", rj.j.Turn, rj.j.ID, rj.j)
 	var wg sync.WaitGroup
+	var budget outputBudget
 	read := func(stream string, rd io.Reader, t *tail) {
 		defer wg.Done()
-		sc := bufio.NewScanner(rd)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
+		readLines(rd, func(line string, cut bool) {
+			if cut {
+				line += fmt.Sprintf(" … (line cut at %d KiB)", maxLine>>10)
+			}
 			rj.mu.Lock()
-			t.add(sc.Text())
+			t.add(line)
+			kept := budget.take(len(line) + 1)
 			rj.mu.Unlock()
-			ls.events.emit("job.output", rj.j.Turn, rj.j.ID, map[string]string{"stream": stream, "text": sc.Text()})
-		}
+			if kept {
+				ls.events.emit("job.output", rj.j.Turn, rj.j.ID, map[string]string{"stream": stream, "text": line})
+			}
+		})
 	}
 	wg.Add(2)
 	go read("stdout", stdout, &rj.out)

@@ -1,7 +1,6 @@
 package sessions
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -558,7 +557,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	}
 	rt := &runningTurn{t: Turn{ID: "t-" + randomID(), Session: id, Message: text, State: StateRunning, Started: time.Now().UTC()}, done: make(chan struct{}), last: time.Now()}
 	ls.turn = rt
-	history := append([]historyItem(nil), ls.history...)
+	history := append([]historyItem(nil), recentHistory(ls.history)...)
 	ls.history = append(ls.history, historyItem{"user", text})
 	ls.mu.Unlock()
 	fail := func(err error) (*Turn, error) {
@@ -632,21 +631,25 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	}
 	var reply strings.Builder
 	var outMu sync.Mutex
+	var budget outputBudget
 	var wg sync.WaitGroup
 	read := func(stream string, rd io.Reader) {
 		defer wg.Done()
-		sc := bufio.NewScanner(rd)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
+		readLines(rd, func(line string, cut bool) {
 			r.touch(ls, rt)
-			ls.events.emit("turn.output", rt.t.ID, "", map[string]string{"stream": stream, "text": line})
-			if stream == "stdout" {
-				outMu.Lock()
-				reply.WriteString(line + "\n")
-				outMu.Unlock()
+			if cut {
+				line += fmt.Sprintf(" … (line cut at %d KiB)", maxLine>>10)
 			}
-		}
+			outMu.Lock()
+			kept := budget.take(len(line) + 1)
+			if kept && stream == "stdout" {
+				reply.WriteString(line + "\n")
+			}
+			outMu.Unlock()
+			if kept {
+				ls.events.emit("turn.output", rt.t.ID, "", map[string]string{"stream": stream, "text": line})
+			}
+		})
 	}
 	wg.Add(2)
 	go read("stdout", stdout)
@@ -668,6 +671,10 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 		ls.turnOOMs = ooms
 		t := rt.t
 		t.Reply = strings.TrimSpace(reply.String())
+		if budget.dropped > 0 {
+			t.Reply += "\n[" + budget.note() + "]"
+			ls.events.emit("turn.output", t.ID, "", map[string]string{"stream": "stderr", "text": budget.note()})
+		}
 		t.Ended = time.Now().UTC()
 		if code := cmd.ProcessState.ExitCode(); code >= 0 {
 			t.ExitCode = &code
