@@ -1,0 +1,130 @@
+package hub_test
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/sessions"
+)
+
+// setUpOwner creates the box's owner through its one-time link.
+func setUpOwner(t *testing.T, a api, setupURL, password string) {
+	t.Helper()
+	_, tok, _ := strings.Cut(setupURL, "#/setup/")
+	anon := api{t: t, base: a.base}
+	if status, _, raw := anon.do("POST", "/api/v1/setup", map[string]string{"token": tok, "name": "owner", "password": password}); status != http.StatusOK {
+		t.Fatalf("setup: %d %s", status, raw)
+	}
+}
+
+// As reported: 59 wrong passwords at once were all checked, and the right
+// one after them got in. Now attempts are counted as they start: at most
+// the limit are checked, and the name is locked for the minute, right
+// password or not. Nine wrong ones, then the right one, still sign in.
+func TestSignInBurstIsHeldToTheLimit(t *testing.T) {
+	h, a := startBox(t, nil)
+	setUpOwner(t, a, h.SetupURL(), "right-password-1")
+	anon := api{t: t, base: a.base}
+	var mu sync.Mutex
+	counts := map[int]int{}
+	var wg sync.WaitGroup
+	for range 59 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", a.base+"/api/v1/login", strings.NewReader(`{"name":"owner","password":"wrong-password-1"}`))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			counts[resp.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if counts[http.StatusUnauthorized] > 10 || counts[http.StatusUnauthorized]+counts[http.StatusTooManyRequests] != 59 {
+		t.Fatalf("59 wrong passwords at once were answered %v: more than 10 were checked", counts)
+	}
+	if status, _, _ := anon.do("POST", "/api/v1/login", map[string]string{"name": "owner", "password": "right-password-1"}); status != http.StatusTooManyRequests {
+		t.Fatalf("the right password after the burst: %d, want 429", status)
+	}
+
+	h2, a2 := startBox(t, nil)
+	setUpOwner(t, a2, h2.SetupURL(), "right-password-1")
+	anon2 := api{t: t, base: a2.base}
+	for range 9 {
+		if status, _, _ := anon2.do("POST", "/api/v1/login", map[string]string{"name": "owner", "password": "wrong-password-1"}); status != http.StatusUnauthorized {
+			t.Fatalf("a wrong password under the limit: %d", status)
+		}
+	}
+	if status, _, raw := anon2.do("POST", "/api/v1/login", map[string]string{"name": "owner", "password": "right-password-1"}); status != http.StatusOK {
+		t.Fatalf("the right password after nine wrong ones: %d %s", status, raw)
+	}
+}
+
+// As reported: POSTs to /api/v1/login with 20 MB names were read whole
+// before anyone was signed in. Every body is bounded first; one just under
+// the bound is still read.
+func TestBodiesAreBoundedBeforeSignIn(t *testing.T) {
+	_, a := startBox(t, nil)
+	anon := api{t: t, base: a.base}
+	huge := `{"name":"` + strings.Repeat("x", 20<<20) + `","password":"p"}`
+	for _, path := range []string{"/api/v1/login", "/api/v1/setup", "/api/v1/sessions"} {
+		if status, _, raw := anon.do("POST", path, huge); status != http.StatusRequestEntityTooLarge {
+			t.Errorf("20 MB to %s: %d %.200s", path, status, raw)
+		}
+	}
+	// Sent without a length, it is cut off at the bound too.
+	req, _ := http.NewRequest("POST", a.base+"/api/v1/login", struct{ *strings.Reader }{strings.NewReader(huge)})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("20 MB chunked to login: %d", resp.StatusCode)
+	}
+	justUnder := `{"name":"` + strings.Repeat("x", 1<<20-64) + `","password":"p"}`
+	if status, _, raw := anon.do("POST", "/api/v1/login", justUnder); status != http.StatusUnauthorized {
+		t.Errorf("a body just under the bound: %d %.200s", status, raw)
+	}
+}
+
+// As reported: an agent printing 100 lines of 1 MB took the hub to 1.6 GB
+// and its turn showed "running" for ever. Now long lines are cut, the
+// output kept is bounded, and the turn ends done, saying what it dropped.
+func TestFloodingOutputEndsTheTurnWithANote(t *testing.T) {
+	_, a := startBox(t, nil)
+	sid := newAgentSession(t, a, map[string]any{"agent": `exec:head -c 100000000 /dev/zero | tr '\000' x | fold -w 1000000; echo last line`})
+	ev := follow(t, a, sid, 0)
+	tid := say(t, a, sid, "flood")
+	ev.until(2*time.Minute, turnState(tid, sessions.StateDone))
+	tr := getTurn(t, a, sid, tid)
+	if len(tr.Reply) > 2<<20 || !strings.Contains(tr.Reply, "output truncated at 1 MiB") {
+		t.Fatalf("the reply is %d bytes and ends %q", len(tr.Reply), tr.Reply[max(0, len(tr.Reply)-200):])
+	}
+	// An agent that prints a little still has all of it.
+	calm := newAgentSession(t, a, map[string]any{"agent": `exec:seq 1 1000`})
+	ec := follow(t, a, calm, 0)
+	tid = say(t, a, calm, "count")
+	ec.until(time.Minute, turnState(tid, sessions.StateDone))
+	if r := getTurn(t, a, calm, tid).Reply; !strings.HasPrefix(r, "1\n2\n") || !strings.HasSuffix(r, "\n1000") {
+		t.Fatalf("a short output was cut: %q", r[max(0, len(r)-50):])
+	}
+}
+
+// sys.echo is a benchmark of the link: bounded, whoever asks.
+func TestSysEchoIsBounded(t *testing.T) {
+	_, a := startBox(t, nil)
+	sid := newAgentSession(t, a, nil)
+	status, m, raw := a.do("POST", "/api/v1/sessions/"+sid+"/devices/none/actions", map[string]any{"action": "sys.echo", "args": map[string]int{"bytes": 64 << 20}})
+	if status != http.StatusBadRequest || !strings.Contains(string(raw), "bytes must be between 0 and") {
+		t.Fatalf("sys.echo of 64 MiB: %d %v", status, m)
+	}
+}
