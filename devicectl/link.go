@@ -72,6 +72,10 @@ type LinkConfig struct {
 	HighWater uint64
 	// LowWater resumes sending chunks (default half of HighWater).
 	LowWater uint64
+	// DrainRecheck is how long the writer waits for the drain signal
+	// before it looks at the buffer again (default 50 ms): a signal can
+	// be lost when the channel reopens.
+	DrainRecheck time.Duration
 	Logger   *slog.Logger
 }
 
@@ -103,9 +107,6 @@ type Link struct {
 	// result was moving: while small calls come and go during transfers,
 	// less bulk is kept in flight ahead of them.
 	lastSmall atomic.Int64
-	// missedLow counts waits for the bulk buffer to drain that ended by
-	// the timer, not by the drain signal (a result then arrives late).
-	missedLow atomic.Int64
 
 	mu       sync.Mutex
 	nextID   uint64
@@ -153,6 +154,9 @@ func NewLink(ctl, bulk *webrtc.DataChannel, cfg LinkConfig) *Link {
 	}
 	if cfg.HighWater == 0 {
 		cfg.HighWater = 64 << 10
+	}
+	if cfg.DrainRecheck <= 0 {
+		cfg.DrainRecheck = 50 * time.Millisecond
 	}
 	if cfg.LowWater == 0 || cfg.LowWater >= cfg.HighWater {
 		cfg.LowWater = cfg.HighWater / 2
@@ -267,7 +271,7 @@ func (l *Link) writer() {
 				continue
 			}
 		}
-		fallback.Reset(50 * time.Millisecond)
+		fallback.Reset(l.cfg.DrainRecheck)
 		select {
 		case <-l.closed:
 			return
@@ -277,7 +281,6 @@ func (l *Link) writer() {
 		case <-fallback.C:
 			// A low-water signal can be lost when the channel reopens;
 			// looking again costs nothing.
-			l.missedLow.Add(1)
 		}
 	}
 }
