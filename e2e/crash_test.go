@@ -147,6 +147,23 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 	if out := mustRun(t, "", "lowkey", "backup", "--data", data, file); !strings.Contains(out, "backed up") {
 		t.Fatalf("backup: %s", out)
 	}
+	// A backup cut short (a full disk, a copy interrupted) is refused,
+	// and nothing is restored from it.
+	whole, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := filepath.Join(t.TempDir(), "short.backup")
+	if err := os.WriteFile(short, whole[:len(whole)-1536], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	partial := filepath.Join(t.TempDir(), "partial")
+	if out, code := run(t, "", "lowkey", "restore", "--data", partial, short); code != 1 || !strings.Contains(out, "not restored") {
+		t.Fatalf("restore from a backup cut short: %d %s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(partial, "identity.json")); !os.IsNotExist(err) {
+		t.Fatal("a backup cut short was partly restored")
+	}
 	restored := filepath.Join(t.TempDir(), "restored")
 	mustRun(t, "", "lowkey", "restore", "--data", restored, file)
 	if out, code := run(t, "", "lowkey", "restore", "--data", restored, file); code != 1 || !strings.Contains(out, "already holds a box") {

@@ -2,33 +2,33 @@ package hub
 
 import (
 	"archive/tar"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 )
 
 // A backup is a tar archive: the box's identity (so paired computers
-// still know it) and a Badger backup of its store.
+// still know it), a Badger backup of its store, and last the SHA-256 of
+// both: an archive without it, or whose sums differ, is not whole.
 const (
 	backupIdentity = "identity.json"
 	backupStore    = "store.badger"
+	backupSums     = "SHA256SUMS"
 )
 
-// Backup writes a consistent backup of the running box to w.
+// Backup writes a consistent backup of the running box to w. Everything
+// that can fail before the first byte does: a failed store backup is an
+// error, not a short archive.
 func (h *Hub) Backup(w io.Writer) error {
 	id, err := os.ReadFile(filepath.Join(h.cfg.DataDir, "identity.json"))
 	if err != nil {
-		return err
-	}
-	tw := tar.NewWriter(w)
-	if err := tw.WriteHeader(&tar.Header{Name: backupIdentity, Mode: 0o600, Size: int64(len(id)), ModTime: time.Now()}); err != nil {
-		return err
-	}
-	if _, err := tw.Write(id); err != nil {
 		return err
 	}
 	// Badger streams its backup; its size is not known ahead, so it goes
@@ -42,24 +42,111 @@ func (h *Hub) Backup(w io.Writer) error {
 	if _, err := h.store.db.Backup(tmp, 0); err != nil {
 		return fmt.Errorf("store backup: %w", err)
 	}
-	size, _ := tmp.Seek(0, io.SeekCurrent)
+	size, err := tmp.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	tw := tar.NewWriter(w)
+	idSum := sha256.Sum256(id)
+	if err := tw.WriteHeader(&tar.Header{Name: backupIdentity, Mode: 0o600, Size: int64(len(id)), ModTime: time.Now()}); err != nil {
+		return err
+	}
+	if _, err := tw.Write(id); err != nil {
 		return err
 	}
 	if err := tw.WriteHeader(&tar.Header{Name: backupStore, Mode: 0o600, Size: size, ModTime: time.Now()}); err != nil {
 		return err
 	}
-	if _, err := io.Copy(tw, tmp); err != nil {
+	storeSum := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(tw, storeSum), tmp); err != nil {
+		return err
+	}
+	sums := fmt.Sprintf("%x  %s\n%x  %s\n", idSum, backupIdentity, storeSum.Sum(nil), backupStore)
+	if err := tw.WriteHeader(&tar.Header{Name: backupSums, Mode: 0o600, Size: int64(len(sums)), ModTime: time.Now()}); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(tw, sums); err != nil {
 		return err
 	}
 	return tw.Close()
 }
 
 func (h *Hub) getBackup(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/x-tar")
-	if err := h.Backup(w); err != nil {
-		h.log.Error("backup failed", "err", err)
+	// Written to a file first: a failure is answered as one, never as
+	// an archive cut short after a 200.
+	tmp, err := os.CreateTemp(h.cfg.DataDir, ".backup-archive-")
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "backup: "+err.Error())
+		return
 	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if err := h.Backup(tmp); err != nil {
+		h.log.Error("backup failed", "err", err)
+		writeError(w, http.StatusInternalServerError, "backup_failed", "the backup failed: "+err.Error())
+		return
+	}
+	size, err := tmp.Seek(0, io.SeekCurrent)
+	if err == nil {
+		_, err = tmp.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "backup_failed", "the backup failed: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	if _, err := io.Copy(w, tmp); err != nil {
+		h.log.Error("sending the backup failed", "err", err)
+	}
+}
+
+// VerifyBackup reads a whole backup and checks it is complete: both
+// members, and the sums written after them match.
+func VerifyBackup(r io.Reader) error {
+	tr := tar.NewReader(r)
+	got := map[string]string{}
+	var sums string
+	for {
+		hd, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("the backup is cut short or damaged: %w", err)
+		}
+		switch hd.Name {
+		case backupIdentity, backupStore:
+			h := sha256.New()
+			if _, err := io.Copy(h, tr); err != nil {
+				return fmt.Errorf("the backup is cut short or damaged: %w", err)
+			}
+			got[hd.Name] = fmt.Sprintf("%x", h.Sum(nil))
+		case backupSums:
+			b, err := io.ReadAll(io.LimitReader(tr, 4096))
+			if err != nil {
+				return fmt.Errorf("the backup is cut short or damaged: %w", err)
+			}
+			sums = string(b)
+		default:
+			return fmt.Errorf("not a Lowkey backup: unexpected %q", hd.Name)
+		}
+	}
+	if sums == "" {
+		return errors.New("the backup is incomplete: it has no checksums at its end (cut short, or made by an older lowkey)")
+	}
+	for _, name := range []string{backupIdentity, backupStore} {
+		if got[name] == "" {
+			return fmt.Errorf("the backup is incomplete: no %s", name)
+		}
+		if !strings.Contains(sums, got[name]+"  "+name+"\n") {
+			return fmt.Errorf("the backup is damaged: %s does not match its checksum", name)
+		}
+	}
+	return nil
 }
 
 // Restore fills an empty data directory from a backup. No hub may be
@@ -91,6 +178,8 @@ func Restore(dataDir string, r io.Reader) error {
 				return err
 			}
 			gotID = true
+		case backupSums:
+			continue
 		case backupStore:
 			s, err := OpenStore(filepath.Join(dataDir, "store"), nil)
 			if err != nil {

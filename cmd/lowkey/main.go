@@ -405,12 +405,30 @@ func runBackup(args []string) error {
 		os.Remove(tmp)
 		return err
 	}
+	// "Backed up" only for an archive that is whole.
+	if err := verifyFile(tmp); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("backup not written: %w", err)
+	}
 	if err := os.Rename(tmp, fs.Arg(0)); err != nil {
 		return err
 	}
-	fi, _ := os.Stat(fs.Arg(0))
-	fmt.Printf("backed up to %s (%d bytes); it holds the box's keys: keep it private\n", fs.Arg(0), fi.Size())
+	fi, err := os.Stat(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("backed up to %s (%d bytes, verified); it holds the box's keys: keep it private\n", fs.Arg(0), fi.Size())
 	return nil
+}
+
+// verifyFile checks a backup archive is complete.
+func verifyFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return hub.VerifyBackup(f)
 }
 
 func runRestore(args []string) error {
@@ -421,6 +439,9 @@ func runRestore(args []string) error {
 	}
 	if fs.NArg() != 1 {
 		return errors.New("restore takes one backup FILE")
+	}
+	if err := verifyFile(fs.Arg(0)); err != nil {
+		return fmt.Errorf("not restored: %w", err)
 	}
 	f, err := os.Open(fs.Arg(0))
 	if err != nil {
