@@ -175,13 +175,27 @@ func (h *Hub) WebURL() string {
 	return strings.Replace(h.URL(), "://127.0.0.1:", "://localhost:", 1)
 }
 
-func (h *Hub) startWebSession(w http.ResponseWriter, u User) webSession {
+// signIn starts a web session for u and answers with it; a session that
+// cannot be stored is an error, not a cookie that leads nowhere.
+func (h *Hub) signIn(w http.ResponseWriter, u User) {
+	ws, err := h.startWebSession(w, u)
+	if err != nil {
+		h.log.Error("could not store a web session", "user", u.Name, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", "could not sign in: the box could not store the session")
+		return
+	}
+	h.me(w, u, ws)
+}
+
+func (h *Hub) startWebSession(w http.ResponseWriter, u User) (webSession, error) {
 	tok := randomToken()
 	ws := webSession{User: u.Name, CSRF: randomToken(), Expires: time.Now().Add(webSessionLife).UTC()}
-	_ = h.store.Put("websess/"+hashToken(tok), ws)
+	if err := h.store.Put("websess/"+hashToken(tok), ws); err != nil {
+		return ws, err
+	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: tok, Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteStrictMode, Expires: ws.Expires})
-	return ws
+	return ws, nil
 }
 
 // webUser finds the signed-in person of a request.
@@ -294,10 +308,13 @@ func (h *Hub) postSetup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "internal", "could not save the owner")
 		return
 	}
-	_ = h.store.Delete("meta/setup")
 	h.setupToken = ""
+	if err := h.store.Delete("meta/setup"); err != nil {
+		// The link is refused now (there is an owner), whatever the store kept.
+		h.log.Error("could not remove the used setup link", "err", err)
+	}
 	h.log.Info("owner created", "name", u.Name)
-	h.me(w, u, h.startWebSession(w, u))
+	h.signIn(w, u)
 }
 
 func (h *Hub) postLogin(w http.ResponseWriter, r *http.Request) {
@@ -334,12 +351,15 @@ func (h *Hub) postLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "bad_login", "wrong name or password")
 		return
 	}
-	h.me(w, u, h.startWebSession(w, u))
+	h.signIn(w, u)
 }
 
 func (h *Hub) postLogout(w http.ResponseWriter, r *http.Request) {
 	if _, _, key := h.webUser(r); key != "" {
-		_ = h.store.Delete(key)
+		if err := h.store.Delete(key); err != nil {
+			writeError(w, http.StatusInternalServerError, "internal", "could not end the session: try again")
+			return
+		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	writeJSON(w, http.StatusOK, map[string]bool{"signed_out": true})
@@ -406,7 +426,10 @@ func (h *Hub) deleteUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "the owner cannot be removed")
 		return
 	}
-	_ = h.store.Delete("user/" + name)
+	if err := h.store.Delete("user/" + name); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not remove "+name+": they can still sign in")
+		return
+	}
 	var keys []string
 	_ = h.store.Each("websess/", func(key string, raw []byte) error {
 		var ws webSession
@@ -416,7 +439,9 @@ func (h *Hub) deleteUser(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	for _, k := range keys {
-		_ = h.store.Delete(k)
+		if err := h.store.Delete(k); err != nil {
+			h.log.Error("could not end a removed member's web session", "name", name, "err", err)
+		}
 	}
 	h.log.Info("member removed", "name", name, "by", who(r))
 	writeJSON(w, http.StatusOK, map[string]string{"removed": name})

@@ -3,6 +3,7 @@ package sessions
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -42,6 +43,7 @@ type eventLog struct {
 	store   Store
 	session string
 	mask    *Masker
+	log     *slog.Logger
 
 	mu      sync.Mutex
 	seq     uint64 // the last event numbered
@@ -59,8 +61,8 @@ const (
 	eventBatch = 256
 )
 
-func openEventLog(store Store, session string, mask *Masker) *eventLog {
-	l := &eventLog{store: store, session: session, mask: mask, subs: map[chan Event]struct{}{}}
+func openEventLog(store Store, session string, mask *Masker, log *slog.Logger) *eventLog {
+	l := &eventLog{store: store, session: session, mask: mask, log: log, subs: map[chan Event]struct{}{}}
 	l.moved = sync.NewCond(&l.mu)
 	_ = store.Each("event/"+session+"/", func(_ string, raw []byte) error {
 		var e Event
@@ -104,13 +106,21 @@ func (l *eventLog) drain() {
 		for _, e := range batch {
 			kv[eventKey(l.session, e.Seq)] = e
 		}
-		_ = l.store.PutAll(kv)
+		err := l.write(kv)
 		l.mu.Lock()
 		l.pending = l.pending[len(batch):]
 		if len(l.pending) == 0 {
 			l.pending = nil
 		}
 		l.saved = batch[len(batch)-1].Seq
+		if err != nil {
+			// Not on disk, so never shown: a client sees only what a
+			// restart would give it again.
+			l.log.Error("events could not be stored and are not shown", "session", l.session,
+				"from", batch[0].Seq, "to", batch[len(batch)-1].Seq, "err", err)
+			l.moved.Broadcast()
+			continue
+		}
 	subs:
 		for ch := range l.subs {
 			for _, e := range batch {
@@ -130,7 +140,20 @@ func (l *eventLog) drain() {
 	l.writing = false
 }
 
-// flush waits until every event numbered so far is on disk.
+// write stores a batch, trying again a few times over about three
+// seconds (a disk that filled up may get room back).
+func (l *eventLog) write(kv map[string]any) error {
+	var err error
+	for wait := 100 * time.Millisecond; wait <= 1600*time.Millisecond; wait *= 2 {
+		if err = l.store.PutAll(kv); err == nil {
+			return nil
+		}
+		time.Sleep(wait)
+	}
+	return err
+}
+
+// flush waits until every event numbered so far is on disk (or given up).
 func (l *eventLog) flush() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
