@@ -76,7 +76,7 @@ type LinkConfig struct {
 	// before it looks at the buffer again (default 50 ms): a signal can
 	// be lost when the channel reopens.
 	DrainRecheck time.Duration
-	Logger   *slog.Logger
+	Logger       *slog.Logger
 }
 
 const inlineMax = 16 << 10

@@ -11,7 +11,7 @@ func TestMaskerHidesSecretValues(t *testing.T) {
 	var m Masker
 	m.Set(map[string]string{"TOKEN": `s3cr"et\value`, "SHORT": "ab", "LONG": "prefix-s3cr-long", "PART": "s3cr"})
 	cases := map[string]string{
-		`token is s3cr"et\value.`:    `token is [secret TOKEN].`,
+		`token is s3cr"et\value.`:   `token is [secret TOKEN].`,
 		"prefix-s3cr-long and s3cr": "[secret LONG] and [secret PART]",
 		"ab stays":                  "ab stays",
 	}
