@@ -142,3 +142,44 @@ func TestShortSoak(t *testing.T) {
 	}
 	t.Logf("soak: %v rounds, goroutines %v → %v, heap %.1f → %.1f MiB", last["rounds"], first["goroutines"], last["goroutines"], first["heap_mib"], last["heap_mib"])
 }
+
+// The reproduced attacks, run by the benchmark against a box of its own:
+// each is refused or bounded, and nothing the people using the box do
+// fails meanwhile.
+func TestBenchAbuseHoldsEveryAttack(t *testing.T) {
+	out, code := runWithin(t, 5*time.Minute, "", "lowkey", "bench", "abuse", "--json")
+	if code != 0 {
+		t.Fatalf("bench abuse: exit %d\n%s", code, out)
+	}
+	var rep struct {
+		Attacks []struct {
+			Name, Outcome string
+			LegitCalls    int `json:"legit_calls"`
+			LegitErrors   int `json:"legit_errors"`
+		}
+		PeakRSSMiB             float64 `json:"peak_rss_mib"`
+		WrongPasswordsAccepted int     `json:"wrong_passwords_accepted"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	want := map[string]string{
+		"login_with_20mb_names":         "map[413:5]",
+		"59_wrong_passwords_at_once":    "the right one after them 429",
+		"sys_echo_64mib_x6":             "64 MiB x6: map[400:6]; 8 MiB (the cap) x6: map[200:6]",
+		"agent_prints_100_lines_of_1mb": "turn done",
+		"pairing_hello_then_silence":    "let go of the silent exchange",
+	}
+	for _, a := range rep.Attacks {
+		if !strings.Contains(a.Outcome, want[a.Name]) {
+			t.Errorf("%s: %s (want %q)", a.Name, a.Outcome, want[a.Name])
+		}
+		if a.LegitErrors > 0 {
+			t.Errorf("%s: %d of %d calls by the box's people failed during it", a.Name, a.LegitErrors, a.LegitCalls)
+		}
+		delete(want, a.Name)
+	}
+	if len(want) > 0 || rep.WrongPasswordsAccepted != 0 || rep.PeakRSSMiB <= 0 {
+		t.Fatalf("attacks not run %v, wrong passwords accepted %d, peak %v", want, rep.WrongPasswordsAccepted, rep.PeakRSSMiB)
+	}
+}

@@ -340,12 +340,19 @@ func (h *Hub) postLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "too_many_attempts", "too many sign-in attempts: wait a minute")
 		return
 	}
+	select {
+	case h.checking <- struct{}{}:
+	case <-r.Context().Done():
+		done(false)
+		return
+	}
 	if err != nil {
 		// Same work either way, so timing says nothing about the name.
 		_ = bcrypt.CompareHashAndPassword([]byte("$2a$10$0000000000000000000000000000000000000000000000000000"), []byte(c.Password))
 	} else {
 		err = bcrypt.CompareHashAndPassword(u.Hash, []byte(c.Password))
 	}
+	<-h.checking
 	done(err == nil)
 	if err != nil {
 		writeError(w, http.StatusUnauthorized, "bad_login", "wrong name or password")

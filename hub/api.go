@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -291,9 +292,18 @@ func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusForbidden, "owner_only", "sys.echo measures the link: only the box's owner can run it")
 			return
 		}
-		if err := checkEcho(req.Args); err != nil {
+		n, err := checkEcho(req.Args)
+		if err != nil {
 			writeError(w, http.StatusBadRequest, "bad_args", err.Error())
 			return
+		}
+		if n > 64<<10 {
+			select {
+			case h.echoing <- struct{}{}:
+				defer func() { <-h.echoing }()
+			case <-r.Context().Done():
+				return
+			}
 		}
 	}
 	if !h.pairedDevice(w, devID) {
@@ -384,6 +394,7 @@ func (h *Hub) getMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	fmt.Fprintf(&b, "# HELP lowkey_pairing_locked 1 while pairing is locked.\n# TYPE lowkey_pairing_locked gauge\nlowkey_pairing_locked %d\n", l)
 	fmt.Fprintf(&b, "# HELP lowkey_http_requests_total HTTP requests the hub has served.\n# TYPE lowkey_http_requests_total counter\nlowkey_http_requests_total %d\n", h.requests.Load())
+	fmt.Fprintf(&b, "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	_, _ = io.WriteString(w, b.String())
 }

@@ -124,6 +124,10 @@ type Hub struct {
 	confirms *sessions.Confirmations
 	runtime  *sessions.Runtime
 	logins   loginLimiter
+	// checking holds a place for each password being checked.
+	checking chan struct{}
+	// echoing holds a place for each large sys.echo running.
+	echoing  chan struct{}
 	requests atomic.Int64
 
 	setupToken string
@@ -152,7 +156,8 @@ func Start(cfg Config) (*Hub, error) {
 	if err := ownDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, log: cfg.Logger, links: map[string]*live{}, lives: map[string]*liveRelay{}, confirms: sessions.NewConfirmations(), mask: &sessions.Masker{}}
+	h := &Hub{cfg: cfg, log: cfg.Logger, links: map[string]*live{}, lives: map[string]*liveRelay{}, confirms: sessions.NewConfirmations(), mask: &sessions.Masker{},
+		checking: make(chan struct{}, passwordChecks), echoing: make(chan struct{}, bigEchoes)}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {

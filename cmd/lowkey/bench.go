@@ -14,7 +14,7 @@ import (
 
 func runBench(args []string) error {
 	if len(args) == 0 {
-		return errors.New("bench needs a target: link, browser, live, sessions, load or soak")
+		return errors.New("bench needs a target: link, browser, live, sessions, load, soak or abuse")
 	}
 	switch args[0] {
 	case "link":
@@ -41,6 +41,35 @@ func runBench(args []string) error {
 		fmt.Printf("5 MiB result     raw pion %7.1f ms  link %7.1f ms   (ratio %.2fx)\n", rep.Raw5MiBms, rep.Link5MiBms, rep.BulkRatio)
 		fmt.Printf("small call during 5 MiB transfers: p50 %.2f ms, p99 %.2f ms\n", rep.LinkRPCDuringBulkP50, rep.LinkRPCDuringBulkP99)
 		fmt.Printf("  each after a quiet spell (%d calls): p50 %.2f ms, max %.2f ms\n", rep.IsolatedCalls, rep.LinkRPCIsolatedP50, rep.LinkRPCIsolatedMax)
+		return nil
+	case "abuse":
+		fs := newFlags("bench abuse", "lowkey bench abuse [--json]")
+		asJSON := fs.Bool("json", false, "print one JSON object")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("bench abuse takes no arguments, got %q", fs.Args())
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		rep, err := bench.Abuse(ctx, self, os.Stderr)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(os.Stdout).Encode(rep)
+		}
+		fmt.Printf("the box at rest: %.0f MiB\n", rep.IdleRSSMiB)
+		for _, a := range rep.Attacks {
+			fmt.Printf("%-32s peak %4.0f MiB  %4d goroutines  legitimate calls p99 %6.1f ms (%d, %d failed)\n    %s\n",
+				a.Name, a.PeakRSSMiB, a.PeakGoroutines, a.LegitP99ms, a.LegitCalls, a.LegitErrors, a.Outcome)
+		}
+		fmt.Printf("wrong passwords accepted: %d\n", rep.WrongPasswordsAccepted)
 		return nil
 	case "browser":
 		fs := newFlags("bench browser", "lowkey bench browser [--json] [--rounds N]")
