@@ -29,10 +29,10 @@ import (
 // a box run as its own process, with what it cost the box and whether
 // the box went on serving the people meant to use it.
 type AbuseReport struct {
-	IdleRSSMiB             float64       `json:"idle_rss_mib"`
+	IdleRSSMiB             float64         `json:"idle_rss_mib"`
 	Attacks                []AttackFigures `json:"attacks"`
-	PeakRSSMiB             float64       `json:"peak_rss_mib"`
-	WrongPasswordsAccepted int           `json:"wrong_passwords_accepted"`
+	PeakRSSMiB             float64         `json:"peak_rss_mib"`
+	WrongPasswordsAccepted int             `json:"wrong_passwords_accepted"`
 }
 
 // AttackFigures is one attack's figures.
