@@ -217,3 +217,55 @@ func sleepers(arg string) int {
 	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 	return n
 }
+
+// As reported, a full disk: the box's store writes through memory-mapped
+// files, and a write there on a disk with no room kills the process. Now
+// the box refuses changes while its disk is nearly full (507, with what
+// to do), keeps answering reads, is still alive after hundreds of
+// refused writes, and carries on once space is back, with everything it
+// acknowledged before.
+func TestFullDiskIsRefusedAndRecovered(t *testing.T) {
+	needRoot(t, "to mount a small disk for the box")
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	data := filepath.Join(mnt, "box")
+	b := startBox(t, "", data, "127.0.0.1:0", "--no-mdns")
+	token := strings.TrimSpace(mustRun(t, "", "lowkey", "token", "--data", data))
+	before := apiJSON(t, "POST", base(b.addr)+"/api/v1/sessions", token, `{"title":"before"}`, http.StatusCreated)["id"].(string)
+
+	filler := filepath.Join(mnt, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break // the disk is full
+		}
+	}
+	f.Close()
+	title := strings.Repeat("x", 200)
+	for i := range 300 {
+		code, raw := apiDo(t, "POST", base(b.addr)+"/api/v1/sessions", token, `{"title":"`+title+`"}`)
+		if code != http.StatusInsufficientStorage || !strings.Contains(string(raw), "free some space") {
+			t.Fatalf("write %d on a full disk: %d %s", i, code, raw)
+		}
+	}
+	if code, raw := apiDo(t, "GET", base(b.addr)+"/api/v1/sessions/"+before, token, ""); code != http.StatusOK {
+		t.Fatalf("a read on a full disk: %d %s", code, raw)
+	}
+	if b.exited(0) {
+		t.Fatal("the box died on a full disk")
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	apiJSON(t, "POST", base(b.addr)+"/api/v1/sessions", token, `{"title":"after"}`, http.StatusCreated)
+	if code, _ := apiDo(t, "GET", base(b.addr)+"/api/v1/sessions/"+before, token, ""); code != http.StatusOK {
+		t.Fatal("a session acknowledged before the disk filled is gone")
+	}
+}

@@ -97,6 +97,13 @@ func (h *Hub) routes(admin bool) http.Handler {
 func (h *Hub) securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.requests.Add(1)
+		// A change the store has no room for is refused before it starts.
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if err := h.store.Room(); err != nil {
+				writeError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
+				return
+			}
+		}
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("X-Frame-Options", "DENY")
 		w.Header().Set("Referrer-Policy", "no-referrer")

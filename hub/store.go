@@ -11,15 +11,27 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
 )
 
 // ErrNotFound is a missing key.
 var ErrNotFound = errors.New("not found")
 
+// ErrDiskFull: the store's disk has less room than a write may need.
+var ErrDiskFull = errors.New("the box's disk is almost full")
+
+// diskReserve is the room the store keeps free. Badger writes through
+// memory-mapped files that it grows on demand: on a disk with no room
+// left, a write there kills the process (SIGBUS) instead of failing. So
+// writes stop while less than this is free (two memtables, a flush and
+// a compaction's worth).
+const diskReserve = 128 << 20
+
 // Store is the hub's state in an embedded Badger database: synchronous
 // writes (an acknowledged write survives a crash), small memtables for a
 // small box, and value-log GC on a timer.
 type Store struct {
+	dir  string
 	db   *badger.DB
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -46,7 +58,7 @@ func OpenStore(dir string, log *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("open store in %s: %w", dir, err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	s := &Store{db: db, stop: stop}
+	s := &Store{dir: dir, db: db, stop: stop}
 	s.wg.Add(1)
 	go s.gcLoop(ctx, 10*time.Minute)
 	return s, nil
@@ -77,8 +89,25 @@ func (s *Store) Close() error {
 // Put stores v as JSON under key.
 func (s *Store) Put(key string, v any) error { return s.PutAll(map[string]any{key: v}) }
 
+// Room says whether the store's disk has room for writes, and if not,
+// what to do.
+func (s *Store) Room() error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.dir, &st); err != nil {
+		return nil // no figure: Badger's own errors will speak
+	}
+	if free := int64(st.Bavail) * int64(st.Bsize); free < diskReserve {
+		return fmt.Errorf("%w: %d MiB free where the box keeps its data (%s), and it needs %d MiB to write safely: free some space; nothing was changed",
+			ErrDiskFull, free>>20, s.dir, diskReserve>>20)
+	}
+	return nil
+}
+
 // PutAll stores each value as JSON under its key, in one transaction.
 func (s *Store) PutAll(kv map[string]any) error {
+	if err := s.Room(); err != nil {
+		return err
+	}
 	enc := make(map[string][]byte, len(kv))
 	for k, v := range kv {
 		b, err := json.Marshal(v)
@@ -113,6 +142,9 @@ func (s *Store) Get(key string, v any) error {
 
 // Delete removes key.
 func (s *Store) Delete(key string) error {
+	if err := s.Room(); err != nil {
+		return err
+	}
 	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(key)) })
 }
 
