@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -53,6 +54,12 @@ type eventLog struct {
 	moved   *sync.Cond // saved moved on
 	subs    map[chan Event]struct{}
 }
+
+// errPageFull stops reading a replay at its page's end.
+var errPageFull = errors.New("replay page full")
+
+// maxReplayBytes is one page of a replay (a variable for tests).
+var maxReplayBytes = 8 << 20
 
 const (
 	// An emitter that gets this far ahead of the disk waits for it.
@@ -174,13 +181,31 @@ func (l *eventLog) subscribe(since uint64) (replay []Event, live chan Event, can
 	l.subs[live] = struct{}{}
 	last := l.saved
 	l.mu.Unlock()
+	// A replay is read in pages: never the whole log in memory. A page
+	// that is full ends the stream after it, and the client reconnects
+	// with since= for the next one, as one that fell behind does.
+	size := 0
+	full := false
 	_ = l.store.Each("event/"+l.session+"/", func(_ string, raw []byte) error {
 		var e Event
-		if json.Unmarshal(raw, &e) == nil && e.Seq > since && e.Seq <= last {
-			replay = append(replay, e)
+		if json.Unmarshal(raw, &e) != nil || e.Seq <= since || e.Seq > last {
+			return nil
 		}
+		if size += len(raw); size > maxReplayBytes {
+			full = true
+			return errPageFull
+		}
+		replay = append(replay, e)
 		return nil
 	})
+	if full {
+		l.mu.Lock()
+		if _, ok := l.subs[live]; ok {
+			delete(l.subs, live)
+			close(live)
+		}
+		l.mu.Unlock()
+	}
 	return replay, live, func() {
 		l.mu.Lock()
 		if _, ok := l.subs[live]; ok {

@@ -1,0 +1,96 @@
+package sessions
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// memStore is a Store in memory, for the event log alone.
+type memStore struct {
+	mu sync.Mutex
+	kv map[string][]byte
+}
+
+func (m *memStore) Put(key string, v any) error { return m.PutAll(map[string]any{key: v}) }
+func (m *memStore) PutAll(kv map[string]any) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, v := range kv {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		m.kv[k] = b
+	}
+	return nil
+}
+func (m *memStore) Get(key string, v any) error { return fmt.Errorf("not used") }
+func (m *memStore) Delete(key string) error     { return fmt.Errorf("not used") }
+func (m *memStore) Each(prefix string, fn func(string, []byte) error) error {
+	m.mu.Lock()
+	var keys []string
+	for k := range m.kv {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	m.mu.Unlock()
+	for _, k := range keys {
+		if err := fn(k, m.kv[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// A long log is replayed in pages: each ends the stream, and a client
+// that reconnects with since= gets the next one, until it has every
+// event once, in order.
+func TestReplayComesInPages(t *testing.T) {
+	was := maxReplayBytes
+	maxReplayBytes = 4 << 10
+	t.Cleanup(func() { maxReplayBytes = was })
+	l := openEventLog(&memStore{kv: map[string][]byte{}}, "s-1", &Masker{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for i := range 200 {
+		l.emit("turn.output", "t-1", "", map[string]string{"text": fmt.Sprintf("line %d", i)})
+	}
+	l.flush()
+	var got []uint64
+	since, pages := uint64(0), 0
+	for pages < 100 {
+		replay, live, cancel := l.subscribe(since)
+		pages++
+		for _, e := range replay {
+			got = append(got, e.Seq)
+			since = e.Seq
+		}
+		open := true
+		select {
+		case _, ok := <-live:
+			open = ok
+		default:
+		}
+		cancel()
+		if len(replay) == 0 || open {
+			break
+		}
+	}
+	if pages < 3 {
+		t.Fatalf("200 events came in %d page(s): the replay is not paged", pages)
+	}
+	if len(got) != 200 {
+		t.Fatalf("%d events replayed, want 200", len(got))
+	}
+	for i, seq := range got {
+		if seq != uint64(i+1) {
+			t.Fatalf("event %d has seq %d", i, seq)
+		}
+	}
+}
