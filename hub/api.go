@@ -453,25 +453,42 @@ func (h *Hub) deleteSession(w http.ResponseWriter, r *http.Request) {
 	if err := h.runtime.Forget(s.ID); err != nil {
 		h.log.Warn("stopping a deleted conversation's work", "session", s.ID, "err", err)
 	}
+	// Its grants go first: a conversation must not end with device
+	// control still on.
+	devices := map[string]bool{}
+	var grants []string
+	_ = h.store.Each("grant/"+s.ID+"/", func(key string, raw []byte) error {
+		grants = append(grants, key)
+		devices[key[strings.LastIndex(key, "/")+1:]] = true
+		return nil
+	})
+	for _, k := range grants {
+		if err := h.store.Delete(k); err != nil {
+			writeError(w, http.StatusInternalServerError, "internal", "could not end the conversation's device access, so it was not deleted: "+err.Error())
+			return
+		}
+	}
 	if err := h.store.Delete("session/" + s.ID); err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", "could not delete the conversation")
 		return
 	}
-	devices := map[string]bool{}
 	var keys []string
-	_ = h.store.Each("grant/"+s.ID+"/", func(key string, raw []byte) error {
-		keys = append(keys, key)
-		devices[key[strings.LastIndex(key, "/")+1:]] = true
-		return nil
-	})
 	for _, prefix := range []string{"turn/" + s.ID + "/", "job/" + s.ID + "/", "event/" + s.ID + "/"} {
 		_ = h.store.Each(prefix, func(key string, _ []byte) error {
 			keys = append(keys, key)
 			return nil
 		})
 	}
+	left := 0
 	for _, k := range keys {
-		_ = h.store.Delete(k)
+		if err := h.store.Delete(k); err != nil {
+			left++
+		}
+	}
+	if left > 0 {
+		// The conversation itself is gone; what is left of it is
+		// unreachable, and its grants are pushed away below.
+		h.log.Error("records of a deleted conversation could not be removed", "session", s.ID, "left", left, "of", len(keys))
 	}
 	for dev := range devices {
 		h.pushGrants(dev)

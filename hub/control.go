@@ -78,7 +78,10 @@ func (h *Hub) dropGrants(device string) {
 		return nil
 	})
 	for _, k := range keys {
-		_ = h.store.Delete(k)
+		// A grant left behind names a computer that can no longer link.
+		if err := h.store.Delete(k); err != nil {
+			h.log.Error("could not remove a grant of an unpaired computer", "key", k, "err", err)
+		}
 	}
 }
 

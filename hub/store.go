@@ -119,11 +119,22 @@ func (s *Store) PutAll(kv map[string]any) error {
 	return s.db.Update(func(txn *badger.Txn) error {
 		for k, b := range enc {
 			if err := txn.Set([]byte(k), b); err != nil {
-				return err
+				return refused(k, len(b), err)
 			}
 		}
 		return nil
 	})
+}
+
+// refused describes a write the store would not take without the value:
+// Badger's own error for an oversize value carries the whole value, and
+// that must not reach a log.
+func refused(key string, size int, err error) error {
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return fmt.Errorf("the store refused %d bytes under %s: %s", size, key, msg)
 }
 
 // Get loads the JSON at key into v.

@@ -321,7 +321,13 @@ func (p *Pages) publish(session string, files []file) (*Page, error) {
 	if err := p.store.Put("page/"+pg.ID, pg); err != nil {
 		return nil, err
 	}
-	_ = p.store.Put("pagetoken/"+pg.Token, pg.ID)
+	if err := p.store.Put("pagetoken/"+pg.Token, pg.ID); err != nil {
+		// A page without its URL is no page.
+		if derr := p.store.Delete("page/" + pg.ID); derr != nil {
+			return nil, errors.Join(err, derr)
+		}
+		return nil, err
+	}
 	ok = true
 	return pg, nil
 }
@@ -355,7 +361,10 @@ func (p *Pages) Unpublish(id string) error {
 	if err != nil {
 		return err
 	}
-	_ = p.store.Delete("pagetoken/" + pg.Token)
+	// The URL goes first: if it cannot, the page is still published.
+	if err := p.store.Delete("pagetoken/" + pg.Token); err != nil {
+		return fmt.Errorf("the page's URL could not be removed, so it still works: %w", err)
+	}
 	if err := p.store.Delete("page/" + id); err != nil {
 		return err
 	}

@@ -460,11 +460,21 @@ func (r *Runtime) Turns(id string) []Turn {
 	return out
 }
 
-func (r *Runtime) saveTurn(t Turn) {
+// noteTurn saves a turn's state on the way (stalled, resumed, failed to
+// start): a failure is logged, and the turn's end is saved again.
+func (r *Runtime) noteTurn(t Turn) {
+	if err := r.saveTurn(t); err != nil {
+		r.log.Warn("a turn's state could not be saved on the way", "session", t.Session, "turn", t.ID, "state", t.State)
+	}
+}
+
+func (r *Runtime) saveTurn(t Turn) error {
 	t.Message, t.Reply, t.Detail = r.cfg.Mask.String(t.Message), r.cfg.Mask.String(t.Reply), r.cfg.Mask.String(t.Detail)
 	if err := r.cfg.Store.Put("turn/"+t.Session+"/"+t.ID, t); err != nil {
 		r.log.Error("could not save a turn", "session", t.Session, "turn", t.ID, "err", err)
+		return err
 	}
+	return nil
 }
 
 // workerCommand is the program and arguments of a session's runtime, and
@@ -562,7 +572,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	ls.mu.Unlock()
 	fail := func(err error) (*Turn, error) {
 		rt.t.State, rt.t.Detail, rt.t.Ended = StateFailed, err.Error(), time.Now().UTC()
-		r.saveTurn(rt.t)
+		r.noteTurn(rt.t)
 		ls.events.emit("turn.state", rt.t.ID, "", map[string]string{"state": rt.t.State, "detail": rt.t.Detail})
 		ls.mu.Lock()
 		ls.turn = nil
@@ -571,7 +581,15 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 		ls.events.flush()
 		return &rt.t, err
 	}
-	r.saveTurn(rt.t)
+	if err := r.saveTurn(rt.t); err != nil {
+		// Nothing is started that the box could not record.
+		ls.mu.Lock()
+		ls.turn = nil
+		ls.history = ls.history[:len(ls.history)-1]
+		ls.mu.Unlock()
+		close(rt.done)
+		return nil, fmt.Errorf("the turn could not be recorded, so it did not start: %w", err)
+	}
 	ls.events.emit("message", rt.t.ID, "", map[string]string{"role": "user", "text": text})
 	ls.events.emit("turn.state", rt.t.ID, "", map[string]string{"state": StateRunning})
 	if _, err := r.groupOf(ls); err != nil {
@@ -696,7 +714,10 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 		}
 		ls.turn = nil
 		ls.mu.Unlock()
-		r.saveTurn(t)
+		if err := r.saveTurn(t); err != nil {
+			// Shown as it is: the turn's end is not on disk.
+			t.State, t.Detail = StateFailed, "the end of this turn could not be recorded: "+err.Error()
+		}
 		if t.Reply != "" && t.State == StateDone {
 			ls.events.emit("message", t.ID, "", map[string]string{"role": "assistant", "text": t.Reply})
 		}
@@ -743,7 +764,7 @@ func (r *Runtime) touch(ls *liveSession, rt *runningTurn) {
 	t := rt.t
 	ls.mu.Unlock()
 	if resumed {
-		r.saveTurn(t)
+		r.noteTurn(t)
 		ls.events.emit("turn.state", t.ID, "", map[string]string{"state": StateRunning, "detail": "stalled, resumed"})
 	}
 }
@@ -766,7 +787,7 @@ func (r *Runtime) watchStall(ls *liveSession, rt *runningTurn) {
 		t := rt.t
 		ls.mu.Unlock()
 		if stalled {
-			r.saveTurn(t)
+			r.noteTurn(t)
 			ls.events.emit("turn.state", t.ID, "", map[string]string{"state": StateStalled, "detail": fmt.Sprintf("no output for %s", r.cfg.StallAfter)})
 		}
 	}
