@@ -326,6 +326,12 @@ func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
 	// A session kill cancels actions started here too.
 	stop := context.AfterFunc(h.runtime.SessionContext(s.ID), cancel)
 	defer stop()
+	release, err := h.inFlight.take(s.ID)
+	if err != nil {
+		writeError(w, http.StatusTooManyRequests, "session_busy", err.Error())
+		return
+	}
+	defer release()
 	res, err := h.gate.Do(ctx, devicectl.GateRequest{Who: who(r), Conversation: s.ID, Device: devID, Action: req.Action, Args: req.Args})
 	if err != nil {
 		h.actionError(w, err)

@@ -127,7 +127,9 @@ type Hub struct {
 	// checking holds a place for each password being checked.
 	checking chan struct{}
 	// echoing holds a place for each large sys.echo running.
-	echoing  chan struct{}
+	echoing chan struct{}
+	// inFlight counts each conversation's device actions.
+	inFlight sessionCalls
 	requests atomic.Int64
 
 	setupToken string

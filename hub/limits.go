@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
@@ -37,6 +38,9 @@ const (
 	// maxDeviceCalls is how many actions one computer runs at once; more
 	// are refused (429) rather than queued without end.
 	maxDeviceCalls = 8
+	// maxSessionCalls is how many device actions one conversation has in
+	// flight at once, on all its computers.
+	maxSessionCalls = 8
 	// maxEchoBytes bounds sys.echo, a benchmark of the link.
 	maxEchoBytes = devicectl.MaxEcho
 	// loginsPerMinute is how many sign-ins a name, or an address, may try
@@ -128,4 +132,32 @@ func checkEcho(args json.RawMessage) (int, error) {
 		return 0, fmt.Errorf("sys.echo: bytes must be between 0 and %d", maxEchoBytes)
 	}
 	return a.Bytes, nil
+}
+
+// sessionCalls counts each conversation's device actions in flight.
+type sessionCalls struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+var errSessionBusy = fmt.Errorf("this conversation already has %d device actions running: wait for one to finish", maxSessionCalls)
+
+// take holds a place for one action of session, or refuses.
+func (c *sessionCalls) take(session string) (release func(), err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	if c.n[session] >= maxSessionCalls {
+		return nil, errSessionBusy
+	}
+	c.n[session]++
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.n[session]--; c.n[session] == 0 {
+			delete(c.n, session)
+		}
+	}, nil
 }

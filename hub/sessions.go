@@ -41,6 +41,11 @@ func (d agentDevices) Do(ctx context.Context, session, who, device, action strin
 	if action == "sys.echo" {
 		return nil, nil, errors.New("sys.echo measures the link: only the box's owner can run it")
 	}
+	release, err := d.h.inFlight.take(session)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer release()
 	res, err := d.h.gate.Do(ctx, devicectl.GateRequest{Who: who, Conversation: session, Device: device, Action: action, Args: args})
 	if err != nil {
 		return nil, nil, err
