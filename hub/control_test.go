@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -420,5 +421,65 @@ func TestGrantsEndWithTheConversation(t *testing.T) {
 	// no such conversation to act in.
 	if status, _, _ := s.act("browser.snapshot", nil); status != 404 {
 		t.Fatalf("action in a deleted conversation: %d", status)
+	}
+}
+
+// A conversation has at most 8 device actions in flight, and a computer
+// runs at most 8 at once: past that the box answers 429 at once rather
+// than queue without end. Once they end, actions go through again.
+func TestDeviceActionsInFlightAreBounded(t *testing.T) {
+	p := startControlPair(t, nil, nil)
+	a, b, c := newConversation(t, p), newConversation(t, p), newConversation(t, p)
+	page := pageServer(t)
+	for _, s := range []session{a, b, c} {
+		s.access(true, false)
+		if status, _, raw := s.act("browser.navigate", map[string]string{"url": page}); status != 200 {
+			t.Fatalf("navigate: %d %s", status, raw)
+		}
+	}
+	waitNever := map[string]any{"action": "browser.wait_for", "args": map[string]any{"text": "never", "timeout_ms": 60000}, "timeout_ms": 60000}
+	var wg sync.WaitGroup
+	hold := func(s session, n int) {
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Refused while a probe held the last place: ask again.
+				for range 400 {
+					if st, _, _ := s.a.do("POST", "/api/v1/sessions/"+s.id+"/devices/"+s.dev+"/actions", waitNever); st != http.StatusTooManyRequests {
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
+		}
+	}
+	// until retries one more action until the box answers 429 with code,
+	// which it does once the others are all in flight.
+	until := func(s session, code string) {
+		t.Helper()
+		for range 400 {
+			status, m, _ := s.a.do("POST", "/api/v1/sessions/"+s.id+"/devices/"+s.dev+"/actions",
+				map[string]any{"action": "browser.wait_for", "args": map[string]any{"text": "never", "timeout_ms": 1}})
+			if status == http.StatusTooManyRequests && errCode(m) == code {
+				return
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		t.Fatalf("no 429 %s with the actions in flight", code)
+	}
+	hold(a, 8)
+	until(a, "session_busy")
+	// The conversation is full, the computer is too: another
+	// conversation's action is refused for the computer's sake.
+	until(b, "device_busy")
+	for _, s := range []session{a, b, c} {
+		if status, _, raw := s.a.do("POST", "/api/v1/sessions/"+s.id+"/kill", nil); status != 200 {
+			t.Fatalf("kill: %d %s", status, raw)
+		}
+	}
+	wg.Wait()
+	if status, _, raw := c.act("browser.navigate", map[string]string{"url": page}); status != 200 {
+		t.Fatalf("an action after the others ended: %d %s", status, raw)
 	}
 }
