@@ -438,41 +438,32 @@ func TestDeviceActionsInFlightAreBounded(t *testing.T) {
 		}
 	}
 	waitNever := map[string]any{"action": "browser.wait_for", "args": map[string]any{"text": "never", "timeout_ms": 60000}, "timeout_ms": 60000}
+	// Nine actions that wait a minute: eight are in flight for that
+	// minute, so one is refused, at once.
+	refused := make(chan string, 9)
 	var wg sync.WaitGroup
-	hold := func(s session, n int) {
-		for range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				// Refused while a probe held the last place: ask again.
-				for range 400 {
-					if st, _, _ := s.a.do("POST", "/api/v1/sessions/"+s.id+"/devices/"+s.dev+"/actions", waitNever); st != http.StatusTooManyRequests {
-						return
-					}
-					time.Sleep(10 * time.Millisecond)
-				}
-			}()
-		}
-	}
-	// until retries one more action until the box answers 429 with code,
-	// which it does once the others are all in flight.
-	until := func(s session, code string) {
-		t.Helper()
-		for range 400 {
-			status, m, _ := s.a.do("POST", "/api/v1/sessions/"+s.id+"/devices/"+s.dev+"/actions",
-				map[string]any{"action": "browser.wait_for", "args": map[string]any{"text": "never", "timeout_ms": 1}})
-			if status == http.StatusTooManyRequests && errCode(m) == code {
-				return
+	for range 9 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if st, m, _ := a.a.do("POST", "/api/v1/sessions/"+a.id+"/devices/"+a.dev+"/actions", waitNever); st == http.StatusTooManyRequests {
+				refused <- errCode(m)
 			}
-			time.Sleep(25 * time.Millisecond)
-		}
-		t.Fatalf("no 429 %s with the actions in flight", code)
+		}()
 	}
-	hold(a, 8)
-	until(a, "session_busy")
-	// The conversation is full, the computer is too: another
-	// conversation's action is refused for the computer's sake.
-	until(b, "device_busy")
+	select {
+	case code := <-refused:
+		if code != "session_busy" {
+			t.Fatalf("the ninth action was refused with %q", code)
+		}
+	case <-time.After(50 * time.Second):
+		t.Fatal("nine actions were let into one conversation at once")
+	}
+	// The computer is full too: another conversation's action is refused
+	// for the computer's sake.
+	if status, m, _ := b.act("browser.navigate", map[string]string{"url": page}); status != http.StatusTooManyRequests || errCode(m) != "device_busy" {
+		t.Fatalf("an action on a computer running eight: %d %v", status, m)
+	}
 	for _, s := range []session{a, b, c} {
 		if status, _, raw := s.a.do("POST", "/api/v1/sessions/"+s.id+"/kill", nil); status != 200 {
 			t.Fatalf("kill: %d %s", status, raw)
