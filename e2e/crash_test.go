@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -267,5 +268,66 @@ func TestFullDiskIsRefusedAndRecovered(t *testing.T) {
 	apiJSON(t, "POST", base(b.addr)+"/api/v1/sessions", token, `{"title":"after"}`, http.StatusCreated)
 	if code, _ := apiDo(t, "GET", base(b.addr)+"/api/v1/sessions/"+before, token, ""); code != http.StatusOK {
 		t.Fatal("a session acknowledged before the disk filled is gone")
+	}
+}
+
+// kill -9 at random points of a busy box, three times over: after each
+// restart every write any of its lives acknowledged is there.
+func TestKillNineAtRandomPointsKeepsEveryAcknowledgedWrite(t *testing.T) {
+	data := t.TempDir()
+	b := startBox(t, "", data, "127.0.0.1:0")
+	token := strings.TrimSpace(mustRun(t, "", "lowkey", "token", "--data", data))
+	client := &http.Client{Timeout: 5 * time.Second}
+	var acked []string
+	for round := range 3 {
+		var (
+			mu   sync.Mutex
+			wg   sync.WaitGroup
+			stop = make(chan struct{})
+		)
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 400; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					req, _ := http.NewRequest("POST", "http://"+b.addr+"/api/v1/sessions", strings.NewReader(`{"title":"round"}`))
+					req.Header.Set("Authorization", "Bearer "+token)
+					resp, err := client.Do(req)
+					if err != nil {
+						continue
+					}
+					var m struct{ ID string }
+					derr := json.NewDecoder(resp.Body).Decode(&m)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusCreated && derr == nil {
+						mu.Lock()
+						acked = append(acked, m.ID)
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Duration(200+rand.IntN(1000)) * time.Millisecond)
+		b.kill()
+		close(stop)
+		wg.Wait()
+		b = startBox(t, "", data, b.addr)
+		lost := 0
+		for _, id := range acked {
+			if code, _ := apiDo(t, "GET", "http://"+b.addr+"/api/v1/sessions/"+id, token, ""); code != http.StatusOK {
+				lost++
+			}
+		}
+		if lost > 0 {
+			t.Fatalf("round %d: %d of %d acknowledged writes are gone", round, lost, len(acked))
+		}
+	}
+	if len(acked) < 30 {
+		t.Fatalf("only %d writes were acknowledged in three lives", len(acked))
 	}
 }

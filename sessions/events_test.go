@@ -94,3 +94,59 @@ func TestReplayComesInPages(t *testing.T) {
 		}
 	}
 }
+
+// failingStore refuses writes while fail is set, as a full disk does.
+type failingStore struct {
+	*memStore
+	mu   sync.Mutex
+	fail bool
+}
+
+func (f *failingStore) PutAll(kv map[string]any) error {
+	f.mu.Lock()
+	fail := f.fail
+	f.mu.Unlock()
+	if fail {
+		return fmt.Errorf("no space left on device")
+	}
+	return f.memStore.PutAll(kv)
+}
+
+// Events the store refuses are never shown: a client sees only what a
+// restart would give it again. Once the store takes writes, events flow.
+func TestEventsTheStoreRefusesAreNotShown(t *testing.T) {
+	st := &failingStore{memStore: &memStore{kv: map[string][]byte{}}}
+	l := openEventLog(st, "s-1", &Masker{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, live, cancel := l.subscribe(0)
+	defer cancel()
+	l.emit("turn.output", "t-1", "", map[string]string{"text": "kept"})
+	l.flush()
+	st.mu.Lock()
+	st.fail = true
+	st.mu.Unlock()
+	l.emit("turn.output", "t-1", "", map[string]string{"text": "refused"})
+	l.flush() // the retries give up
+	st.mu.Lock()
+	st.fail = false
+	st.mu.Unlock()
+	l.emit("turn.output", "t-1", "", map[string]string{"text": "after"})
+	l.flush()
+	var shown []string
+	for len(shown) < 2 {
+		e := <-live
+		shown = append(shown, string(e.Data))
+	}
+	if !strings.Contains(shown[0], "kept") || !strings.Contains(shown[1], "after") {
+		t.Fatalf("shown: %q", shown)
+	}
+	replay, _, cancel2 := l.subscribe(0)
+	cancel2()
+	for _, e := range replay {
+		if strings.Contains(string(e.Data), "refused") {
+			t.Fatal("a refused event was stored")
+		}
+	}
+	if len(replay) != 2 {
+		t.Fatalf("%d events stored, want 2", len(replay))
+	}
+}
