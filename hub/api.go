@@ -82,7 +82,7 @@ func (h *Hub) routes(admin bool) http.Handler {
 		mux.HandleFunc("GET /admin/setup", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"url": h.SetupURL()})
 		})
-		return limitBody(mux)
+		return h.limitBody(mux)
 	}
 	// These authenticate by the setup link, a password, a pairing code or
 	// pinned keys, not by a session.
@@ -91,7 +91,7 @@ func (h *Hub) routes(admin bool) http.Handler {
 	mux.HandleFunc("GET /api/v1/pair", h.handlePair)
 	mux.HandleFunc("GET /api/v1/link", h.handleLink)
 	mux.Handle("GET /", web.Handler())
-	return h.securityHeaders(limitBody(mux))
+	return h.securityHeaders(h.limitBody(mux))
 }
 
 func (h *Hub) securityHeaders(next http.Handler) http.Handler {

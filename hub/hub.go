@@ -66,6 +66,9 @@ type Config struct {
 	// WorkerBin runs the built-in agents (default: this program, which
 	// must answer "agent builtin|openai").
 	WorkerBin string
+	// BodyTimeout is how long a client has to send a request body
+	// (default 30 s; a page upload has 5 minutes).
+	BodyTimeout time.Duration
 	// StallAfter marks a turn stalled after this long without output
 	// (default 1 minute).
 	StallAfter time.Duration
@@ -87,6 +90,9 @@ func (c *Config) fill() {
 		if c.Name == "" {
 			c.Name = "lowkey"
 		}
+	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = bodyTime
 	}
 	if c.SessionMemory == 0 {
 		c.SessionMemory = 512 << 20
@@ -252,7 +258,7 @@ func Start(cfg Config) (*Hub, error) {
 	h.srv.ErrorLog = slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)
 	h.admin = newServer(h.peerChecked(h.routes(true)))
 	h.admin.ConnContext = peerContext
-	h.mcpSrv = newServer(limitBody(h.runtime.MCPHandler()))
+	h.mcpSrv = newServer(h.limitBody(h.runtime.MCPHandler()))
 	if h.pagesLn != nil {
 		h.pagesSrv = newServer(h.pages.Handler())
 		h.wg.Add(1)

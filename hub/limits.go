@@ -22,7 +22,8 @@ const (
 	maxBody = 1 << 20
 	// maxPageBody bounds a page's upload (its tar, with headers).
 	maxPageBody = pages.MaxTotalBytes + 4<<20
-	// bodyTime is how long a client has to send a body.
+	// bodyTime is how long a client has to send a body (Config.BodyTimeout
+	// changes it).
 	bodyTime = 30 * time.Second
 	// pageBodyTime is the same for a page's upload.
 	pageBodyTime = 5 * time.Minute
@@ -65,9 +66,9 @@ func newServer(h http.Handler) *http.Server {
 // limitBody bounds every request's body in size and in time before any
 // handler sees it. The time limit ends once the body is read: a handler
 // that then waits (a confirmation, a long action) is not cut off.
-func limitBody(next http.Handler) http.Handler {
+func (h *Hub) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		size, limit := int64(maxBody), bodyTime
+		size, limit := int64(maxBody), h.cfg.BodyTimeout
 		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/api/v1/sessions/") && strings.HasSuffix(r.URL.Path, "/pages") {
 			size, limit = maxPageBody, pageBodyTime
 		}
@@ -96,9 +97,13 @@ type timedBody struct {
 
 func (b *timedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && !b.done {
+	// Only a body read to its end lifts the limit: after a timeout the
+	// server still drains what is left, and must not wait for it.
+	if errors.Is(err, io.EOF) && !b.done {
 		b.done = true
-		_ = b.rc.SetReadDeadline(time.Time{})
+		if derr := b.rc.SetReadDeadline(time.Time{}); derr != nil {
+			return n, errors.Join(err, derr)
+		}
 	}
 	return n, err
 }

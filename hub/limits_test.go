@@ -1,12 +1,18 @@
 package hub_test
 
 import (
+	"bufio"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
+	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/sessions"
 )
 
@@ -126,5 +132,56 @@ func TestSysEchoIsBounded(t *testing.T) {
 	status, m, raw := a.do("POST", "/api/v1/sessions/"+sid+"/devices/none/actions", map[string]any{"action": "sys.echo", "args": map[string]int{"bytes": 64 << 20}})
 	if status != http.StatusBadRequest || !strings.Contains(string(raw), "bytes must be between 0 and") {
 		t.Fatalf("sys.echo of 64 MiB: %d %v", status, m)
+	}
+}
+
+// A body that does not arrive is not waited for: 408, and the box is
+// free again. One sent in time, just as slowly as allowed, is read.
+func TestSlowBodiesAreCutOff(t *testing.T) {
+	_, a := startBox(t, func(c *hub.Config) { c.BodyTimeout = time.Second })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(a.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /api/v1/login HTTP/1.1\r\nHost: box\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a body that never came: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("a body that never came: %d, want 408", resp.StatusCode)
+	}
+	anon := api{t: t, base: a.base}
+	if status, _, raw := anon.do("POST", "/api/v1/login", map[string]string{"name": "x", "password": "y"}); status != http.StatusUnauthorized {
+		t.Fatalf("a body sent in time: %d %s", status, raw)
+	}
+}
+
+// A WebSocket message over the bound ends that socket; the box goes on.
+func TestOversizeWebSocketMessagesEndTheSocket(t *testing.T) {
+	_, a := startBox(t, nil)
+	sid := newAgentSession(t, a, nil)
+	u := "ws" + strings.TrimPrefix(a.base, "http") + "/api/v1/sessions/" + sid + "/events?since=0"
+	ws, _, err := websocket.DefaultDialer.Dial(u, http.Header{"Authorization": {"Bearer " + a.token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if err := ws.WriteMessage(websocket.TextMessage, make([]byte, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+				t.Fatalf("the socket ended with %v, want 1009 (message too big)", err)
+			}
+			break
+		}
+	}
+	if status, _, raw := a.do("GET", "/api/v1/sessions/"+sid, nil); status != http.StatusOK {
+		t.Fatalf("the box after: %d %s", status, raw)
 	}
 }
