@@ -27,8 +27,10 @@ const (
 	// MaxControlMessage bounds a control frame: requests, response headers
 	// with their JSON and inline blobs, notices.
 	MaxControlMessage = 256 << 10
-	// MaxResultSize bounds one action's result.
-	MaxResultSize = 256 << 20
+	// MaxResultSize bounds one action's result, on both ends: a long
+	// page's full-page screenshot fits; a computer that lies cannot make
+	// the box hold more than this per action in flight.
+	MaxResultSize = 64 << 20
 	// MaxChunkSize bounds one chunk frame's payload.
 	MaxChunkSize = 64 << 10
 )

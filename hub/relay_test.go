@@ -136,6 +136,19 @@ func TestSignalingRelayCannotTamper(t *testing.T) {
 				t.Fatalf("link up: %v, status %+v", up, r.Status())
 			}
 			a := api{t: t, base: p2.URL(), token: p2.Token()}
+			// The companion sees its link up a moment before the box has
+			// it in its table: wait for the box to list it online.
+			for i := 0; !c.fails && i < 400; i++ {
+				_, _, raw := a.do("GET", "/api/v1/devices", nil)
+				var ds []struct {
+					ID     string `json:"id"`
+					Online bool   `json:"online"`
+				}
+				if json.Unmarshal(raw, &ds) == nil && len(ds) > 0 && ds[0].ID == p.DeviceID && ds[0].Online {
+					break
+				}
+				time.Sleep(25 * time.Millisecond)
+			}
 			sid := newSession(t, a)
 			status, _, raw := a.do("POST", "/api/v1/sessions/"+sid+"/devices/"+p.DeviceID+"/actions", `{"action":"sys.info"}`)
 			if c.fails && status != http.StatusConflict {
