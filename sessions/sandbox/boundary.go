@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // DefaultAgentUser is the account workers run as when the hub is root.
@@ -145,12 +146,18 @@ func agentAccount(name string) (*user.User, error) {
 		return nil, fmt.Errorf("no account %q on this machine: create it (useradd --system --create-home %s) or leave --agent-user at its default", name, name)
 	}
 	home := filepath.Join("/var/lib", name)
-	out, err := exec.Command("useradd", "--system", "--user-group", "--create-home", "--home-dir", home,
-		"--shell", "/usr/sbin/nologin", "--comment", "Lowkey agents", name).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("making the agent account %s: %v: %s", name, err, out)
+	var out []byte
+	// Another hub starting at the same moment may be making it too, or
+	// hold the password file's lock: look again, and try again.
+	for range 20 {
+		out, err = exec.Command("useradd", "--system", "--user-group", "--create-home", "--home-dir", home,
+			"--shell", "/usr/sbin/nologin", "--comment", "Lowkey agents", name).CombinedOutput()
+		if u, lerr := user.Lookup(name); lerr == nil {
+			return u, nil
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return user.Lookup(name)
+	return nil, fmt.Errorf("making the agent account %s: %v: %s", name, err, out)
 }
 
 func credentialOf(u *user.User) (*syscall.Credential, error) {
