@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"regexp"
@@ -136,23 +137,37 @@ func (t *loginTries) prune(now time.Time) {
 	t.fails = t.fails[i:]
 }
 
-func (h *Hub) users() []User {
+func (h *Hub) users() ([]User, error) {
 	var out []User
-	_ = h.store.Each("user/", func(_ string, raw []byte) error {
+	err := h.store.Each("user/", func(_ string, raw []byte) error {
 		var u User
 		if json.Unmarshal(raw, &u) == nil {
 			out = append(out, u)
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the accounts: %w", err)
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return out, nil
+}
+
+// hasOwner says whether the box has its accounts; an unreadable list
+// counts as having them, so a setup link is never opened by a failed read.
+func (h *Hub) hasOwner() bool {
+	us, err := h.users()
+	return err != nil || len(us) > 0
 }
 
 // prepareSetup makes the one-time link that creates the owner, while the
 // box has none.
 func (h *Hub) prepareSetup() error {
-	if len(h.users()) > 0 {
+	us, err := h.users()
+	if err != nil {
+		return err
+	}
+	if len(us) > 0 {
 		return nil
 	}
 	h.setupToken = randomToken()
@@ -162,7 +177,7 @@ func (h *Hub) prepareSetup() error {
 // SetupURL is the one-time link that creates the owner ("" once there is
 // one).
 func (h *Hub) SetupURL() string {
-	if h.setupToken == "" || len(h.users()) > 0 {
+	if h.setupToken == "" || h.hasOwner() {
 		return ""
 	}
 	return h.WebURL() + "/#/setup/" + h.setupToken
@@ -290,7 +305,7 @@ func (h *Hub) postSetup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var want string
-	if h.store.Get("meta/setup", &want) != nil || len(h.users()) > 0 {
+	if h.store.Get("meta/setup", &want) != nil || h.hasOwner() {
 		writeError(w, http.StatusConflict, "already_set_up", "this box has an owner already: sign in")
 		return
 	}
@@ -382,7 +397,11 @@ func (h *Hub) getMe(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Hub) getUsers(w http.ResponseWriter, r *http.Request) {
-	us := h.users()
+	us, err := h.users()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
 	for i := range us {
 		us[i].Hash = nil
 	}

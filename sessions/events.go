@@ -68,18 +68,23 @@ const (
 	eventBatch = 256
 )
 
-func openEventLog(store Store, session string, mask *Masker, log *slog.Logger) *eventLog {
+// openEventLog opens a session's log where it left off. A log whose end
+// cannot be read is not opened: new events would be numbered over old.
+func openEventLog(store Store, session string, mask *Masker, log *slog.Logger) (*eventLog, error) {
 	l := &eventLog{store: store, session: session, mask: mask, log: log, subs: map[chan Event]struct{}{}}
 	l.moved = sync.NewCond(&l.mu)
-	_ = store.Each("event/"+session+"/", func(_ string, raw []byte) error {
+	err := store.Each("event/"+session+"/", func(_ string, raw []byte) error {
 		var e Event
 		if json.Unmarshal(raw, &e) == nil && e.Seq > l.seq {
 			l.seq = e.Seq
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the conversation's events: %w", err)
+	}
 	l.saved = l.seq
-	return l
+	return l, nil
 }
 
 // emit numbers an event and queues it for the disk; subscribers see it
@@ -186,7 +191,7 @@ func (l *eventLog) subscribe(since uint64) (replay []Event, live chan Event, can
 	// with since= for the next one, as one that fell behind does.
 	size := 0
 	full := false
-	_ = l.store.Each("event/"+l.session+"/", func(_ string, raw []byte) error {
+	err := l.store.Each("event/"+l.session+"/", func(_ string, raw []byte) error {
 		var e Event
 		if json.Unmarshal(raw, &e) != nil || e.Seq <= since || e.Seq > last {
 			return nil
@@ -198,6 +203,11 @@ func (l *eventLog) subscribe(since uint64) (replay []Event, live chan Event, can
 		replay = append(replay, e)
 		return nil
 	})
+	if err != nil && !errors.Is(err, errPageFull) {
+		// What could be read is sent; the client comes back for the rest.
+		l.log.Error("reading a conversation's events for a replay", "session", l.session, "err", err)
+		full = true
+	}
 	if full {
 		l.mu.Lock()
 		if _, ok := l.subs[live]; ok {

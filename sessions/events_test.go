@@ -57,7 +57,10 @@ func TestReplayComesInPages(t *testing.T) {
 	was := maxReplayBytes
 	maxReplayBytes = 4 << 10
 	t.Cleanup(func() { maxReplayBytes = was })
-	l := openEventLog(&memStore{kv: map[string][]byte{}}, "s-1", &Masker{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l, err := openEventLog(&memStore{kv: map[string][]byte{}}, "s-1", &Masker{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range 200 {
 		l.emit("turn.output", "t-1", "", map[string]string{"text": fmt.Sprintf("line %d", i)})
 	}
@@ -116,7 +119,10 @@ func (f *failingStore) PutAll(kv map[string]any) error {
 // restart would give it again. Once the store takes writes, events flow.
 func TestEventsTheStoreRefusesAreNotShown(t *testing.T) {
 	st := &failingStore{memStore: &memStore{kv: map[string][]byte{}}}
-	l := openEventLog(st, "s-1", &Masker{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l, err := openEventLog(st, "s-1", &Masker{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	_, live, cancel := l.subscribe(0)
 	defer cancel()
 	l.emit("turn.output", "t-1", "", map[string]string{"text": "kept"})
@@ -148,5 +154,26 @@ func TestEventsTheStoreRefusesAreNotShown(t *testing.T) {
 	}
 	if len(replay) != 2 {
 		t.Fatalf("%d events stored, want 2", len(replay))
+	}
+}
+
+// A new turn is handed the end of its conversation that fits the bound,
+// newest last; a short conversation whole.
+func TestHistoryHandedToAWorkerIsBounded(t *testing.T) {
+	var long []historyItem
+	for i := range 100 {
+		long = append(long, historyItem{"user", fmt.Sprintf("%d:%s", i, strings.Repeat("x", 10<<10))})
+	}
+	got := recentHistory(long)
+	size := 0
+	for _, h := range got {
+		size += len(h.Text)
+	}
+	if size > maxHistory || len(got) == 0 || got[len(got)-1].Text != long[99].Text {
+		t.Fatalf("%d items, %d bytes, last %.10q", len(got), size, got[len(got)-1].Text)
+	}
+	short := long[:3]
+	if got := recentHistory(short); len(got) != 3 {
+		t.Fatalf("a short conversation lost items: %d", len(got))
 	}
 }

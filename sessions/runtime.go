@@ -352,7 +352,11 @@ func (r *Runtime) session(id string) (*liveSession, error) {
 	if err := r.cfg.Store.Get("session/"+id, &s); err != nil {
 		return nil, ErrNotFound
 	}
-	ls := &liveSession{s: &s, events: openEventLog(r.cfg.Store, id, r.cfg.Mask, r.log), jobs: map[string]*runningJob{}}
+	events, err := openEventLog(r.cfg.Store, id, r.cfg.Mask, r.log)
+	if err != nil {
+		return nil, err
+	}
+	ls := &liveSession{s: &s, events: events, jobs: map[string]*runningJob{}}
 	ls.ctx, ls.cancel = context.WithCancel(context.Background())
 	for _, t := range r.Turns(id) {
 		ls.history = append(ls.history, historyItem{"user", t.Message})
