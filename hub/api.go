@@ -414,13 +414,17 @@ func (h *Hub) getMetrics(w http.ResponseWriter, r *http.Request) {
 
 func (h *Hub) getSessions(w http.ResponseWriter, r *http.Request) {
 	out := []sessions.Session{}
-	_ = h.store.Each("session/", func(_ string, raw []byte) error {
+	err := h.store.Each("session/", func(_ string, raw []byte) error {
 		var s sessions.Session
 		if json.Unmarshal(raw, &s) == nil {
 			out = append(out, s)
 		}
 		return nil
 	})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not read the conversations: "+err.Error())
+		return
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
 	writeJSON(w, http.StatusOK, out)
 }

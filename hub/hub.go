@@ -183,7 +183,9 @@ func Start(cfg Config) (*Hub, error) {
 	if h.token, err = h.loadToken(); err != nil {
 		return nil, err
 	}
-	h.refreshMask()
+	if err := h.loadMask(); err != nil {
+		return nil, err
+	}
 	if err := h.prepareSetup(); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"regexp"
 	"sort"
@@ -233,9 +234,9 @@ type secret struct {
 // secretRuntimes are the runtimes a secret may be meant for.
 var secretRuntimes = map[string]bool{"all": true, "builtin": true, "openai": true, "exec": true}
 
-func (h *Hub) storedSecrets() map[string]secret {
+func (h *Hub) storedSecrets() (map[string]secret, error) {
 	out := map[string]secret{}
-	_ = h.store.Each("secret/", func(key string, raw []byte) error {
+	err := h.store.Each("secret/", func(key string, raw []byte) error {
 		var sc secret
 		if json.Unmarshal(raw, &sc) != nil {
 			// Stored before secrets had runtimes: meant for all.
@@ -249,27 +250,39 @@ func (h *Hub) storedSecrets() map[string]secret {
 		out[key[len("secret/"):]] = sc
 		return nil
 	})
-	return out
+	if err != nil {
+		return nil, fmt.Errorf("reading the box's secrets: %w", err)
+	}
+	return out, nil
 }
 
 // secretsFor is what a turn of runtime gets in its credentials file.
-func (h *Hub) secretsFor(runtime string) map[string]string {
+func (h *Hub) secretsFor(runtime string) (map[string]string, error) {
+	stored, err := h.storedSecrets()
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]string{}
-	for name, sc := range h.storedSecrets() {
+	for name, sc := range stored {
 		if sc.For == "all" || sc.For == runtime {
 			out[name] = sc.Value
 		}
 	}
-	return out
+	return out, nil
 }
 
-// refreshMask tells the masker every secret value the box holds.
-func (h *Hub) refreshMask() {
+// loadMask tells the masker every secret value the box holds.
+func (h *Hub) loadMask() error {
+	stored, err := h.storedSecrets()
+	if err != nil {
+		return err
+	}
 	all := map[string]string{}
-	for name, sc := range h.storedSecrets() {
+	for name, sc := range stored {
 		all[name] = sc.Value
 	}
 	h.mask.Set(all)
+	return nil
 }
 
 func (h *Hub) putSecret(w http.ResponseWriter, r *http.Request) {
@@ -300,7 +313,7 @@ func (h *Hub) putSecret(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "internal", "could not store the secret")
 		return
 	}
-	h.refreshMask()
+	h.mask.Add(name, req.Value)
 	h.log.Info("secret stored", "name", name, "for", req.For)
 	writeJSON(w, http.StatusOK, map[string]string{"name": name, "for": req.For})
 }
@@ -310,8 +323,13 @@ func (h *Hub) getSecrets(w http.ResponseWriter, r *http.Request) {
 		Name string `json:"name"`
 		For  string `json:"for"`
 	}
+	stored, err := h.storedSecrets()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
 	out := []listed{}
-	for n, sc := range h.storedSecrets() {
+	for n, sc := range stored {
 		out = append(out, listed{n, sc.For})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -320,7 +338,12 @@ func (h *Hub) getSecrets(w http.ResponseWriter, r *http.Request) {
 
 func (h *Hub) deleteSecret(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if _, ok := h.storedSecrets()[name]; !ok {
+	stored, err := h.storedSecrets()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	if _, ok := stored[name]; !ok {
 		writeError(w, http.StatusNotFound, "not_found", "no secret "+strconv.Quote(name))
 		return
 	}

@@ -44,6 +44,18 @@ func (m *Masker) Set(secrets map[string]string) {
 	m.mu.Unlock()
 }
 
+// Add masks one more value (a secret just stored).
+func (m *Masker) Add(name, value string) {
+	if len(value) < minMasked {
+		return
+	}
+	q, _ := json.Marshal(value)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pairs = append(m.pairs, maskPair{name: name, plain: []byte(value), quoted: q[1 : len(q)-1]})
+	sort.Slice(m.pairs, func(i, j int) bool { return len(m.pairs[i].plain) > len(m.pairs[j].plain) })
+}
+
 // String masks plain text.
 func (m *Masker) String(s string) string {
 	if m == nil {

@@ -72,7 +72,7 @@ type Config struct {
 	BoxID string
 	// Secrets returns the box's stored credentials meant for a runtime
 	// ("builtin", "openai", "exec").
-	Secrets func(runtime string) map[string]string
+	Secrets func(runtime string) (map[string]string, error)
 	// Devices carries agent device actions through the box's gate.
 	Devices Devices
 	// Pages publishes a directory as a static page.
@@ -185,7 +185,7 @@ func NewRuntime(cfg Config) *Runtime {
 		}
 	}
 	if cfg.Secrets == nil {
-		cfg.Secrets = func(string) map[string]string { return nil }
+		cfg.Secrets = func(string) (map[string]string, error) { return nil, nil }
 	}
 	if cfg.Boundary == nil {
 		cfg.Boundary = &sandbox.Boundary{}
@@ -608,7 +608,12 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 		return fail(err)
 	}
 	token := r.mintToken(tokenOwner{session: id, turn: rt.t.ID})
-	creds, err := credentials(token, r.cfg.Secrets(runtimeName(ls.s.Agent)))
+	secrets, err := r.cfg.Secrets(runtimeName(ls.s.Agent))
+	if err != nil {
+		r.dropToken(token)
+		return fail(err)
+	}
+	creds, err := credentials(token, secrets)
 	if err != nil {
 		r.dropToken(token)
 		return fail(err)
