@@ -457,13 +457,15 @@ func (h *Hub) deleteUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var keys []string
-	_ = h.store.Each("websess/", func(key string, raw []byte) error {
+	if err := h.store.Each("websess/", func(key string, raw []byte) error {
 		var ws webSession
 		if json.Unmarshal(raw, &ws) == nil && ws.User == name {
 			keys = append(keys, key)
 		}
 		return nil
-	})
+	}); err != nil {
+		h.log.Error("reading the web sessions of a removed member", "err", err)
+	}
 	for _, k := range keys {
 		if err := h.store.Delete(k); err != nil {
 			h.log.Error("could not end a removed member's web session", "name", name, "err", err)

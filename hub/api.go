@@ -239,13 +239,18 @@ func (h *Hub) getSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	grants := []devicectl.Grant{}
-	_ = h.store.Each("grant/"+s.ID+"/", func(_ string, raw []byte) error {
+	err := h.store.Each("grant/"+s.ID+"/", func(_ string, raw []byte) error {
 		var g devicectl.Grant
 		if json.Unmarshal(raw, &g) == nil {
 			grants = append(grants, g)
 		}
 		return nil
 	})
+	if err != nil {
+		// Showing no grant where there may be one would mislead.
+		writeError(w, http.StatusInternalServerError, "internal", "could not read the conversation's device access: "+err.Error())
+		return
+	}
 	writeJSON(w, http.StatusOK, struct {
 		*sessions.Session
 		Budget        string                  `json:"budget"`
@@ -467,11 +472,14 @@ func (h *Hub) deleteSession(w http.ResponseWriter, r *http.Request) {
 	// control still on.
 	devices := map[string]bool{}
 	var grants []string
-	_ = h.store.Each("grant/"+s.ID+"/", func(key string, raw []byte) error {
+	if err := h.store.Each("grant/"+s.ID+"/", func(key string, raw []byte) error {
 		grants = append(grants, key)
 		devices[key[strings.LastIndex(key, "/")+1:]] = true
 		return nil
-	})
+	}); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not read the conversation's device access, so it was not deleted: "+err.Error())
+		return
+	}
 	for _, k := range grants {
 		if err := h.store.Delete(k); err != nil {
 			writeError(w, http.StatusInternalServerError, "internal", "could not end the conversation's device access, so it was not deleted: "+err.Error())
@@ -484,10 +492,12 @@ func (h *Hub) deleteSession(w http.ResponseWriter, r *http.Request) {
 	}
 	var keys []string
 	for _, prefix := range []string{"turn/" + s.ID + "/", "job/" + s.ID + "/", "event/" + s.ID + "/"} {
-		_ = h.store.Each(prefix, func(key string, _ []byte) error {
+		if err := h.store.Each(prefix, func(key string, _ []byte) error {
 			keys = append(keys, key)
 			return nil
-		})
+		}); err != nil {
+			h.log.Error("reading a deleted conversation's records", "session", s.ID, "err", err)
+		}
 	}
 	left := 0
 	for _, k := range keys {
@@ -504,7 +514,11 @@ func (h *Hub) deleteSession(w http.ResponseWriter, r *http.Request) {
 		h.pushGrants(dev)
 		h.checkLive(dev)
 	}
-	for _, pg := range h.pages.List(s.ID) {
+	pgs, err := h.pages.List(s.ID)
+	if err != nil {
+		h.log.Error("reading a deleted conversation's pages: they may still be published", "session", s.ID, "err", err)
+	}
+	for _, pg := range pgs {
 		_ = h.pages.Unpublish(pg.ID)
 	}
 	h.log.Info("conversation deleted", "session", s.ID, "by", who(r))

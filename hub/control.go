@@ -38,7 +38,7 @@ func (h *Hub) grant(session, device string) (devicectl.Grant, bool) {
 // deviceGrants lists the live grants for one computer.
 func (h *Hub) deviceGrants(device string) []devicectl.Grant {
 	out := []devicectl.Grant{}
-	_ = h.store.Each("grant/", func(key string, raw []byte) error {
+	if err := h.store.Each("grant/", func(key string, raw []byte) error {
 		if !strings.HasSuffix(key, "/"+device) {
 			return nil
 		}
@@ -49,7 +49,9 @@ func (h *Hub) deviceGrants(device string) []devicectl.Grant {
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		h.log.Error("reading grants to send to a computer", "err", err)
+	}
 	return out
 }
 
@@ -71,12 +73,14 @@ func (h *Hub) pushGrants(device string) {
 // dropGrants removes every grant for a computer (it was unpaired).
 func (h *Hub) dropGrants(device string) {
 	var keys []string
-	_ = h.store.Each("grant/", func(key string, _ []byte) error {
+	if err := h.store.Each("grant/", func(key string, _ []byte) error {
 		if strings.HasSuffix(key, "/"+device) {
 			keys = append(keys, key)
 		}
 		return nil
-	})
+	}); err != nil {
+		h.log.Error("reading the grants of an unpaired computer", "err", err)
+	}
 	for _, k := range keys {
 		// A grant left behind names a computer that can no longer link.
 		if err := h.store.Delete(k); err != nil {

@@ -103,8 +103,13 @@ func (h *Hub) getPages(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
+	pgs, err := h.pages.List(s.ID)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
 	out := []pageView{}
-	for _, pg := range h.pages.List(s.ID) {
+	for _, pg := range pgs {
 		out = append(out, pageView{pg, h.pageURL(&pg)})
 	}
 	writeJSON(w, http.StatusOK, out)

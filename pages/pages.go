@@ -333,17 +333,20 @@ func (p *Pages) publish(session string, files []file) (*Page, error) {
 }
 
 // List gives a session's pages ("" for all).
-func (p *Pages) List(session string) []Page {
+func (p *Pages) List(session string) ([]Page, error) {
 	out := []Page{}
-	_ = p.store.Each("page/", func(_ string, raw []byte) error {
+	err := p.store.Each("page/", func(_ string, raw []byte) error {
 		var pg Page
 		if json.Unmarshal(raw, &pg) == nil && (session == "" || pg.Session == session) {
 			out = append(out, pg)
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the pages: %w", err)
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
-	return out
+	return out, nil
 }
 
 // Get returns one page.

@@ -73,13 +73,15 @@ func (r *Runtime) saveJob(j Job) {
 // Jobs lists a session's jobs, oldest first.
 func (r *Runtime) Jobs(id string) []Job {
 	out := []Job{}
-	_ = r.cfg.Store.Each("job/"+id+"/", func(_ string, raw []byte) error {
+	if err := r.cfg.Store.Each("job/"+id+"/", func(_ string, raw []byte) error {
 		var j Job
 		if json.Unmarshal(raw, &j) == nil {
 			out = append(out, j)
 		}
 		return nil
-	})
+	}); err != nil {
+		r.log.Error("reading a conversation's jobs", "session", id, "err", err)
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
 	return out
 }

@@ -256,10 +256,12 @@ func (r *Runtime) sweepGroups() {
 		return
 	}
 	var ids []string
-	_ = r.cfg.Store.Each("session/", func(key string, _ []byte) error {
+	if err := r.cfg.Store.Each("session/", func(key string, _ []byte) error {
 		ids = append(ids, strings.TrimPrefix(key, "session/"))
 		return nil
-	})
+	}); err != nil {
+		r.log.Error("reading the sessions whose groups to clear", "err", err)
+	}
 	for _, id := range ids {
 		if n, err := r.cfg.Groups.Sweep(id); err != nil {
 			r.log.Warn("could not clear a session's group left from before", "session", id, "err", err)
@@ -453,13 +455,15 @@ func (r *Runtime) Emit(id, typ string, data any) {
 // Turns lists a session's turns, oldest first.
 func (r *Runtime) Turns(id string) []Turn {
 	out := []Turn{}
-	_ = r.cfg.Store.Each("turn/"+id+"/", func(_ string, raw []byte) error {
+	if err := r.cfg.Store.Each("turn/"+id+"/", func(_ string, raw []byte) error {
 		var t Turn
 		if json.Unmarshal(raw, &t) == nil {
 			out = append(out, t)
 		}
 		return nil
-	})
+	}); err != nil {
+		r.log.Error("reading a conversation's turns", "session", id, "err", err)
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
 	return out
 }
