@@ -66,6 +66,15 @@ func TestAgentsCannotReachTheHub(t *testing.T) {
 			t.Fatalf("the box does not say its agents run as lowkey-agent:\n%s", b.out)
 		}
 		attackBox(t, b, "lowkey-agent")
+		// Sessions' directories sit in one the agent cannot change, so it
+		// cannot point one elsewhere for the box to read or write as root.
+		fi, err := os.Stat("/var/lib/lowkey-work")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || fi.Mode().Perm() != 0o711 {
+			t.Fatalf("/var/lib/lowkey-work is uid %d, %v", st.Uid, fi.Mode().Perm())
+		}
 	})
 	t.Run("box run as an ordinary user", func(t *testing.T) {
 		u := ordinaryUser(t)
@@ -241,7 +250,7 @@ func attackBox(t *testing.T, b *box, agentAccount string) {
 			}
 		}
 	}
-	if attacks < 18 {
+	if attacks < 19 {
 		t.Errorf("only %d attacks reported: the agent did not get through its list\n%s", attacks, first.Reply)
 	}
 	for _, want := range []string{"credentials", "write-work", "write-home", "read-shared", "job", "keep-token"} {

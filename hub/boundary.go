@@ -68,7 +68,10 @@ func (h *Hub) prepareBoundary() error {
 	}
 	if h.cfg.WorkDir == "" {
 		if b.Mode() == sandbox.ModeAgentUser {
-			h.cfg.WorkDir = filepath.Join(b.Home(), "work")
+			// Not in the agent's home: each path to a session's files must
+			// be one the agent cannot re-point (the hub, as root, reads and
+			// writes there: pages, output logs).
+			h.cfg.WorkDir = "/var/lib/lowkey-work"
 		} else {
 			h.cfg.WorkDir = filepath.Clean(h.cfg.DataDir) + "-work"
 		}

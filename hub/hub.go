@@ -31,8 +31,9 @@ type Config struct {
 	// own (0700); no worker ever sees it.
 	DataDir string
 	// WorkDir holds the sessions' working directories, outside DataDir
-	// (default: "work" in the agent account's home when the hub is root,
-	// DataDir+"-work" otherwise).
+	// (default: /var/lib/lowkey-work when the hub is root, DataDir+"-work"
+	// otherwise). It is the hub's own; each session's directory in it is
+	// the agent account's.
 	WorkDir string
 	// AgentUser is the account turns and jobs run as when the hub is
 	// root (default lowkey-agent, made when missing).

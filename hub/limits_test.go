@@ -108,13 +108,21 @@ func TestBodiesAreBoundedBeforeSignIn(t *testing.T) {
 // output kept is bounded, and the turn ends done, saying what it dropped.
 func TestFloodingOutputEndsTheTurnWithANote(t *testing.T) {
 	_, a := startBox(t, nil)
-	sid := newAgentSession(t, a, map[string]any{"agent": `exec:head -c 100000000 /dev/zero | tr '\000' x | fold -w 1000000; echo last line`})
+	sid := newAgentSession(t, a, map[string]any{"agent": `exec:head -c 100000000 /dev/zero | tr '\000' x | fold -w 1000000; echo; echo last line`})
 	ev := follow(t, a, sid, 0)
 	tid := say(t, a, sid, "flood")
 	ev.until(2*time.Minute, turnState(tid, sessions.StateDone))
 	tr := getTurn(t, a, sid, tid)
-	if len(tr.Reply) > 2<<20 || !strings.Contains(tr.Reply, "output truncated at 1 MiB") {
+	if len(tr.Reply) > 2<<20 || !strings.Contains(tr.Reply, "output truncated at 1 MiB") || !strings.Contains(tr.Reply, "in turn-"+tid+".log in the work directory") {
 		t.Fatalf("the reply is %d bytes and ends %q", len(tr.Reply), tr.Reply[max(0, len(tr.Reply)-200):])
+	}
+	// The rest is in the log file, to its last line; it is the agent's.
+	logged := newAgentSession(t, a, map[string]any{"agent": `exec:tail -n 1 ../` + sid + `/turn-` + tid + `.log; wc -c < ../` + sid + `/turn-` + tid + `.log`})
+	el := follow(t, a, logged, 0)
+	lt := say(t, a, logged, "read it")
+	el.until(time.Minute, turnState(lt, sessions.StateDone))
+	if r := getTurn(t, a, logged, lt).Reply; !strings.HasPrefix(r, "last line\n") {
+		t.Fatalf("the output log as the agent reads it: %q", r)
 	}
 	// An agent that prints a little still has all of it.
 	calm := newAgentSession(t, a, map[string]any{"agent": `exec:seq 1 1000`})

@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -133,14 +134,15 @@ func (h *Hub) deletePage(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"unpublished": pg.ID})
 }
 
-// agentPages lets an agent publish a directory of its session.
+// agentPages lets an agent publish files of its session, as an archive
+// its own account made.
 type agentPages struct{ h *Hub }
 
-func (a agentPages) Publish(session, dir string) (any, error) {
+func (a agentPages) Publish(session string, tar io.Reader) (any, error) {
 	if a.h.pagesOrigin == "" {
 		return nil, errors.New("this hub serves no pages: start it with --pages-listen")
 	}
-	pg, err := a.h.pages.FromDir(session, dir)
+	pg, err := a.h.pages.FromTar(session, tar)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -139,60 +138,6 @@ func checkSizes(files []file) error {
 		return fmt.Errorf("%w: %d bytes in all; a page may be at most %d", ErrTooLarge, total, MaxTotalBytes)
 	}
 	return nil
-}
-
-// FromDir publishes a directory. Symlinks (to anywhere) and anything but
-// regular files are refused.
-func (p *Pages) FromDir(session, dir string) (*Page, error) {
-	root, err := filepath.Abs(dir)
-	if err != nil {
-		return nil, err
-	}
-	if fi, err := os.Lstat(root); err != nil || !fi.IsDir() {
-		return nil, refuse("%s is not a directory", dir)
-	}
-	var files []file
-	err = filepath.WalkDir(root, func(full string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if full == root {
-			return nil
-		}
-		rel, _ := filepath.Rel(root, full)
-		rel = filepath.ToSlash(rel)
-		if d.Type()&fs.ModeSymlink != 0 {
-			return refuse("%s is a symbolic link: only files inside the snapshot are published", rel)
-		}
-		if d.IsDir() {
-			if strings.HasPrefix(d.Name(), ".") {
-				return refuse("the hidden directory %s is not published", rel)
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() {
-			return refuse("%s is not a regular file", rel)
-		}
-		name, err := checkName(rel)
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		files = append(files, file{name: name, size: info.Size(), open: func() (io.ReadCloser, error) {
-			return os.Open(full)
-		}})
-		if len(files) > MaxFiles {
-			return fmt.Errorf("%w: more than %d files", ErrTooLarge, MaxFiles)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return p.publish(session, files)
 }
 
 // FromTar publishes a tar stream: regular files and directories only.

@@ -145,7 +145,7 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 	r.saveJob(rj.j)
 	ls.events.emit("job.started", rj.j.Turn, rj.j.ID, rj.j)
 	var wg sync.WaitGroup
-	var budget outputBudget
+	budget := outputBudget{spill: spillTo(work, "job-"+rj.j.ID+".log", r.cfg.Boundary.Own)}
 	read := func(stream string, rd io.Reader, t *tail) {
 		defer wg.Done()
 		readLines(rd, func(line string, cut bool) {
@@ -154,7 +154,7 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 			}
 			rj.mu.Lock()
 			t.add(line)
-			kept := budget.take(len(line) + 1)
+			kept := budget.take(line)
 			rj.mu.Unlock()
 			if kept {
 				ls.events.emit("job.output", rj.j.Turn, rj.j.ID, map[string]string{"stream": stream, "text": line})
@@ -168,6 +168,12 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 	go r.watchPreview(ls, rj, stopWatch)
 	go func() {
 		wg.Wait()
+		if err := budget.close(); err != nil {
+			r.log.Warn("the job's output log could not be written in full", "session", id, "job", rj.j.ID, "err", err)
+		}
+		if budget.dropped > 0 {
+			ls.events.emit("job.output", rj.j.Turn, rj.j.ID, map[string]string{"stream": "stderr", "text": budget.note()})
+		}
 		w.Release()
 		werr := cmd.Wait()
 		r.dropToken(token)

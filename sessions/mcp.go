@@ -5,9 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -135,15 +133,7 @@ func (r *Runtime) mcpServer() *mcp.Server {
 			if r.cfg.Pages == nil {
 				return errResult(errors.New("this box publishes no pages")), nil, nil
 			}
-			work := r.workDir(id)
-			dir := filepath.Join(work, filepath.Clean("/"+in.Dir))
-			// A symlink on the way must not lead out of the session's files.
-			realWork, err1 := filepath.EvalSymlinks(work)
-			realDir, err2 := filepath.EvalSymlinks(dir)
-			if err1 != nil || err2 != nil || (realDir != realWork && !strings.HasPrefix(realDir, realWork+string(filepath.Separator))) {
-				return errResult(fmt.Errorf("%s is not a directory inside this session's files", in.Dir)), nil, nil
-			}
-			pg, err := r.cfg.Pages.Publish(id, realDir)
+			pg, err := r.publishDir(id, in.Dir)
 			if err != nil {
 				return errResult(err), nil, nil
 			}

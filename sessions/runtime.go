@@ -99,9 +99,9 @@ type Devices interface {
 	Do(ctx context.Context, session, who, device, action string, args json.RawMessage) (json.RawMessage, []byte, error)
 }
 
-// Publisher publishes a directory of a session as a page.
+// Publisher publishes a tar archive of a session's files as a page.
 type Publisher interface {
-	Publish(session, dir string) (any, error)
+	Publish(session string, tar io.Reader) (any, error)
 }
 
 // Runtime runs the sessions' turns and jobs.
@@ -195,10 +195,17 @@ func NewRuntime(cfg Config) *Runtime {
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger, live: map[string]*liveSession{}, byTok: map[string]tokenOwner{}}
 	if cfg.WorkDir != "" {
-		if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
-			r.log.Error("could not make the sessions' work directory", "dir", cfg.WorkDir, "err", err)
-		} else if err := cfg.Boundary.Own(cfg.WorkDir); err != nil {
-			r.log.Error("could not hand the sessions' work directory to the agent account", "dir", cfg.WorkDir, "err", err)
+		// The box's own, so no agent can swap a session's directory for a
+		// link elsewhere; agents pass through it to their sessions' own.
+		err := os.MkdirAll(cfg.WorkDir, 0o711)
+		if err == nil {
+			err = os.Lchown(cfg.WorkDir, os.Getuid(), os.Getgid())
+		}
+		if err == nil {
+			err = os.Chmod(cfg.WorkDir, 0o711)
+		}
+		if err != nil {
+			r.log.Error("could not set up the sessions' work directory", "dir", cfg.WorkDir, "err", err)
 		}
 	}
 	if r.boxDir = r.boxSecretDir(cfg.SecretDir); r.boxDir != "" {
@@ -662,7 +669,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	}
 	var reply strings.Builder
 	var outMu sync.Mutex
-	var budget outputBudget
+	budget := outputBudget{spill: spillTo(work, "turn-"+rt.t.ID+".log", r.cfg.Boundary.Own)}
 	var wg sync.WaitGroup
 	read := func(stream string, rd io.Reader) {
 		defer wg.Done()
@@ -672,7 +679,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 				line += fmt.Sprintf(" … (line cut at %d KiB)", maxLine>>10)
 			}
 			outMu.Lock()
-			kept := budget.take(len(line) + 1)
+			kept := budget.take(line)
 			if kept && stream == "stdout" {
 				reply.WriteString(line + "\n")
 			}
@@ -702,6 +709,9 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 		ls.turnOOMs = ooms
 		t := rt.t
 		t.Reply = strings.TrimSpace(reply.String())
+		if err := budget.close(); err != nil {
+			r.log.Warn("the turn's output log could not be written in full", "session", id, "turn", t.ID, "err", err)
+		}
 		if budget.dropped > 0 {
 			t.Reply += "\n[" + budget.note() + "]"
 			ls.events.emit("turn.output", t.ID, "", map[string]string{"stream": "stderr", "text": budget.note()})

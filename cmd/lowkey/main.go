@@ -149,7 +149,7 @@ func runHub(args []string) error {
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not advertise on the LAN")
 	fs.Int64Var(&cfg.SessionMemory, "session-memory", 512<<20, "default memory budget of a session, in bytes")
 	fs.StringVar(&cfg.AgentUser, "agent-user", sandbox.DefaultAgentUser, "the account turns and jobs run as when the hub runs as root (made when it is the default and missing)")
-	fs.StringVar(&cfg.WorkDir, "work-dir", "", "where the sessions' working directories go, outside --data (default: ~AGENT/work as root, DATA-work otherwise)")
+	fs.StringVar(&cfg.WorkDir, "work-dir", "", "where the sessions' working directories go, outside --data (default: /var/lib/lowkey-work as root, DATA-work otherwise)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -150,6 +150,12 @@ func main() {
 			fmt.Printf("attack %s: GOT %d %.200s\n", name, code, body)
 		}
 	}
+	// Publish a page of the box's own files, through the publishing tool.
+	if out, err := callTool(creds.MCPToken, "pages.publish", map[string]any{"dir": "../../../.." + *data}); err != nil || !strings.Contains(out, "\"url\"") {
+		refused("publish-data-dir", fmt.Errorf("%v %.100s", err, out))
+	} else {
+		fmt.Println("attack publish-data-dir: GOT", out)
+	}
 	// Other workers' credentials: anything that looks like a credentials
 	// file or points at one.
 	if found := huntTokens(creds.MCPToken); len(found) > 0 {
