@@ -58,7 +58,7 @@ func DecodeEnvelope(b []byte) (seq uint64, body []byte, sig []byte, err error) {
 	}
 	var e envelope
 	if err := json.Unmarshal(b, &e); err != nil {
-		return 0, nil, nil, fmt.Errorf("%w: %v", ErrBadSignal, err)
+		return 0, nil, nil, fmt.Errorf("%w: %w", ErrBadSignal, err)
 	}
 	if len(e.Sig) != ed25519.SignatureSize || len(e.Body) == 0 {
 		return 0, nil, nil, fmt.Errorf("%w: unsigned", ErrBadSignal)
@@ -70,7 +70,7 @@ func DecodeEnvelope(b []byte) (seq uint64, body []byte, sig []byte, err error) {
 func DecodeSignal(b []byte) (Signal, error) {
 	var s Signal
 	if err := json.Unmarshal(b, &s); err != nil {
-		return s, fmt.Errorf("%w: %v", ErrBadSignal, err)
+		return s, fmt.Errorf("%w: %w", ErrBadSignal, err)
 	}
 	switch s.Type {
 	case "offer", "answer":

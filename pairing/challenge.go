@@ -61,7 +61,7 @@ func DecodeLinkMessage(b []byte) (*LinkMessage, error) {
 	}
 	var m LinkMessage
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
 	switch m.Type {
 	case "hello":

@@ -58,7 +58,7 @@ func DecodeMessage(b []byte) (*Message, error) {
 	}
 	var m Message
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
 	switch m.Type {
 	case "hello":
@@ -279,7 +279,7 @@ func Pair(ctx context.Context, c Conn, id *Identity, code, name, platform string
 	}
 	secret, err := st.Finish(reply.Data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
 	k := deriveKeys(secret, aID, aFP, bID, bFP, msgA, reply.Data)
 	if !hmac.Equal(reply.MAC, mac(k.macB, k.transcript, "hub")) {
@@ -360,7 +360,7 @@ func (r *Responder) Serve(ctx context.Context, c Conn) (*Peer, error) {
 	msgB, secret, err := cpace.Exchange(att.Code(), contextFor(aID, aFP, bID, bFP), start.Data)
 	if err != nil {
 		_ = c.Send(ctx, errorMessage(ErrBadMessage))
-		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
 	k := deriveKeys(secret, aID, aFP, bID, bFP, start.Data, msgB)
 	// From here the peer can test one code against our confirmation.
