@@ -17,6 +17,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/admin"
@@ -29,7 +31,7 @@ var version = "0.1.0-dev"
 const usage = `lowkey — the box
 
 Usage:
-  lowkey hub [--data DIR] [--listen ADDR] [--name NAME] [--no-mdns] [--session-memory BYTES]
+  lowkey hub [--data DIR] [--listen ADDR] [--name NAME] [--no-mdns] [--session-memory SIZE]
              [--pages-listen ADDR] [--pages-origin URL] [--tls-cert FILE --tls-key FILE]
              [--agent-user NAME] [--work-dir DIR]
   lowkey pair-code [--data DIR] [--ttl DURATION]   open a pairing window and print its code
@@ -104,6 +106,23 @@ func main() {
 	}
 }
 
+// sizeFlag is a byte count given in human units: 512MiB, 1.5GB, 1048576.
+type sizeFlag int64
+
+func (s *sizeFlag) String() string { return humanize.IBytes(uint64(*s)) }
+
+func (s *sizeFlag) Set(v string) error {
+	n, err := humanize.ParseBytes(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a size: use a number of bytes or units like 512MiB or 2GiB", v)
+	}
+	if n > 1<<62 {
+		return fmt.Errorf("%q is too large", v)
+	}
+	*s = sizeFlag(n)
+	return nil
+}
+
 func defaultData() string {
 	if d := os.Getenv("LOWKEY_DATA"); d != "" {
 		return d
@@ -147,7 +166,8 @@ func runHub(args []string) error {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "HTTPS certificate file (default beyond loopback: one made from the box's identity)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "HTTPS key file, with --tls-cert")
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not advertise on the LAN")
-	fs.Int64Var(&cfg.SessionMemory, "session-memory", 512<<20, "default memory budget of a session, in bytes")
+	cfg.SessionMemory = 512 << 20
+	fs.Var((*sizeFlag)(&cfg.SessionMemory), "session-memory", "default memory budget of a session (512MiB, 2GiB, or bytes)")
 	fs.StringVar(&cfg.AgentUser, "agent-user", sandbox.DefaultAgentUser, "the account turns and jobs run as when the hub runs as root (made when it is the default and missing)")
 	fs.StringVar(&cfg.WorkDir, "work-dir", "", "where the sessions' working directories go, outside --data (default: /var/lib/lowkey-work as root, DATA-work otherwise)")
 	if err := fs.Parse(args); err != nil {
