@@ -101,7 +101,11 @@ func ordinaryUser(t *testing.T) *user.User {
 	if u, err := user.Lookup(e2eHubUser); err == nil {
 		return u
 	}
-	out, err := exec.Command("useradd", "--system", "--user-group", "--create-home", "--home-dir", "/var/lib/"+e2eHubUser,
+	useradd := "/usr/sbin/useradd"
+	if p, err := exec.LookPath("useradd"); err == nil {
+		useradd = p
+	}
+	out, err := exec.Command(useradd, "--system", "--user-group", "--create-home", "--home-dir", "/var/lib/"+e2eHubUser,
 		"--shell", "/usr/sbin/nologin", e2eHubUser).CombinedOutput()
 	if err != nil {
 		// Another test process may have made it meanwhile.

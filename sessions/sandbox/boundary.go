@@ -146,11 +146,12 @@ func agentAccount(name string) (*user.User, error) {
 		return nil, fmt.Errorf("no account %q on this machine: create it (useradd --system --create-home %s) or leave --agent-user at its default", name, name)
 	}
 	home := filepath.Join("/var/lib", name)
+	useradd := sbin("useradd")
 	var out []byte
 	// Another hub starting at the same moment may be making it too, or
 	// hold the password file's lock: look again, and try again.
 	for range 20 {
-		out, err = exec.Command("useradd", "--system", "--user-group", "--create-home", "--home-dir", home,
+		out, err = exec.Command(useradd, "--system", "--user-group", "--create-home", "--home-dir", home,
 			"--shell", "/usr/sbin/nologin", "--comment", "Lowkey agents", name).CombinedOutput()
 		if u, lerr := user.Lookup(name); lerr == nil {
 			return u, nil
@@ -158,6 +159,21 @@ func agentAccount(name string) (*user.User, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return nil, fmt.Errorf("making the agent account %s: %v: %s", name, err, out)
+}
+
+// sbin finds an administrator's command, on the PATH or where systems
+// keep them (a root shell's PATH does not always name /usr/sbin).
+func sbin(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return name
 }
 
 func credentialOf(u *user.User) (*syscall.Credential, error) {
