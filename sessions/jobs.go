@@ -113,7 +113,7 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 	}
 	// A job has a token of its own, for as long as it runs: the turn
 	// that started it may end first.
-	token := r.mintToken(tokenOwner{session: id, turn: turn, job: rj.j.ID})
+	token := r.mintToken(id)
 	creds, err := credentials(token, nil)
 	if err != nil {
 		r.dropToken(token)

@@ -29,30 +29,28 @@ const minMasked = 4
 
 // Set replaces the values to mask (name → value).
 func (m *Masker) Set(secrets map[string]string) {
-	var pairs []maskPair
-	for name, v := range secrets {
-		if len(v) < minMasked {
-			continue
-		}
-		q, _ := json.Marshal(v)
-		pairs = append(pairs, maskPair{name: name, plain: []byte(v), quoted: q[1 : len(q)-1]})
-	}
-	// Longest first: a value that contains another is masked whole.
-	sort.Slice(pairs, func(i, j int) bool { return len(pairs[i].plain) > len(pairs[j].plain) })
 	m.mu.Lock()
-	m.pairs = pairs
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	m.pairs = nil
+	for name, v := range secrets {
+		m.add(name, v)
+	}
 }
 
 // Add masks one more value (a secret just stored).
 func (m *Masker) Add(name, value string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.add(name, value)
+}
+
+func (m *Masker) add(name, value string) {
 	if len(value) < minMasked {
 		return
 	}
 	q, _ := json.Marshal(value)
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.pairs = append(m.pairs, maskPair{name: name, plain: []byte(value), quoted: q[1 : len(q)-1]})
+	// Longest first: a value that contains another is masked whole.
 	sort.Slice(m.pairs, func(i, j int) bool { return len(m.pairs[i].plain) > len(m.pairs[j].plain) })
 }
 

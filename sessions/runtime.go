@@ -113,15 +113,11 @@ type Runtime struct {
 	// had to use SecretDir's base as it is); Close removes it.
 	boxDir string
 
-	mu    sync.Mutex
-	live  map[string]*liveSession
-	byTok map[string]tokenOwner // MCP token → the turn or job it was made for
-}
-
-// tokenOwner is the work an MCP token was made for: it opens that
-// session only, and only while the turn or job runs.
-type tokenOwner struct {
-	session, turn, job string
+	mu   sync.Mutex
+	live map[string]*liveSession
+	// byTok maps each MCP token to its session; a token lives as long as
+	// the turn or job it was made for.
+	byTok map[string]string
 }
 
 // liveSession is a session with work in memory.
@@ -193,7 +189,7 @@ func NewRuntime(cfg Config) *Runtime {
 	if cfg.Mask == nil {
 		cfg.Mask = &Masker{}
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger, live: map[string]*liveSession{}, byTok: map[string]tokenOwner{}}
+	r := &Runtime{cfg: cfg, log: cfg.Logger, live: map[string]*liveSession{}, byTok: map[string]string{}}
 	if cfg.WorkDir != "" {
 		// The box's own, so no agent can swap a session's directory for a
 		// link elsewhere; agents pass through it to their sessions' own.
@@ -310,10 +306,10 @@ func (r *Runtime) workerEnv(work string, extra ...string) []string {
 }
 
 // mintToken makes the MCP token of one turn or job.
-func (r *Runtime) mintToken(o tokenOwner) string {
+func (r *Runtime) mintToken(session string) string {
 	tok := rand.Text() + rand.Text()
 	r.mu.Lock()
-	r.byTok[tok] = o
+	r.byTok[tok] = session
 	r.mu.Unlock()
 	return tok
 }
@@ -382,8 +378,8 @@ func (r *Runtime) session(id string) (*liveSession, error) {
 func (r *Runtime) SessionForToken(tok string) (string, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	o, ok := r.byTok[tok]
-	return o.session, ok
+	id, ok := r.byTok[tok]
+	return id, ok
 }
 
 // Budget says whether sessions get a memory budget, and why not.
@@ -618,7 +614,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 	if err != nil {
 		return fail(err)
 	}
-	token := r.mintToken(tokenOwner{session: id, turn: rt.t.ID})
+	token := r.mintToken(id)
 	secrets, err := r.cfg.Secrets(runtimeName(ls.s.Agent))
 	if err != nil {
 		r.dropToken(token)
@@ -943,8 +939,8 @@ func (r *Runtime) Forget(id string) error {
 	r.mu.Lock()
 	ls := r.live[id]
 	delete(r.live, id)
-	for tok, o := range r.byTok {
-		if o.session == id {
+	for tok, sid := range r.byTok {
+		if sid == id {
 			delete(r.byTok, tok)
 		}
 	}

@@ -227,7 +227,7 @@ func (b *Boundary) probe() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	w, err := b.command(Spec{Argv: []string{"/bin/true"}, Dir: "/", Credentials: []byte("{}\n"), CredentialsDir: dir}, b.hide)
+	w, err := b.command(Spec{Argv: []string{"/bin/true"}, Dir: "/", Credentials: []byte("{}\n"), CredentialsDir: dir}, b.hide, nil)
 	if err != nil {
 		return err
 	}

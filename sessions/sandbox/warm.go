@@ -33,26 +33,25 @@ type spare struct {
 	stdout, stderr io.ReadCloser
 }
 
-// warmUp turns a cold worker into a warm one when an init is ready and
-// can be placed in the worker's group.
-func (b *Boundary) warmUp(w *Worker) {
+// warmUp gives the worker the init that is ready, placed in the
+// worker's group, and says whether it did (the worker starts cold
+// otherwise).
+func (b *Boundary) warmUp(w *Worker) bool {
+	if w.group == nil {
+		return false
+	}
 	sp := b.take()
-	if sp == nil || w.group == nil {
-		if sp != nil {
-			sp.discard()
-		}
-		return
+	if sp == nil {
+		return false
 	}
 	if err := w.group.Place(sp.cmd.Process.Pid); err != nil {
 		sp.discard()
-		return
+		return false
 	}
-	// The cold command is dropped unstarted.
-	w.ctlR.Close()
-	w.ctlW.Close()
-	w.Cmd, w.ctlR, w.ctlW = sp.cmd, nil, sp.ctlW
+	w.Cmd, w.ctlW = sp.cmd, sp.ctlW
 	w.stdin, w.stdout, w.stderr = sp.stdin, sp.stdout, sp.stderr
 	w.warm = true
+	return true
 }
 
 // take returns the ready init, if there is one, and starts the next.

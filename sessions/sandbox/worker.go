@@ -48,9 +48,6 @@ type Group interface {
 // Worker is a command ready to start inside the boundary.
 type Worker struct {
 	Cmd *exec.Cmd
-	// CredentialsFile is where the worker finds its credentials ("" when
-	// it has none). The caller puts it in the worker's environment.
-	CredentialsFile string
 
 	cfg     []byte
 	ctlR    *os.File
@@ -88,23 +85,13 @@ type initConfig struct {
 // Command builds the worker that runs spec inside the boundary, in
 // group. Take its streams with Pipes, start it with Start, and call
 // Release once its output has closed.
-func (b *Boundary) Command(s Spec, g Group) (*Worker, error) {
-	w, err := b.command(s, b.hide)
-	if err != nil {
-		return nil, err
-	}
-	w.group = g
-	if w.ctlW != nil {
-		b.warmUp(w)
-	}
-	return w, nil
-}
+func (b *Boundary) Command(s Spec, g Group) (*Worker, error) { return b.command(s, b.hide, g) }
 
-func (b *Boundary) command(s Spec, hide []string) (*Worker, error) {
+func (b *Boundary) command(s Spec, hide []string, g Group) (*Worker, error) {
 	if len(s.Argv) == 0 {
 		return nil, errors.New("no program to run")
 	}
-	w := &Worker{wrote: make(chan struct{})}
+	w := &Worker{wrote: make(chan struct{}), group: g}
 	if !b.namespaces {
 		return b.plain(w, s)
 	}
@@ -117,12 +104,14 @@ func (b *Boundary) command(s Spec, hide []string) (*Worker, error) {
 		// worker, and nothing on disk, ever holds the file.
 		c.CredDir, c.Cred = s.CredentialsDir, s.Credentials
 		c.CredFile = filepath.Join(s.CredentialsDir, CredentialsName)
-		w.CredentialsFile = c.CredFile
 		c.Env = withCredentials(c.Env, c.CredFile)
 	}
 	var err error
 	if w.cfg, err = json.Marshal(c); err != nil {
 		return nil, err
+	}
+	if b.warmUp(w) {
+		return w, nil
 	}
 	w.Cmd, w.ctlR, w.ctlW, err = b.initCommand()
 	if err != nil {
@@ -182,7 +171,7 @@ func (b *Boundary) plain(w *Worker, s Spec) (*Worker, error) {
 		if err != nil {
 			return nil, err
 		}
-		w.hostDir, w.CredentialsFile = dir, file
+		w.hostDir = dir
 		cmd.Env = withCredentials(cmd.Env, file)
 	}
 	close(w.wrote)
