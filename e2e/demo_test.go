@@ -168,7 +168,7 @@ func TestBenchAbuseHoldsEveryAttack(t *testing.T) {
 		"59_wrong_passwords_at_once":    "the right one after them 429",
 		"sys_echo_64mib_x6":             "64 MiB x6: map[400:6]; 8 MiB (the cap) x6: map[200:6]",
 		"agent_prints_100_lines_of_1mb": "turn done",
-		"pairing_hello_then_silence":    "let go of the silent exchange",
+		"pairing_hello_then_silence":    "failed attempts 0 -> 1",
 	}
 	for _, a := range rep.Attacks {
 		if !strings.Contains(a.Outcome, want[a.Name]) {

@@ -348,7 +348,10 @@ func (r *Responder) Serve(ctx context.Context, c Conn) (*Peer, error) {
 	// failed attempt.
 	sctx, scancel := context.WithTimeout(ctx, StartWait)
 	start, err := recvType(sctx, c, "start")
-	stalled := sctx.Err() != nil && ctx.Err() == nil
+	// The read gives up at the deadline, a moment before the context may
+	// say so: the clock decides.
+	dl, _ := sctx.Deadline()
+	stalled := ctx.Err() == nil && !time.Now().Before(dl)
 	scancel()
 	if err != nil {
 		if stalled {

@@ -267,7 +267,10 @@ func (b *abuseBox) measure(ctx context.Context, name string, attack func(*abuseB
 	return fig, err
 }
 
-func (b *abuseBox) goroutines() int {
+func (b *abuseBox) goroutines() int { return b.metric("go_goroutines") }
+
+// metric reads one gauge from the hub's /metrics (0 when absent).
+func (b *abuseBox) metric(name string) int {
 	req, _ := http.NewRequest("GET", b.base+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+b.token)
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
@@ -277,7 +280,7 @@ func (b *abuseBox) goroutines() int {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			n, _ := strconv.Atoi(strings.TrimSpace(v))
 			return n
 		}
@@ -413,11 +416,13 @@ func attackPairStall(b *abuseBox) (string, error) {
 	if err := ws.WriteJSON(map[string]string{"type": "hello", "id": "stalling", "fingerprint": "none"}); err != nil {
 		return "", err
 	}
+	before := b.metric("lowkey_pairing_failures")
 	start := time.Now()
 	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
 	for {
 		if _, _, err := ws.ReadMessage(); err != nil {
-			return fmt.Sprintf("the box let go of the silent exchange after %.1f s", time.Since(start).Seconds()), nil
+			return fmt.Sprintf("the box let go of the silent exchange after %.1f s; failed attempts %d -> %d",
+				time.Since(start).Seconds(), before, b.metric("lowkey_pairing_failures")), nil
 		}
 	}
 }
