@@ -73,6 +73,30 @@ func TestSignInBurstIsHeldToTheLimit(t *testing.T) {
 	if status, _, raw := anon2.do("POST", "/api/v1/login", map[string]string{"name": "owner", "password": "right-password-1"}); status != http.StatusOK {
 		t.Fatalf("the right password after nine wrong ones: %d %s", status, raw)
 	}
+	// The address is counted too: a tenth wrong attempt from it, under
+	// a name that is no account, and even the owner's right password
+	// from there waits its minute.
+	if status, _, _ := anon2.do("POST", "/api/v1/login", map[string]string{"name": "nobody", "password": "wrong-password-1"}); status != http.StatusUnauthorized {
+		t.Fatalf("a tenth wrong attempt: %d", status)
+	}
+	if status, _, _ := anon2.do("POST", "/api/v1/login", map[string]string{"name": "owner", "password": "right-password-1"}); status != http.StatusTooManyRequests {
+		t.Fatalf("the right password from an address with ten failures: %d, want 429", status)
+	}
+}
+
+// Request headers past their bound are refused before any handler.
+func TestOversizeHeadersAreRefused(t *testing.T) {
+	_, a := startBox(t, nil)
+	req, _ := http.NewRequest("GET", a.base+"/api/v1/me", nil)
+	req.Header.Set("X-Filler", strings.Repeat("x", 200<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("200 KiB of headers: %d, want 431", resp.StatusCode)
+	}
 }
 
 // As reported: POSTs to /api/v1/login with 20 MB names were read whole
