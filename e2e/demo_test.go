@@ -55,7 +55,7 @@ func TestBenchBrowserAndLiveReportTheirFigures(t *testing.T) {
 		}
 	}
 	display := testenv.Xvfb(t, 1280, 720)
-	out, code = run(t, "", "lowkey", "bench", "live", "--json", "--display", display, "--seconds", "1")
+	out, code = run(t, "", "lowkey", "bench", "live", "--json", "--display", display, "--for", "1s")
 	if code != 0 {
 		t.Fatalf("bench live: exit %d\n%s", code, out)
 	}
@@ -120,7 +120,7 @@ func TestLoadThenNothingLeaks(t *testing.T) {
 // A short soak: the box's whole life over and over, with no error and
 // nothing piling up.
 func TestShortSoak(t *testing.T) {
-	out, code := runWithin(t, 3*time.Minute, "", "lowkey", "bench", "soak", "--json", "--minutes", "0.25", "--every", "5s")
+	out, code := runWithin(t, 3*time.Minute, "", "lowkey", "bench", "soak", "--json", "--for", "15s", "--every", "5s")
 	if code != 0 {
 		t.Fatalf("soak: exit %d\n%s", code, out)
 	}

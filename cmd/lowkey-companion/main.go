@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -14,150 +14,119 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/lowkeyhq/lowkey/companion"
+	"github.com/lowkeyhq/lowkey/internal/cli"
 	"github.com/lowkeyhq/lowkey/pairing"
 )
 
 var version = "0.1.0-dev"
 
-const usage = `lowkey-companion — a computer paired with a Lowkey box
-
-Usage:
-  lowkey-companion pair [--hub HOST:PORT] [--code CODE] [--name NAME] [--state DIR]
-        pair with a box; without --hub, find it on the LAN (mDNS)
-  lowkey-companion run [--state DIR] [--browser PATH] [--headless] [--display :N] [--no-mdns] [--attach-chrome DIR]
-        keep the link to the box up and serve its device actions
-  lowkey-companion status [--state DIR]
-        the paired box, the link state, which conversations hold control now
-  lowkey-companion unpair [--state DIR]
-        forget the box and tell it so
-  lowkey-companion pause | resume [--state DIR]
-        the local kill switch for device control
+const description = `lowkey-companion — a computer paired with a Lowkey box.
 
 The state directory (identity, pinned box, all files owner-only) is --state,
-else $LOWKEY_COMPANION_STATE, else ~/.config/lowkey-companion.
-`
+else $LOWKEY_COMPANION_STATE, else ~/.config/lowkey-companion.`
+
+// companionCLI is the whole command line of a paired computer's program.
+type companionCLI struct {
+	State string `name:"state" env:"LOWKEY_COMPANION_STATE" default:"${state}" placeholder:"DIR" help:"State directory (default: ${default})."`
+
+	Pair   pairCmd   `cmd:"" help:"Pair with a box; without --hub, find it on the LAN (mDNS)."`
+	Run    runCmd    `cmd:"" help:"Keep the link to the box up and serve its device actions."`
+	Status statusCmd `cmd:"" help:"The paired box, the link state, which conversations hold control now."`
+	Unpair unpairCmd `cmd:"" help:"Forget the box and tell it so."`
+	Pause  pauseCmd  `cmd:"" help:"The local kill switch: refuse every device action here, whatever the box asks."`
+	Resume resumeCmd `cmd:"" help:"Allow device actions again (for conversations that hold a grant)."`
+
+	Help       cli.Help       `cmd:"" help:"Show help for a command."`
+	Completion cli.Completion `cmd:"" help:"Print shell completion (source it: lowkey-companion completion bash > ~/.local/share/bash-completion/completions/lowkey-companion)."`
+	Version    versionCmd     `cmd:"" help:"Print the version."`
+}
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
-	}
-	cmd, args := os.Args[1], os.Args[2:]
-	var err error
-	switch cmd {
-	case "pair":
-		err = runPair(args)
-	case "run":
-		err = runRun(args)
-	case "status":
-		err = runStatus(args)
-	case "unpair":
-		err = runUnpair(args)
-	case "pause", "resume":
-		err = runPause(cmd, args)
-	case "help", "-h", "--help":
-		fmt.Print(usage)
-		return
-	case "version", "--version":
-		fmt.Println("lowkey-companion", version)
-		return
-	default:
-		fmt.Fprintf(os.Stderr, "lowkey-companion: unknown command %q\n\n%s", cmd, usage)
-		os.Exit(2)
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
+	os.Exit(run(os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}))
+}
+
+// run is the program, minus the process: tests call it.
+func run(args []string, o cli.IO) int {
+	var g companionCLI
+	return cli.Run("lowkey-companion", description, &g, args, o, kong.Vars{"state": companion.DefaultStateDir(), "host": hostname()})
+}
+
+func hostname() string {
+	h, err := os.Hostname()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "lowkey-companion:", err)
-		os.Exit(1)
+		return "computer"
 	}
+	return h
 }
 
-func defaultState() string {
-	if d := os.Getenv("LOWKEY_COMPANION_STATE"); d != "" {
-		return d
-	}
-	return companion.DefaultStateDir()
-}
+type versionCmd struct{}
 
-func newFlags(name, synopsis string) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	state := fs.String("state", defaultState(), "state directory")
-	return fs, state
-}
-
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s takes no arguments, got %q", fs.Name(), fs.Args())
-	}
-	return nil
+func (versionCmd) Run(o *cli.IO) error {
+	_, err := fmt.Fprintln(o.Out, "lowkey-companion", version)
+	return err
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-func runPair(args []string) error {
-	fs, state := newFlags("pair", "lowkey-companion pair [--hub HOST:PORT] [--code CODE] [--name NAME] [--state DIR]")
-	hubAddr := fs.String("hub", "", "the box's address; without it the box is found on the LAN")
-	code := fs.String("code", "", "the pairing code shown by the box (asked for when absent)")
-	host, _ := os.Hostname()
-	name := fs.String("name", host, "this computer's name, as the box will show it")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	st := companion.State{Dir: *state}
+type pairCmd struct {
+	Hub  string `placeholder:"HOST:PORT" help:"The box's address; without it the box is found on the LAN."`
+	Code string `placeholder:"CODE" help:"The pairing code shown by the box (asked for when absent)."`
+	Name string `placeholder:"NAME" default:"${host}" help:"This computer's name, as the box will show it (default: ${default})."`
+}
+
+func (c *pairCmd) Run(g *companionCLI, o *cli.IO) error {
+	st := companion.State{Dir: g.State}
 	if h, err := st.Hub(); err == nil {
 		return fmt.Errorf("already paired with %s (%s): run \"lowkey-companion unpair\" first", h.Peer.Name, h.Addr)
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	addr := *hubAddr
+	addr := c.Hub
 	if addr == "" {
 		var err error
-		if addr, err = discover(ctx); err != nil {
+		if addr, err = discover(ctx, o.Err); err != nil {
 			return err
 		}
 	} else {
 		var err error
 		if addr, err = companion.NormalizeAddr(addr); err != nil {
-			return err
+			return &cli.UsageError{Msg: err.Error()}
 		}
 	}
-	if *code == "" {
-		fmt.Fprint(os.Stderr, "Pairing code (shown by \"lowkey pair-code\" on the box): ")
-		line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	code := c.Code
+	if code == "" {
+		fmt.Fprint(o.Err, "Pairing code (shown by \"lowkey pair-code\" on the box): ")
+		line, err := bufio.NewReader(o.In).ReadString('\n')
 		if err != nil && line == "" {
 			return errors.New("no pairing code given: pass --code CODE")
 		}
-		*code = strings.TrimSpace(line)
+		code = strings.TrimSpace(line)
 	}
-	if _, err := pairing.NormalizeCode(*code); err != nil {
+	if _, err := pairing.NormalizeCode(code); err != nil {
 		return err
 	}
-	rec, err := companion.Pair(ctx, st, addr, *code, *name)
+	rec, err := companion.Pair(ctx, st, addr, code, c.Name)
 	if err != nil {
 		return err
 	}
-	id, _ := st.Identity()
-	fmt.Printf("Paired with %s at %s.\n", rec.Peer.Name, rec.Addr)
-	fmt.Printf("This computer is %s (%s) on the box.\n", id.ID(), *name)
-	fmt.Println(`Now run "lowkey-companion run" to keep the link up.`)
+	id, err := st.Identity()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "Paired with %s at %s.\n", rec.Peer.Name, rec.Addr)
+	fmt.Fprintf(o.Out, "This computer is %s (%s) on the box.\n", id.ID(), c.Name)
+	fmt.Fprintln(o.Out, `Now run "lowkey-companion run" to keep the link up.`)
 	return nil
 }
 
 // discover browses the LAN and returns the only box found.
-func discover(ctx context.Context) (string, error) {
-	fmt.Fprintln(os.Stderr, "Looking for boxes on the LAN (mDNS)...")
+func discover(ctx context.Context, progress io.Writer) (string, error) {
+	fmt.Fprintln(progress, "Looking for boxes on the LAN (mDNS)...")
 	found, err := pairing.Browse(ctx, 3*time.Second)
 	if err != nil {
 		return "", fmt.Errorf("%w; pass --hub HOST:PORT", err)
@@ -166,7 +135,7 @@ func discover(ctx context.Context) (string, error) {
 	case 0:
 		return "", errors.New("no box found on the LAN (multicast may be blocked on this network): pass --hub HOST:PORT")
 	case 1:
-		fmt.Fprintf(os.Stderr, "Found %s at %s.\n", found[0].Name, found[0].Addr)
+		fmt.Fprintf(progress, "Found %s at %s.\n", found[0].Name, found[0].Addr)
 		return found[0].Addr, nil
 	}
 	var b strings.Builder
@@ -179,28 +148,25 @@ func discover(ctx context.Context) (string, error) {
 	return "", errors.New(strings.TrimRight(b.String(), "\n"))
 }
 
-func runRun(args []string) error {
-	fs, state := newFlags("run", "lowkey-companion run [--state DIR] [--browser PATH] [--headless] [--display :N] [--no-mdns]")
-	var cfg companion.Config
-	fs.StringVar(&cfg.BrowserPath, "browser", "", "Chromium binary to drive (default: the system one)")
-	headless := fs.Bool("headless", false, "run the browser without a window")
-	display := fs.String("display", "", "X display to use for the screen and a windowed browser (default: $DISPLAY)")
-	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "never look for the box on the LAN; use only its last address")
-	fs.StringVar(&cfg.AttachChrome, "attach-chrome", "", "drive the running Chrome whose user data directory this is (started with --remote-debugging-port=0) instead of launching one")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg.State = companion.State{Dir: *state}
-	cfg.Headless, cfg.Display = *headless, *display
-	if cfg.Display == "" {
-		cfg.Display = os.Getenv("DISPLAY")
+type runCmd struct {
+	Browser      string `placeholder:"PATH" help:"Chromium binary to drive (default: the system's Chrome, Chromium or Edge)."`
+	Headless     bool   `help:"Run the browser without a window."`
+	Display      string `placeholder:":N" env:"DISPLAY" help:"X display for the screen and a windowed browser."`
+	NoMDNS       bool   `name:"no-mdns" help:"Never look for the box on the LAN; use only its last address."`
+	AttachChrome string `placeholder:"DIR" help:"Drive the running Chrome whose user data directory this is (started with --remote-debugging-port=0) instead of launching one."`
+}
+
+func (c *runCmd) Run(g *companionCLI, o *cli.IO) error {
+	cfg := companion.Config{
+		State:       companion.State{Dir: g.State},
+		BrowserPath: c.Browser, Headless: c.Headless, Display: c.Display,
+		NoMDNS: c.NoMDNS, AttachChrome: c.AttachChrome, Version: version,
 	}
 	level := slog.LevelInfo
 	if os.Getenv("LOWKEY_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	cfg.Version = version
+	cfg.Logger = slog.New(slog.NewTextHandler(o.Err, &slog.HandlerOptions{Level: level}))
 	if _, err := cfg.State.Hub(); err != nil {
 		return err
 	}
@@ -209,12 +175,10 @@ func runRun(args []string) error {
 	return companion.NewRunner(cfg).Run(ctx)
 }
 
-func runStatus(args []string) error {
-	fs, state := newFlags("status", "lowkey-companion status [--state DIR]")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	st := companion.State{Dir: *state}
+type statusCmd struct{}
+
+func (statusCmd) Run(g *companionCLI, o *cli.IO) error {
+	st := companion.State{Dir: g.State}
 	h, err := st.Hub()
 	if err != nil {
 		return err
@@ -223,36 +187,39 @@ func runStatus(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("this computer: %s\n", id.ID())
-	fmt.Printf("paired box:    %s (%s) at %s, since %s\n", h.Peer.Name, h.Peer.ID, h.Addr, h.PairedAt.Local().Format("2006-01-02 15:04"))
-	if p, _ := st.Paused(); p {
-		fmt.Println("control:       PAUSED here (\"lowkey-companion resume\" to allow it again)")
+	w := o.Out
+	fmt.Fprintf(w, "this computer: %s\n", id.ID())
+	fmt.Fprintf(w, "paired box:    %s (%s) at %s, since %s\n", h.Peer.Name, h.Peer.ID, h.Addr, h.PairedAt.Local().Format("2006-01-02 15:04"))
+	paused, err := st.Paused()
+	if err != nil {
+		return err
+	}
+	if paused {
+		fmt.Fprintln(w, "control:       PAUSED here (\"lowkey-companion resume\" to allow it again)")
 	}
 	s, err := companion.ReadStatus(st)
 	switch {
 	case err != nil || !s.Running():
-		fmt.Println("link:          not running (start it with \"lowkey-companion run\")")
+		fmt.Fprintln(w, "link:          not running (start it with \"lowkey-companion run\")")
 	default:
 		line := fmt.Sprintf("link:          %s since %s (pid %d)", s.Link, s.Since.Local().Format("15:04:05"), s.PID)
 		if s.LastError != "" {
 			line += ": " + s.LastError
 		}
-		fmt.Println(line)
+		fmt.Fprintln(w, line)
 		if len(s.Grants) == 0 {
-			fmt.Println("control:       no conversation holds control of this computer")
+			fmt.Fprintln(w, "control:       no conversation holds control of this computer")
 		} else {
-			fmt.Printf("control:       active for %s\n", strings.Join(s.Grants, ", "))
+			fmt.Fprintf(w, "control:       active for %s\n", strings.Join(s.Grants, ", "))
 		}
 	}
 	return nil
 }
 
-func runUnpair(args []string) error {
-	fs, state := newFlags("unpair", "lowkey-companion unpair [--state DIR]")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	st := companion.State{Dir: *state}
+type unpairCmd struct{}
+
+func (unpairCmd) Run(g *companionCLI, o *cli.IO) error {
+	st := companion.State{Dir: g.State}
 	h, err := st.Hub()
 	if err != nil {
 		return err
@@ -262,23 +229,26 @@ func runUnpair(args []string) error {
 	if err := companion.Unpair(ctx, st); err != nil {
 		return err
 	}
-	fmt.Printf("Unpaired from %s: the box has forgotten this computer and this computer has forgotten the box.\n", h.Peer.Name)
+	fmt.Fprintf(o.Out, "Unpaired from %s: the box has forgotten this computer and this computer has forgotten the box.\n", h.Peer.Name)
 	return nil
 }
 
-func runPause(cmd string, args []string) error {
-	fs, state := newFlags(cmd, "lowkey-companion "+cmd+" [--state DIR]")
-	if err := parse(fs, args); err != nil {
+type pauseCmd struct{}
+
+func (pauseCmd) Run(g *companionCLI, o *cli.IO) error {
+	if err := (companion.State{Dir: g.State}).SetPaused(true); err != nil {
 		return err
 	}
-	st := companion.State{Dir: *state}
-	if err := st.SetPaused(cmd == "pause"); err != nil {
+	fmt.Fprintln(o.Out, "Paused: every device action is refused here until \"lowkey-companion resume\", whatever the box asks.")
+	return nil
+}
+
+type resumeCmd struct{}
+
+func (resumeCmd) Run(g *companionCLI, o *cli.IO) error {
+	if err := (companion.State{Dir: g.State}).SetPaused(false); err != nil {
 		return err
 	}
-	if cmd == "pause" {
-		fmt.Println("Paused: every device action is refused here until \"lowkey-companion resume\", whatever the box asks.")
-	} else {
-		fmt.Println("Resumed: conversations that hold a grant may act on this computer again.")
-	}
+	fmt.Fprintln(o.Out, "Resumed: conversations that hold a grant may act on this computer again.")
 	return nil
 }

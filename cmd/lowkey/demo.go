@@ -2,23 +2,22 @@ package main
 
 import (
 	"log/slog"
-	"os"
 
+	"github.com/lowkeyhq/lowkey/internal/cli"
 	"github.com/lowkeyhq/lowkey/internal/demo"
 )
 
-func runDemo(args []string) error {
-	fs := newFlags("demo", "lowkey demo [--once]")
-	once := fs.Bool("once", false, "stop after showing the result")
-	verbose := fs.Bool("v", false, "show the hub's and companion's logs")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn + 4}))
-	if *verbose {
-		log = logger()
+type demoCmd struct {
+	Once    bool `help:"Stop after showing the result."`
+	Verbose bool `short:"v" help:"Show the hub's and companion's logs."`
+}
+
+func (c *demoCmd) Run(o *cli.IO) error {
+	log := slog.New(slog.NewTextHandler(o.Err, &slog.HandlerOptions{Level: slog.LevelWarn + 4}))
+	if c.Verbose {
+		log = logger(o.Err)
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	return demo.Run(ctx, demo.Options{Once: *once, Version: version, Out: os.Stdout, Logger: log})
+	return demo.Run(ctx, demo.Options{Once: c.Once, Version: version, Out: o.Out, Logger: log})
 }

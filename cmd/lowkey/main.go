@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,101 +16,86 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/dustin/go-humanize"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/admin"
+	"github.com/lowkeyhq/lowkey/internal/bench"
+	"github.com/lowkeyhq/lowkey/internal/cli"
 	"github.com/lowkeyhq/lowkey/sessions/agent"
 	"github.com/lowkeyhq/lowkey/sessions/sandbox"
 )
 
 var version = "0.1.0-dev"
 
-const usage = `lowkey — the box
-
-Usage:
-  lowkey hub [--data DIR] [--listen ADDR] [--name NAME] [--no-mdns] [--session-memory SIZE]
-             [--pages-listen ADDR] [--pages-origin URL] [--tls-cert FILE --tls-key FILE]
-             [--agent-user NAME] [--work-dir DIR]
-  lowkey pair-code [--data DIR] [--ttl DURATION]   open a pairing window and print its code
-  lowkey devices [--data DIR]                      list paired computers
-  lowkey devices revoke [--data DIR] ID            unpair a computer now
-  lowkey token [--data DIR] [--rotate]             print the bearer token for the HTTP API (--rotate: replace it)
-  lowkey secrets set [--data DIR] [--for RUNTIME] NAME
-                                                   store a credential for agents (value from stdin), for one
-                                                   runtime (builtin, openai, exec) or all (the default)
-  lowkey secrets list|rm [--data DIR] [NAME]       list names, or remove one
-  lowkey backup [--data DIR] FILE                  back the running box up (identity and store)
-  lowkey restore [--data DIR] FILE                 fill an empty data directory from a backup
-  lowkey bench link|browser|sessions [--json]      each measured beside its baseline in one run
-  lowkey bench live [--json]                       the live screen's frame rate (a private Xvfb)
-  lowkey bench load [--json]                       50 companions and 20 busy sessions on one box
-  lowkey bench soak [--minutes N]                  the box's whole life in a loop, errors and resources
-  lowkey demo [--once]                             a box and a paired computer on this machine: pairing,
-                                                   the link, the browser under a toggle, the web app
+const description = `lowkey — the box: agents with a real shell, computers paired to it, a web app.
 
 The data directory is --data, else $LOWKEY_DATA, else ~/.local/share/lowkey.
-Admin commands talk to the running hub over DIR/hub.sock.
-`
+Admin commands talk to the running hub over DIR/hub.sock.`
 
-func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
-	}
-	cmd, args := os.Args[1], os.Args[2:]
-	var err error
-	switch cmd {
-	case "hub":
-		err = runHub(args)
-	case "pair-code":
-		err = runPairCode(args)
-	case "devices":
-		err = runDevices(args)
-	case "token":
-		err = runToken(args)
-	case "secrets":
-		err = runSecrets(args)
-	case "backup":
-		err = runBackup(args)
-	case "restore":
-		err = runRestore(args)
-	case "agent":
-		// The box runs this for a turn; it is not for people.
-		os.Exit(agent.Main(args, os.Stdin, os.Stdout, os.Stderr))
-	case "worker-init":
-		// The first process of a worker's namespaces; not for people.
-		os.Exit(sandbox.Init(os.Stderr))
-	case "bench":
-		err = runBench(args)
-	case "demo":
-		err = runDemo(args)
-	case "help", "-h", "--help":
-		fmt.Print(usage)
-		return
-	case "version", "--version":
-		fmt.Println("lowkey", version)
-		return
-	default:
-		fmt.Fprintf(os.Stderr, "lowkey: unknown command %q\n\n%s", cmd, usage)
-		os.Exit(2)
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "lowkey:", err)
-		os.Exit(1)
-	}
+// lowkey is the whole command line of the box's program.
+type lowkey struct {
+	Data string `name:"data" env:"LOWKEY_DATA" default:"${data}" placeholder:"DIR" help:"Data directory (store, identity, hub.sock) (default: ${default})."`
+
+	Hub      hubCmd      `cmd:"" help:"Run the hub: the web app, the API, the links to paired computers."`
+	PairCode pairCodeCmd `cmd:"" name:"pair-code" help:"Open a pairing window and print its code."`
+	Devices  devicesCmd  `cmd:"" help:"List paired computers, or revoke one."`
+	Token    tokenCmd    `cmd:"" help:"Print the bearer token for the HTTP API."`
+	Secrets  secretsCmd  `cmd:"" help:"Credentials for agents: set (value from stdin), list, rm."`
+	Backup   backupCmd   `cmd:"" help:"Back the running box up (identity and store) into FILE."`
+	Restore  restoreCmd  `cmd:"" help:"Fill an empty data directory from a backup."`
+	Bench    benchCmd    `cmd:"" help:"Measurements, each beside its baseline in one run."`
+	Demo     demoCmd     `cmd:"" help:"A box and a paired computer on this machine: pairing, the link, the browser under a toggle, the web app."`
+
+	Help       cli.Help       `cmd:"" help:"Show help for a command."`
+	Completion cli.Completion `cmd:"" help:"Print shell completion (source it: lowkey completion bash > /etc/bash_completion.d/lowkey)."`
+	Version    versionCmd     `cmd:"" help:"Print the version."`
 }
 
-// sizeFlag is a byte count given in human units: 512MiB, 1.5GB, 1048576.
-type sizeFlag int64
+func main() {
+	// The box runs these two for a turn's worker, not people: they start
+	// before any parsing, as they start every turn.
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "worker-init":
+			os.Exit(sandbox.Init(os.Stderr))
+		case "agent":
+			os.Exit(agent.Main(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+		}
+	}
+	os.Exit(run(os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}))
+}
 
-func (s *sizeFlag) String() string { return humanize.IBytes(uint64(*s)) }
+// run is the program, minus the process: tests call it.
+func run(args []string, o cli.IO) int {
+	var g lowkey
+	return cli.Run("lowkey", description, &g, args, o, kong.Vars{
+		"data":           defaultData(),
+		"agent_user":     sandbox.DefaultAgentUser,
+		"link_rounds":    strconv.Itoa(bench.DefaultLinkRounds),
+		"link_bulk_runs": strconv.Itoa(bench.DefaultLinkBulkRuns),
+		"link_isolated":  strconv.Itoa(bench.DefaultLinkIsolated),
+		"browser_rounds": strconv.Itoa(bench.DefaultBrowserRounds),
+	}, &g)
+}
 
-func (s *sizeFlag) Set(v string) error {
+type versionCmd struct{}
+
+func (versionCmd) Run(o *cli.IO) error {
+	_, err := fmt.Fprintln(o.Out, "lowkey", version)
+	return err
+}
+
+// size is a byte count given in human units: 512MiB, 1.5GB, 1048576.
+type size int64
+
+func (s size) String() string { return humanize.IBytes(uint64(s)) }
+
+// UnmarshalText reads a size the way people write one.
+func (s *size) UnmarshalText(b []byte) error {
+	v := string(b)
 	n, err := humanize.ParseBytes(v)
 	if err != nil {
 		return fmt.Errorf("%q is not a size: use a number of bytes or units like 512MiB or 2GiB", v)
@@ -119,14 +103,11 @@ func (s *sizeFlag) Set(v string) error {
 	if n > 1<<62 {
 		return fmt.Errorf("%q is too large", v)
 	}
-	*s = sizeFlag(n)
+	*s = size(n)
 	return nil
 }
 
 func defaultData() string {
-	if d := os.Getenv("LOWKEY_DATA"); d != "" {
-		return d
-	}
 	home, err := os.UserHomeDir()
 	if err != nil {
 		return ".lowkey"
@@ -134,134 +115,124 @@ func defaultData() string {
 	return filepath.Join(home, ".local", "share", "lowkey")
 }
 
-func newFlags(name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-func logger() *slog.Logger {
+func logger(w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	if os.Getenv("LOWKEY_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-func runHub(args []string) error {
-	fs := newFlags("hub", "lowkey hub [flags]")
-	var cfg hub.Config
-	fs.StringVar(&cfg.DataDir, "data", defaultData(), "data directory (store, identity, hub.sock)")
-	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7780", "web app and API address")
-	fs.StringVar(&cfg.PagesListen, "pages-listen", "127.0.0.1:7781", "published pages address, their own origin (\"\" serves none)")
-	fs.StringVar(&cfg.PagesOrigin, "pages-origin", "", "URL people reach published pages at, when it is another host name (must not be the hub's origin)")
-	fs.StringVar(&cfg.Name, "name", "", "the box's name on the LAN (default: host name)")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "HTTPS certificate file (default beyond loopback: one made from the box's identity)")
-	fs.StringVar(&cfg.TLSKey, "tls-key", "", "HTTPS key file, with --tls-cert")
-	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not advertise on the LAN")
-	cfg.SessionMemory = 512 << 20
-	fs.Var((*sizeFlag)(&cfg.SessionMemory), "session-memory", "default memory budget of a session (512MiB, 2GiB, or bytes)")
-	fs.StringVar(&cfg.AgentUser, "agent-user", sandbox.DefaultAgentUser, "the account turns and jobs run as when the hub runs as root (made when it is the default and missing)")
-	fs.StringVar(&cfg.WorkDir, "work-dir", "", "where the sessions' working directories go, outside --data (default: /var/lib/lowkey-work as root, DATA-work otherwise)")
-	if err := fs.Parse(args); err != nil {
-		return err
+type hubCmd struct {
+	Listen        string `default:"127.0.0.1:7780" placeholder:"ADDR" help:"Web app and API address (default: ${default})."`
+	PagesListen   string `default:"127.0.0.1:7781" placeholder:"ADDR" help:"Published pages address, their own origin (\"\" serves none) (default: ${default})."`
+	PagesOrigin   string `placeholder:"URL" help:"URL people reach published pages at, when it is another host name (must not be the hub's origin)."`
+	Name          string `placeholder:"NAME" help:"The box's name on the LAN (default: host name)."`
+	TLSCert       string `name:"tls-cert" type:"existingfile" placeholder:"FILE" help:"HTTPS certificate file (default beyond loopback: one made from the box's identity)."`
+	TLSKey        string `name:"tls-key" type:"existingfile" placeholder:"FILE" help:"HTTPS key file, with --tls-cert."`
+	NoMDNS        bool   `name:"no-mdns" help:"Do not advertise on the LAN."`
+	SessionMemory size   `default:"512MiB" placeholder:"SIZE" help:"Default memory budget of a session (512MiB, 2GiB, or bytes) (default: ${default})."`
+	AgentUser     string `default:"${agent_user}" placeholder:"NAME" help:"The account turns and jobs run as when the hub runs as root (made when it is the default and missing) (default: ${default})."`
+	WorkDir       string `placeholder:"DIR" help:"Where the sessions' working directories go, outside --data (default: /var/lib/lowkey-work as root, DATA-work otherwise)."`
+}
+
+func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return &cli.UsageError{Msg: "--tls-cert and --tls-key go together"}
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("hub takes no arguments, got %q", fs.Args())
+	cfg := hub.Config{
+		DataDir: g.Data, Listen: c.Listen, PagesListen: c.PagesListen, PagesOrigin: c.PagesOrigin,
+		Name: c.Name, TLSCert: c.TLSCert, TLSKey: c.TLSKey, NoMDNS: c.NoMDNS,
+		SessionMemory: int64(c.SessionMemory), AgentUser: c.AgentUser, WorkDir: c.WorkDir,
+		Version: version, Logger: logger(o.Err),
 	}
-	cfg.Version, cfg.Logger = version, logger()
 	h, err := hub.Start(cfg)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("Lowkey hub is ready: %s\n", h.URL())
+	fmt.Fprintf(o.Out, "Lowkey hub is ready: %s\n", h.URL())
 	switch mode, account, missing := h.Separation(); {
 	case missing != "":
-		fmt.Printf("Warning: agents are not fully separated from the box: %s\n", missing)
+		fmt.Fprintf(o.Out, "Warning: agents are not fully separated from the box: %s\n", missing)
 	case mode == sandbox.ModeAgentUser:
-		fmt.Printf("Agents run as %s, apart from the hub's data and process\n", account)
+		fmt.Fprintf(o.Out, "Agents run as %s, apart from the hub's data and process\n", account)
 	default:
-		fmt.Printf("Agents run in namespaces of their own, apart from the hub's data and process\n")
+		fmt.Fprintf(o.Out, "Agents run in namespaces of their own, apart from the hub's data and process\n")
 	}
 	if fp := h.TLSFingerprint(); fp != "" {
-		fmt.Printf("HTTPS certificate fingerprint (check it when your browser asks): %s\n", fp)
+		fmt.Fprintf(o.Out, "HTTPS certificate fingerprint (check it when your browser asks): %s\n", fp)
 	}
 	if u := h.SetupURL(); u != "" {
-		fmt.Printf("Create the owner (this link works once): %s\n", u)
+		fmt.Fprintf(o.Out, "Create the owner (this link works once): %s\n", u)
 	}
-	if o := h.PagesOrigin(); o != "" {
-		fmt.Printf("Published pages are served at %s\n", o)
+	if origin := h.PagesOrigin(); origin != "" {
+		fmt.Fprintf(o.Out, "Published pages are served at %s\n", origin)
 	}
 	ctx, stop := signalContext()
 	defer stop()
 	<-ctx.Done()
-	fmt.Println("stopping")
+	fmt.Fprintln(o.Out, "stopping")
 	return h.Close()
 }
 
-func adminClient(fs *flag.FlagSet, args []string) (*admin.Client, error) {
-	data := fs.String("data", defaultData(), "data directory of the running hub")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+// call does one admin request against the running hub of g.Data.
+func call(g *lowkey, method, path string, body, out any) error {
+	err := admin.New(hub.SocketPath(g.Data)).Do(method, path, body, out)
+	if errors.Is(err, admin.ErrNoHub) {
+		return &cli.Unreachable{Err: err}
 	}
-	return admin.New(hub.SocketPath(*data)), nil
+	return err
 }
 
-func runPairCode(args []string) error {
-	fs := newFlags("pair-code", "lowkey pair-code [--data DIR] [--ttl DURATION]")
-	ttl := fs.Duration("ttl", 5*time.Minute, "how long the code stays valid (at most 5m)")
-	c, err := adminClient(fs, args)
-	if err != nil {
-		return err
+type pairCodeCmd struct {
+	TTL time.Duration `name:"ttl" default:"5m" placeholder:"DURATION" help:"How long the code stays valid (at most 5m) (default: ${default})."`
+}
+
+func (c *pairCodeCmd) Run(g *lowkey, o *cli.IO) error {
+	if c.TTL <= 0 || c.TTL > 5*time.Minute {
+		return &cli.UsageError{Msg: fmt.Sprintf("--ttl %s: a code lasts more than 0s and at most 5m", c.TTL)}
 	}
 	var out struct {
 		Code      string    `json:"code"`
 		ExpiresAt time.Time `json:"expires_at"`
 	}
-	if err := c.Do("POST", "/admin/pair-code?ttl="+ttl.String(), nil, &out); err != nil {
+	if err := call(g, "POST", "/admin/pair-code?ttl="+c.TTL.String(), nil, &out); err != nil {
 		return err
 	}
-	fmt.Printf("Pairing code: %s (valid until %s, %s from now)\n", out.Code, out.ExpiresAt.Local().Format("15:04:05"), time.Until(out.ExpiresAt).Round(time.Second))
-	fmt.Printf("On the computer: lowkey-companion pair --code %s\n", out.Code)
+	fmt.Fprintf(o.Out, "Pairing code: %s (valid until %s, %s from now)\n", out.Code, out.ExpiresAt.Local().Format("15:04:05"), time.Until(out.ExpiresAt).Round(time.Second))
+	fmt.Fprintf(o.Out, "On the computer: lowkey-companion pair --code %s\n", out.Code)
 	return nil
 }
 
-func runDevices(args []string) error {
-	if len(args) > 0 && args[0] == "revoke" {
-		fs := newFlags("devices revoke", "lowkey devices revoke [--data DIR] ID")
-		c, err := adminClient(fs, args[1:])
-		if err != nil {
-			return err
-		}
-		if fs.NArg() != 1 {
-			return errors.New("devices revoke takes one device ID (see \"lowkey devices\")")
-		}
-		if err := c.Do("DELETE", "/api/v1/devices/"+fs.Arg(0), nil, nil); err != nil {
-			return err
-		}
-		fmt.Printf("revoked %s: its link is closed and it cannot connect again\n", fs.Arg(0))
-		return nil
-	}
-	fs := newFlags("devices", "lowkey devices [--data DIR] | lowkey devices revoke ID")
-	c, err := adminClient(fs, args)
-	if err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unknown devices subcommand %q (try \"revoke ID\")", fs.Arg(0))
-	}
+type devicesCmd struct {
+	List   devicesListCmd   `cmd:"" default:"1" help:"List paired computers (the default)."`
+	Revoke devicesRevokeCmd `cmd:"" help:"Unpair a computer now: its link closes and it cannot connect again."`
+}
+
+type devicesListCmd struct{}
+
+func (devicesListCmd) Run(g *lowkey, o *cli.IO) error {
 	var ds []hub.DeviceView
-	if err := c.Do("GET", "/api/v1/devices", nil, &ds); err != nil {
+	if err := call(g, "GET", "/api/v1/devices", nil, &ds); err != nil {
 		return err
 	}
-	printDevices(os.Stdout, ds)
+	printDevices(o.Out, ds)
+	return nil
+}
+
+type devicesRevokeCmd struct {
+	ID string `arg:"" help:"The computer's ID (see \"lowkey devices\")."`
+}
+
+func (c *devicesRevokeCmd) Run(g *lowkey, o *cli.IO) error {
+	if err := call(g, "DELETE", "/api/v1/devices/"+c.ID, nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "revoked %s: its link is closed and it cannot connect again\n", c.ID)
 	return nil
 }
 
@@ -288,47 +259,28 @@ func printDevices(w io.Writer, ds []hub.DeviceView) {
 	}
 	tw.Flush()
 	for _, d := range ds {
-		var caps map[string]devicectl.Availability
-		_ = json.Unmarshal(d.Capabilities, &caps)
 		for _, name := range []string{"browser", "desktop"} {
-			if c, ok := caps[name]; ok && !c.Available {
+			if c, ok := capabilities(d.Capabilities)[name]; ok && !c.Available {
 				fmt.Fprintf(w, "%s: no %s control: %s\n", d.Name, name, c.Reason)
 			}
 		}
 	}
 }
 
-func runToken(args []string) error {
-	fs := newFlags("token", "lowkey token [--data DIR] [--rotate]")
-	rotate := fs.Bool("rotate", false, "replace the token: the old one stops working at once")
-	c, err := adminClient(fs, args)
-	if err != nil {
-		return err
+// capabilities reads what a computer reported it can do; nothing when it
+// reported nothing readable.
+func capabilities(raw json.RawMessage) map[string]devicectl.Availability {
+	var caps map[string]devicectl.Availability
+	if json.Unmarshal(raw, &caps) != nil {
+		return nil
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("token takes no arguments, got %q", fs.Args())
-	}
-	var out struct {
-		Token string `json:"token"`
-	}
-	method := "GET"
-	if *rotate {
-		method = "POST"
-	}
-	if err := c.Do(method, "/admin/token", nil, &out); err != nil {
-		return err
-	}
-	fmt.Println(out.Token)
-	if *rotate {
-		fmt.Fprintln(os.Stderr, "the old token no longer works")
-	}
-	return nil
+	return caps
 }
 
 // canDo names the capabilities a computer reported, or "-".
 func canDo(raw json.RawMessage) string {
-	var caps map[string]devicectl.Availability
-	if json.Unmarshal(raw, &caps) != nil || len(caps) == 0 {
+	caps := capabilities(raw)
+	if len(caps) == 0 {
 		return "-"
 	}
 	var out []string
@@ -343,86 +295,108 @@ func canDo(raw json.RawMessage) string {
 	return strings.Join(out, ", ")
 }
 
-func runSecrets(args []string) error {
-	if len(args) == 0 {
-		return errors.New("secrets needs set NAME, list or rm NAME")
+type tokenCmd struct {
+	Rotate bool `help:"Replace the token: the old one stops working at once."`
+}
+
+func (c *tokenCmd) Run(g *lowkey, o *cli.IO) error {
+	var out struct {
+		Token string `json:"token"`
 	}
-	sub := args[0]
-	fs := newFlags("secrets "+sub, "lowkey secrets set [--for RUNTIME] NAME | list | rm NAME [--data DIR]")
-	var forRuntime *string
-	if sub == "set" {
-		forRuntime = fs.String("for", "all", "the runtime that gets it: builtin, openai, exec or all")
+	method := "GET"
+	if c.Rotate {
+		method = "POST"
 	}
-	c, err := adminClient(fs, args[1:])
-	if err != nil {
+	if err := call(g, method, "/admin/token", nil, &out); err != nil {
 		return err
 	}
-	switch sub {
-	case "set":
-		if fs.NArg() != 1 {
-			return errors.New("secrets set takes one NAME; the value is read from stdin")
-		}
-		if term, _ := os.Stdin.Stat(); term != nil && term.Mode()&os.ModeCharDevice != 0 {
-			fmt.Fprintf(os.Stderr, "Value for %s (then Enter): ", fs.Arg(0))
-		}
-		raw, err := io.ReadAll(io.LimitReader(os.Stdin, 64<<10))
-		if err != nil {
-			return err
-		}
-		value := strings.TrimRight(string(raw), "\r\n")
-		if value == "" {
-			return errors.New("no value on stdin")
-		}
-		if err := c.Do("PUT", "/admin/secrets/"+fs.Arg(0), map[string]string{"value": value, "for": *forRuntime}, nil); err != nil {
-			return err
-		}
-		who := "turns"
-		if *forRuntime != "all" {
-			who = "turns of the " + *forRuntime + " runtime"
-		}
-		fmt.Printf("stored %s: %s get it in their credentials file, never in their environment\n", fs.Arg(0), who)
-	case "list":
-		var list []struct{ Name, For string }
-		if err := c.Do("GET", "/admin/secrets", nil, &list); err != nil {
-			return err
-		}
-		for _, s := range list {
-			fmt.Printf("%s\tfor %s\n", s.Name, s.For)
-		}
-	case "rm":
-		if fs.NArg() != 1 {
-			return errors.New("secrets rm takes one NAME")
-		}
-		if err := c.Do("DELETE", "/admin/secrets/"+fs.Arg(0), nil, nil); err != nil {
-			return err
-		}
-		fmt.Printf("removed %s\n", fs.Arg(0))
-	default:
-		return fmt.Errorf("unknown secrets subcommand %q: use set, list or rm", sub)
+	fmt.Fprintln(o.Out, out.Token)
+	if c.Rotate {
+		fmt.Fprintln(o.Err, "the old token no longer works")
 	}
 	return nil
 }
 
-func runBackup(args []string) error {
-	fs := newFlags("backup", "lowkey backup [--data DIR] FILE")
-	c, err := adminClient(fs, args)
+type secretsCmd struct {
+	Set  secretsSetCmd  `cmd:"" help:"Store a credential for agents; the value is read from stdin."`
+	List secretsListCmd `cmd:"" help:"List the stored names and who gets each."`
+	Rm   secretsRmCmd   `cmd:"" help:"Remove one."`
+}
+
+type secretsSetCmd struct {
+	Name string `arg:"" help:"The credential's name (agents see it by this name)."`
+	For  string `name:"for" default:"all" enum:"builtin,openai,exec,all" help:"The runtime that gets it: builtin, openai, exec or all (default: ${default})."`
+}
+
+func (c *secretsSetCmd) Run(g *lowkey, o *cli.IO) error {
+	if f, ok := o.In.(*os.File); ok {
+		if term, err := f.Stat(); err == nil && term.Mode()&os.ModeCharDevice != 0 {
+			fmt.Fprintf(o.Err, "Value for %s (then Enter): ", c.Name)
+		}
+	}
+	raw, err := io.ReadAll(io.LimitReader(o.In, 64<<10))
 	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return errors.New("backup takes one FILE to write")
+	value := strings.TrimRight(string(raw), "\r\n")
+	if value == "" {
+		return errors.New("no value on stdin")
 	}
-	tmp := fs.Arg(0) + ".partial"
+	if err := call(g, "PUT", "/admin/secrets/"+c.Name, map[string]string{"value": value, "for": c.For}, nil); err != nil {
+		return err
+	}
+	who := "turns"
+	if c.For != "all" {
+		who = "turns of the " + c.For + " runtime"
+	}
+	fmt.Fprintf(o.Out, "stored %s: %s get it in their credentials file, never in their environment\n", c.Name, who)
+	return nil
+}
+
+type secretsListCmd struct{}
+
+func (secretsListCmd) Run(g *lowkey, o *cli.IO) error {
+	var list []struct{ Name, For string }
+	if err := call(g, "GET", "/admin/secrets", nil, &list); err != nil {
+		return err
+	}
+	for _, s := range list {
+		fmt.Fprintf(o.Out, "%s\tfor %s\n", s.Name, s.For)
+	}
+	return nil
+}
+
+type secretsRmCmd struct {
+	Name string `arg:"" help:"The credential to remove."`
+}
+
+func (c *secretsRmCmd) Run(g *lowkey, o *cli.IO) error {
+	if err := call(g, "DELETE", "/admin/secrets/"+c.Name, nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "removed %s\n", c.Name)
+	return nil
+}
+
+type backupCmd struct {
+	File string `arg:"" type:"path" help:"The archive to write (it holds the box's keys: keep it private)."`
+}
+
+func (c *backupCmd) Run(g *lowkey, o *cli.IO) error {
+	tmp := c.File + ".partial"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	err = c.Download("/admin/backup", f)
+	err = admin.New(hub.SocketPath(g.Data)).Download("/admin/backup", f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		os.Remove(tmp)
+		if errors.Is(err, admin.ErrNoHub) {
+			return &cli.Unreachable{Err: err}
+		}
 		return err
 	}
 	// "Backed up" only for an archive that is whole.
@@ -430,14 +404,14 @@ func runBackup(args []string) error {
 		os.Remove(tmp)
 		return fmt.Errorf("backup not written: %w", err)
 	}
-	if err := os.Rename(tmp, fs.Arg(0)); err != nil {
+	if err := os.Rename(tmp, c.File); err != nil {
 		return err
 	}
-	fi, err := os.Stat(fs.Arg(0))
+	fi, err := os.Stat(c.File)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("backed up to %s (%d bytes, verified); it holds the box's keys: keep it private\n", fs.Arg(0), fi.Size())
+	fmt.Fprintf(o.Out, "backed up to %s (%d bytes, verified); it holds the box's keys: keep it private\n", c.File, fi.Size())
 	return nil
 }
 
@@ -451,26 +425,22 @@ func verifyFile(path string) error {
 	return hub.VerifyBackup(f)
 }
 
-func runRestore(args []string) error {
-	fs := newFlags("restore", "lowkey restore [--data DIR] FILE")
-	data := fs.String("data", defaultData(), "the empty data directory to fill")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New("restore takes one backup FILE")
-	}
-	if err := verifyFile(fs.Arg(0)); err != nil {
+type restoreCmd struct {
+	File string `arg:"" type:"existingfile" help:"The backup archive to restore from."`
+}
+
+func (c *restoreCmd) Run(g *lowkey, o *cli.IO) error {
+	if err := verifyFile(c.File); err != nil {
 		return fmt.Errorf("not restored: %w", err)
 	}
-	f, err := os.Open(fs.Arg(0))
+	f, err := os.Open(c.File)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := hub.Restore(*data, f); err != nil {
+	if err := hub.Restore(g.Data, f); err != nil {
 		return err
 	}
-	fmt.Printf("restored into %s: start it with \"lowkey hub --data %s\"\n", *data, *data)
+	fmt.Fprintf(o.Out, "restored into %s: start it with \"lowkey hub --data %s\"\n", g.Data, g.Data)
 	return nil
 }
