@@ -155,6 +155,11 @@ func Restore(dataDir string, r io.Reader) error {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return err
 	}
+	lock, err := lockDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	if _, err := os.Stat(filepath.Join(dataDir, "identity.json")); err == nil {
 		return fmt.Errorf("%s already holds a box: restore into an empty data directory", dataDir)
 	}

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gofrs/flock"
+
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/pages"
 	"github.com/lowkeyhq/lowkey/pairing"
@@ -151,6 +153,9 @@ type Hub struct {
 	// nor a toggle land on a computer being revoked.
 	devMu sync.Mutex
 	lives map[string]*liveRelay
+
+	// lock is the data directory's, held from Start to the end of Close.
+	lock *flock.Flock
 }
 
 // SocketPath is where the admin socket of a data dir lives.
@@ -165,7 +170,11 @@ func Start(cfg Config) (*Hub, error) {
 	if err := ownDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, log: cfg.Logger, links: map[string]*live{}, lives: map[string]*liveRelay{}, confirms: sessions.NewConfirmations(), mask: &sessions.Masker{},
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	h := &Hub{lock: lock, cfg: cfg, log: cfg.Logger, links: map[string]*live{}, lives: map[string]*liveRelay{}, confirms: sessions.NewConfirmations(), mask: &sessions.Masker{},
 		checking: make(chan struct{}, passwordChecks), echoing: make(chan struct{}, bigEchoes)}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	ok := false
@@ -174,7 +183,6 @@ func Start(cfg Config) (*Hub, error) {
 			h.Close()
 		}
 	}()
-	var err error
 	if h.store, err = OpenStore(filepath.Join(cfg.DataDir, "store"), h.log); err != nil {
 		return nil, err
 	}
@@ -413,8 +421,13 @@ func (h *Hub) Close() error {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+	var err error
 	if h.store != nil {
-		return h.store.Close()
+		err = h.store.Close()
 	}
-	return nil
+	// The directory is free for another hub only once the store is shut.
+	if uerr := h.lock.Unlock(); err == nil {
+		err = uerr
+	}
+	return err
 }

@@ -408,15 +408,31 @@ func TestSecondHubOnTheSameDataDirIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
 	_, err = hub.Start(hub.Config{DataDir: dir, Listen: "127.0.0.1:0", NoMDNS: true, Logger: quiet()})
-	if err == nil || !strings.Contains(err.Error(), "another hub is already using") {
+	if !errors.Is(err, hub.ErrInUse) || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("second hub: %v", err)
 	}
+	// The refused hub touched nothing of the first: its socket still answers.
 	fi, err := os.Stat(hub.SocketPath(dir))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin socket: %v %v", fi.Mode(), err)
 	}
+	if err := admin.New(hub.SocketPath(dir)).Do("GET", "/api/v1/devices", nil, nil); err != nil {
+		t.Fatalf("the first hub after a second was refused: %v", err)
+	}
+	// Nor may a restore fill a directory a hub is using.
+	if err := hub.Restore(dir, strings.NewReader("")); !errors.Is(err, hub.ErrInUse) {
+		t.Fatalf("restore into a running hub's directory: %v", err)
+	}
+	// Once the first is closed the directory is free again.
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h2, err := hub.Start(hub.Config{DataDir: dir, Listen: "127.0.0.1:0", NoMDNS: true, Logger: quiet()})
+	if err != nil {
+		t.Fatalf("a hub after the first closed: %v", err)
+	}
+	h2.Close()
 }
 
 func TestAdminWithoutHubSaysSo(t *testing.T) {

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/gofrs/flock"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,8 +40,26 @@ type Store struct {
 	wg   sync.WaitGroup
 }
 
-// OpenStore opens the store in dir. Badger allows one process per
-// directory; a second hub gets a clear error instead of Badger's.
+// ErrInUse: another hub holds the data directory's lock.
+var ErrInUse = errors.New("another hub is already using the data directory")
+
+// lockDataDir takes the data directory's lock (DIR/hub.lock, an flock the
+// kernel drops when the process ends, however it ends), or says who holds
+// it. A hub and a restore each hold it while they use the directory.
+func lockDataDir(dir string) (*flock.Flock, error) {
+	l := flock.New(filepath.Join(dir, "hub.lock"), flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o600))
+	ok, err := l.TryLock()
+	if err != nil {
+		return nil, fmt.Errorf("locking the data directory %s: %w", dir, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w %s: stop it first, or give this one its own --data", ErrInUse, dir)
+	}
+	return l, nil
+}
+
+// OpenStore opens the store in dir (under a data directory whose lock the
+// caller holds).
 func OpenStore(dir string, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
@@ -52,9 +73,6 @@ func OpenStore(dir string, log *slog.Logger) (*Store, error) {
 		WithLogger(badgerLogger{log})
 	db, err := badger.Open(opts)
 	if err != nil {
-		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
-			return nil, fmt.Errorf("another hub is already using the data directory %s: stop it first, or give this one its own --data", dir)
-		}
 		return nil, fmt.Errorf("open store in %s: %w", dir, err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
