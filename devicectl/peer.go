@@ -388,3 +388,30 @@ func (c *Conn) Close() {
 
 // Wait waits for the signal reader after the transport is closed.
 func (c *Conn) Wait() { c.wg.Wait() }
+
+// Link paths, as people read them.
+const (
+	PathDirect    = "direct"       // UDP between the two sides (LAN or server-reflexive)
+	PathDirectTCP = "direct (tcp)" // ICE over TCP to the box
+	PathRelayed   = "relayed"      // through a TURN relay
+)
+
+// Path says how the link's packets go now: PathDirect, PathDirectTCP or
+// PathRelayed; "" before ICE has chosen a pair.
+func (c *Conn) Path() string {
+	sctp := c.pc.SCTP()
+	if sctp == nil {
+		return ""
+	}
+	pair, err := sctp.Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil || pair.Local == nil || pair.Remote == nil {
+		return ""
+	}
+	switch {
+	case pair.Local.Typ == webrtc.ICECandidateTypeRelay || pair.Remote.Typ == webrtc.ICECandidateTypeRelay:
+		return PathRelayed
+	case pair.Local.Protocol == webrtc.ICEProtocolTCP:
+		return PathDirectTCP
+	}
+	return PathDirect
+}

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/go-rod/rod/lib/proto"
+
+	"github.com/lowkeyhq/lowkey/internal/bench"
 )
 
 func tarOf(t *testing.T, files map[string]string) []byte {
@@ -296,14 +297,9 @@ func hubRequests(t *testing.T, base, token string) int {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, "lowkey_http_requests_total "); ok {
-			var n int
-			fmt.Sscan(v, &n)
-			return n
-		}
+	n, err := bench.Metric(resp.Body, "lowkey_http_requests_total")
+	if err != nil {
+		t.Fatalf("no request count in /metrics: %v", err)
 	}
-	t.Fatalf("no request count in /metrics:\n%s", body)
-	return 0
+	return int(n)
 }

@@ -191,7 +191,7 @@ func TestAdminCommandsWithoutAHub(t *testing.T) {
 	} {
 		out, code := run(t, "", "lowkey", args...)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if code != 1 || len(lines) != 1 || !strings.Contains(out, "no hub") {
+		if code != 3 || len(lines) != 1 || !strings.Contains(out, "no hub") {
 			t.Fatalf("lowkey %v: exit %d\n%s", args, code, out)
 		}
 	}

@@ -5,10 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -96,7 +94,7 @@ func (h *Hub) routes(admin bool) http.Handler {
 
 func (h *Hub) securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.requests.Add(1)
+		h.metrics.requests.Inc()
 		// A change the store has no room for is refused before it starts.
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			if err := h.store.Room(); err != nil {
@@ -390,31 +388,7 @@ func (h *Hub) actionError(w http.ResponseWriter, err error) {
 }
 
 func (h *Hub) getMetrics(w http.ResponseWriter, r *http.Request) {
-	ds, _ := h.Devices()
-	online := 0
-	var b strings.Builder
-	b.WriteString("# HELP lowkey_link_rtt_seconds Round trip of each online computer's link.\n# TYPE lowkey_link_rtt_seconds gauge\n")
-	for _, d := range ds {
-		if d.Online {
-			online++
-			if d.RTTMillis != nil {
-				fmt.Fprintf(&b, "lowkey_link_rtt_seconds{device=%q} %g\n", d.ID, *d.RTTMillis/1000)
-			}
-		}
-	}
-	_, _, _, total, locked := h.window.State()
-	fmt.Fprintf(&b, "# HELP lowkey_devices_paired Paired computers.\n# TYPE lowkey_devices_paired gauge\nlowkey_devices_paired %d\n", len(ds))
-	fmt.Fprintf(&b, "# HELP lowkey_devices_online Computers with a live link.\n# TYPE lowkey_devices_online gauge\nlowkey_devices_online %d\n", online)
-	fmt.Fprintf(&b, "# HELP lowkey_pairing_failures Wrong pairing attempts since pairing was last reopened on the box.\n# TYPE lowkey_pairing_failures gauge\nlowkey_pairing_failures %d\n", total)
-	l := 0
-	if locked {
-		l = 1
-	}
-	fmt.Fprintf(&b, "# HELP lowkey_pairing_locked 1 while pairing is locked.\n# TYPE lowkey_pairing_locked gauge\nlowkey_pairing_locked %d\n", l)
-	fmt.Fprintf(&b, "# HELP lowkey_http_requests_total HTTP requests the hub has served.\n# TYPE lowkey_http_requests_total counter\nlowkey_http_requests_total %d\n", h.requests.Load())
-	fmt.Fprintf(&b, "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	_, _ = io.WriteString(w, b.String())
+	h.metrics.handler().ServeHTTP(w, r)
 }
 
 func (h *Hub) getSessions(w http.ResponseWriter, r *http.Request) {

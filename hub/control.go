@@ -206,6 +206,7 @@ func (h *Hub) audit(rec devicectl.AuditRecord) {
 		h.runtime.Emit(rec.Conversation, "device.action", map[string]any{"action": rec.Action, "device": rec.Device,
 			"outcome": rec.Outcome, "detail": rec.Detail, "who": rec.Who, "ms": rec.DurationMS})
 	}
+	h.metrics.actions.WithLabelValues(rec.Outcome).Inc()
 	h.log.Info("device action", "action", rec.Action, "session", rec.Conversation, "device", rec.Device, "outcome", rec.Outcome, "ms", rec.DurationMS)
 }
 

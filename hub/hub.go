@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -139,7 +138,7 @@ type Hub struct {
 	echoing chan struct{}
 	// inFlight counts each conversation's device actions.
 	inFlight sessionCalls
-	requests atomic.Int64
+	metrics  *metrics
 
 	setupToken string
 	groups     *cgroup.Manager
@@ -177,6 +176,7 @@ func Start(cfg Config) (*Hub, error) {
 	h := &Hub{lock: lock, cfg: cfg, log: cfg.Logger, links: map[string]*live{}, lives: map[string]*liveRelay{}, confirms: sessions.NewConfirmations(), mask: &sessions.Masker{},
 		checking: make(chan struct{}, passwordChecks), echoing: make(chan struct{}, bigEchoes)}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.metrics = newMetrics(h)
 	ok := false
 	defer func() {
 		if !ok {
@@ -262,7 +262,7 @@ func Start(cfg Config) (*Hub, error) {
 		Store: h.store, Groups: h.groups, WorkerBin: cfg.WorkerBin, MCPURL: "http://" + h.mcpLn.Addr().String() + "/mcp",
 		WorkDir: h.cfg.WorkDir, BoxID: h.id.ID() + ":" + h.dataDirAbs(), Boundary: h.boundary, Mask: h.mask, Secrets: h.secretsFor,
 		Devices: agentDevices{h}, Pages: agentPages{h},
-		Confirms: h.confirms, StallAfter: cfg.StallAfter, ConfirmTimeout: cfg.ConfirmTimeout, Logger: h.log,
+		Confirms: h.confirms, StallAfter: cfg.StallAfter, ConfirmTimeout: cfg.ConfirmTimeout, Metrics: h.metrics.runtime, Logger: h.log,
 	})
 	h.confirms.OnChange = h.runtime.ConfirmOpened
 	h.srv = newServer(h.routes(false))

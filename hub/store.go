@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -102,6 +104,26 @@ func (s *Store) Close() error {
 	s.stop()
 	s.wg.Wait()
 	return s.db.Close()
+}
+
+// DiskBytes is the disk space the store's files take (blocks in use: Badger
+// makes its files large and fills them as it goes).
+func (s *Store) DiskBytes() (int64, error) {
+	var n int64
+	err := filepath.WalkDir(s.dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	return n, err
 }
 
 // Put stores v as JSON under key.

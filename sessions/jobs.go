@@ -180,6 +180,9 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 		close(stopWatch)
 		// Whatever the command left behind goes with it.
 		_ = rj.group.Kill()
+		if n := rj.group.OOMKills(); n > 0 {
+			r.cfg.Metrics.OOMKills.Add(float64(n))
+		}
 		_ = rj.group.Delete()
 		rj.mu.Lock()
 		j := &rj.j
@@ -209,6 +212,7 @@ func (r *Runtime) RunJob(ctx context.Context, id, command, cwd string, wait time
 		delete(ls.jobs, card.ID)
 		ls.mu.Unlock()
 		r.saveJob(card)
+		r.cfg.Metrics.JobsEnded.WithLabelValues(card.Status).Inc()
 		ls.events.emit("job.state", card.Turn, card.ID, card)
 		close(rj.done)
 	}()

@@ -87,8 +87,10 @@ type Config struct {
 	// no time (default 2 minutes).
 	ConfirmTimeout time.Duration
 	// Pids bounds the processes of one session.
-	Pids   int64
-	Logger *slog.Logger
+	Pids int64
+	// Metrics counts how turns and jobs end (default: counters of its own).
+	Metrics *Metrics
+	Logger  *slog.Logger
 }
 
 // Devices is the box's side of device actions for agents.
@@ -161,6 +163,9 @@ type runningTurn struct {
 func NewRuntime(cfg Config) *Runtime {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
 	}
 	if cfg.StallAfter <= 0 {
 		cfg.StallAfter = time.Minute
@@ -700,6 +705,9 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 		_ = rt.group.Kill()
 		ooms := rt.group.OOMKills()
 		oom := ooms > oomBefore
+		if oom {
+			r.cfg.Metrics.OOMKills.Add(float64(ooms - oomBefore))
+		}
 		rt.cancel()
 		ls.mu.Lock()
 		ls.turnOOMs = ooms
@@ -741,6 +749,7 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 			ls.events.emit("message", t.ID, "", map[string]string{"role": "assistant", "text": t.Reply})
 		}
 		ls.events.emit("turn.state", t.ID, "", map[string]string{"state": t.State, "detail": t.Detail})
+		r.cfg.Metrics.TurnsEnded.WithLabelValues(t.State).Inc()
 		r.log.Info("turn ended", "session", id, "turn", t.ID, "state", t.State, "detail", r.cfg.Mask.String(t.Detail))
 		close(rt.done)
 	}()

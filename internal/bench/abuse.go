@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/lowkeyhq/lowkey/companion"
 	"github.com/lowkeyhq/lowkey/hub"
@@ -271,21 +273,42 @@ func (b *abuseBox) goroutines() int { return b.metric("go_goroutines") }
 
 // metric reads one gauge from the hub's /metrics (0 when absent).
 func (b *abuseBox) metric(name string) int {
-	req, _ := http.NewRequest("GET", b.base+"/metrics", nil)
+	req, err := http.NewRequest("GET", b.base+"/metrics", nil)
+	if err != nil {
+		return 0
+	}
 	req.Header.Set("Authorization", "Bearer "+b.token)
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
 		return 0
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
+	v, err := Metric(resp.Body, name)
+	if err != nil {
+		return 0
 	}
-	return 0
+	return int(v)
+}
+
+// Metric is the value of the unlabelled sample name in Prometheus text.
+func Metric(r io.Reader, name string) (float64, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return 0, err
+	}
+	f, ok := fams[name]
+	if !ok || len(f.Metric) == 0 {
+		return 0, fmt.Errorf("no %s in the metrics", name)
+	}
+	m := f.Metric[0]
+	switch {
+	case m.Gauge != nil:
+		return m.Gauge.GetValue(), nil
+	case m.Counter != nil:
+		return m.Counter.GetValue(), nil
+	}
+	return m.GetUntyped().GetValue(), nil
 }
 
 // rssMiB is a process's resident memory now.
