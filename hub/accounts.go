@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -51,11 +50,9 @@ const webSessionLife = 30 * 24 * time.Hour
 
 var userName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,31}$`)
 
-func randomToken() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+// randomToken is a web session's token, a CSRF token or a setup link's:
+// 260 bits.
+func randomToken() string { return rand.Text() + rand.Text() }
 
 func hashToken(t string) string {
 	s := sha256.Sum256([]byte(t))

@@ -3,7 +3,6 @@ package hub
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -196,9 +195,7 @@ func (h *Hub) postConfirmation(w http.ResponseWriter, r *http.Request) {
 
 // audit stores one record. Keys sort by time.
 func (h *Hub) audit(rec devicectl.AuditRecord) {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	rec.ID = fmt.Sprintf("a-%020d-%s", rec.Time.UnixNano(), hex.EncodeToString(b))
+	rec.ID = fmt.Sprintf("a-%020d-%s", rec.Time.UnixNano(), strings.ToLower(rand.Text()[:8]))
 	if err := h.store.Put("audit/"+rec.ID[2:], rec); err != nil {
 		h.log.Error("could not store an audit record", "action", rec.Action, "err", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -320,11 +319,7 @@ func (h *Hub) loadToken() (string, error) {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return "", err
 	}
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	tok = base64.RawURLEncoding.EncodeToString(b)
+	tok = rand.Text() + rand.Text() // 260 bits
 	return tok, h.store.Put("meta/token", tok)
 }
 

@@ -3,7 +3,6 @@ package pages
 import (
 	"archive/tar"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -212,18 +211,12 @@ func checkDir(name string) (string, error) {
 	return clean, nil
 }
 
-func randomToken(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
 // publish copies checked files into the page's own directory.
 func (p *Pages) publish(session string, files []file) (*Page, error) {
 	if err := checkSizes(files); err != nil {
 		return nil, err
 	}
-	pg := &Page{ID: "pg-" + randomToken(9), Session: session, Token: randomToken(32), Created: time.Now().UTC()}
+	pg := &Page{ID: "pg-" + strings.ToLower(rand.Text()[:16]), Session: session, Token: rand.Text() + rand.Text(), Created: time.Now().UTC()}
 	dst := filepath.Join(p.dir, pg.ID)
 	if err := os.Mkdir(dst, 0o700); err != nil {
 		return nil, err

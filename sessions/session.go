@@ -2,7 +2,6 @@ package sessions
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -58,9 +57,6 @@ func New(req NewRequest, defaultMemory int64) (*Session, error) {
 	return &Session{ID: "s-" + randomID(), Title: title, Agent: agent, MemoryLimitBytes: mem, CreatedAt: time.Now().UTC()}, nil
 }
 
-// randomID is 16 hex digits from the system's random source.
-func randomID() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b) // crypto/rand never fails on supported systems
-	return hex.EncodeToString(b)
-}
+// randomID names a session, turn, job or question: 16 base32 digits
+// (80 bits) from the system's random source, in lower case.
+func randomID() string { return strings.ToLower(rand.Text()[:16]) }

@@ -230,7 +230,7 @@ async function showConversation(id) {
       }
       case "device.action":
         thread.append(el("li", { class: "action " + d.outcome }, `${d.action} on ${deviceName(devices, d.device)}: ${d.outcome}${d.detail ? " (" + d.detail + ")" : ""}`));
-        toggles.acting(d.device, d, ((d.who || "").match(/\(turn (t-[0-9a-f]+)\)/) || [])[1]);
+        toggles.acting(d.device, d, ((d.who || "").match(/\(turn (t-[0-9a-z]+)\)/) || [])[1]);
         if (d.outcome === "done" && d.action.startsWith("browser.") && d.action !== "browser.screenshot") focus.refresh(d.device);
         break;
       case "session.warning": banner.hidden = false; banner.textContent = d.message; break;
