@@ -417,8 +417,13 @@ func (h *Hub) Close() error {
 	h.mu.Unlock()
 	h.wg.Wait()
 	var err error
+	if h.pages != nil {
+		err = h.pages.Close()
+	}
 	if h.store != nil {
-		err = h.store.Close()
+		if serr := h.store.Close(); err == nil {
+			err = serr
+		}
 	}
 	// The directory is free for another hub only once the store is shut.
 	if uerr := h.lock.Unlock(); err == nil {

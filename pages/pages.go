@@ -9,8 +9,8 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -64,10 +64,16 @@ type Store interface {
 	Delete(key string) error
 }
 
-// Pages publishes snapshots into dir and keeps their records.
+// Pages publishes snapshots into dir and keeps their records. Every file
+// under dir is made, read and removed through an os.Root: a name that
+// would leave dir, by ".." or by a symbolic link, however it came to be
+// there, is refused by the kernel walk itself, not by a check beforehand.
 type Pages struct {
-	dir   string
+	root  *os.Root
 	store Store
+	// beforeWrite, for tests, runs after a file's directories are made
+	// and before the file is created.
+	beforeWrite func(page, name string)
 }
 
 // New opens the page store in dir.
@@ -75,8 +81,15 @@ func New(dir string, store Store) (*Pages, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &Pages{dir: dir, store: store}, nil
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Pages{root: root, store: store}, nil
 }
+
+// Close lets go of the page directory.
+func (p *Pages) Close() error { return p.root.Close() }
 
 // checkName refuses names that could leave the snapshot or confuse a
 // server or a browser.
@@ -141,11 +154,11 @@ func checkSizes(files []file) error {
 
 // FromTar publishes a tar stream: regular files and directories only.
 func (p *Pages) FromTar(session string, r io.Reader) (*Page, error) {
-	tmp, err := os.MkdirTemp(p.dir, ".incoming-")
-	if err != nil {
+	tmp := ".incoming-" + strings.ToLower(rand.Text()[:16])
+	if err := p.root.Mkdir(tmp, 0o700); err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer p.root.RemoveAll(tmp)
 	tr := tar.NewReader(r)
 	var files []file
 	var total int64
@@ -185,8 +198,8 @@ func (p *Pages) FromTar(session string, r io.Reader) (*Page, error) {
 		if len(seen) > MaxFiles {
 			return nil, fmt.Errorf("%w: more than %d files", ErrTooLarge, MaxFiles)
 		}
-		stage := filepath.Join(tmp, fmt.Sprintf("%d", len(files)))
-		f, err := os.OpenFile(stage, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		stage := path.Join(tmp, strconv.Itoa(len(files)))
+		f, err := p.root.OpenFile(stage, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return nil, err
 		}
@@ -195,7 +208,7 @@ func (p *Pages) FromTar(session string, r io.Reader) (*Page, error) {
 		if err != nil {
 			return nil, err
 		}
-		files = append(files, file{name: name, size: n, open: func() (io.ReadCloser, error) { return os.Open(stage) }})
+		files = append(files, file{name: name, size: n, open: func() (io.ReadCloser, error) { return p.root.Open(stage) }})
 	}
 	return p.publish(session, files)
 }
@@ -217,26 +230,34 @@ func (p *Pages) publish(session string, files []file) (*Page, error) {
 		return nil, err
 	}
 	pg := &Page{ID: "pg-" + strings.ToLower(rand.Text()[:16]), Session: session, Token: rand.Text() + rand.Text(), Created: time.Now().UTC()}
-	dst := filepath.Join(p.dir, pg.ID)
-	if err := os.Mkdir(dst, 0o700); err != nil {
+	if err := p.root.Mkdir(pg.ID, 0o700); err != nil {
 		return nil, err
 	}
 	ok := false
 	defer func() {
 		if !ok {
-			os.RemoveAll(dst)
+			p.root.RemoveAll(pg.ID)
 		}
 	}()
+	dst, err := p.root.OpenRoot(pg.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer dst.Close()
 	for _, f := range files {
-		out := filepath.Join(dst, filepath.FromSlash(f.name))
-		if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
-			return nil, err
+		if dir := path.Dir(f.name); dir != "." {
+			if err := dst.MkdirAll(dir, 0o700); err != nil {
+				return nil, err
+			}
+		}
+		if p.beforeWrite != nil {
+			p.beforeWrite(pg.ID, f.name)
 		}
 		in, err := f.open()
 		if err != nil {
 			return nil, err
 		}
-		w, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		w, err := dst.OpenFile(f.name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			in.Close()
 			return nil, err
@@ -309,7 +330,7 @@ func (p *Pages) Unpublish(id string) error {
 	if err := p.store.Delete("page/" + id); err != nil {
 		return err
 	}
-	return os.RemoveAll(filepath.Join(p.dir, id))
+	return p.root.RemoveAll(id)
 }
 
 // byToken finds a page from its URL token.

@@ -2,9 +2,7 @@ package pages
 
 import (
 	"net/http"
-	"os"
 	"path"
-	"path/filepath"
 	"strings"
 )
 
@@ -56,8 +54,7 @@ func (p *Pages) Handler() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		full := filepath.Join(p.dir, pg.ID, filepath.FromSlash(name))
-		f, err := os.Open(full)
+		f, err := p.root.Open(pg.ID + "/" + name)
 		if err != nil {
 			http.NotFound(w, r)
 			return
