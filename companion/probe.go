@@ -20,7 +20,7 @@ func (c *control) probe() map[devicectl.Capability]devicectl.Availability {
 			caps[devicectl.CapBrowser] = devicectl.Availability{Available: true, Detail: "the running Chrome in " + c.cfg.AttachChrome}
 		}
 	default:
-		if p := devicectl.FindBrowser(c.cfg.BrowserPath); p != "" {
+		if p := browser.Find(c.cfg.BrowserPath); p != "" {
 			caps[devicectl.CapBrowser] = devicectl.Availability{Available: true, Detail: p}
 		} else if c.cfg.BrowserPath != "" {
 			caps[devicectl.CapBrowser] = devicectl.Availability{Reason: "the browser given with --browser was not found: " + c.cfg.BrowserPath}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 )
 
@@ -47,23 +46,6 @@ func EchoBytes(n int) []byte {
 		copy(blob[k:], blob[:k])
 	}
 	return blob
-}
-
-// FindBrowser returns the Chromium to use: the given path if it exists,
-// else the first system browser found. It never downloads one.
-func FindBrowser(given string) string {
-	if given != "" {
-		if p, err := exec.LookPath(given); err == nil {
-			return p
-		}
-		return ""
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
 }
 
 // SysHandler serves the sys.* actions.

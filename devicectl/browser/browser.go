@@ -153,7 +153,7 @@ func (b *Browser) start(ctx context.Context) error {
 		}
 		b.attached = true
 	} else {
-		bin := devicectl.FindBrowser(b.cfg.Bin)
+		bin := Find(b.cfg.Bin)
 		if bin == "" {
 			return devicectl.Errorf("browser_unavailable", "no Chromium or Chrome found on this computer: install chromium or pass --browser PATH")
 		}

@@ -375,7 +375,7 @@ func TestAttachToRunningChrome(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	cmd := exec.Command(devicectl.FindBrowser(""), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+	cmd := exec.Command(browser.Find(""), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--remote-debugging-port=0", "--user-data-dir="+dir, "about:blank")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -96,7 +96,7 @@ func Browser(ctx context.Context, rounds int, progress io.Writer) (*BrowserRepor
 	if rounds <= 0 {
 		rounds = DefaultBrowserRounds
 	}
-	if devicectl.FindBrowser("") == "" {
+	if browser.Find("") == "" {
 		return nil, fmt.Errorf("no Chromium on this machine: install chromium")
 	}
 	srv := benchServer()

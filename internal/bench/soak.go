@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/lowkeyhq/lowkey/companion"
-	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/devicectl/browser"
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/admin"
 	"github.com/lowkeyhq/lowkey/internal/local"
@@ -48,7 +48,7 @@ func Soak(ctx context.Context, d, every time.Duration, maxRounds int, out func(S
 	}
 	defer p.Close()
 	c := p.Client()
-	browserOK := devicectl.FindBrowser("") != ""
+	browserOK := browser.Find("") != ""
 	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `<!doctype html><title>Soak</title><button>Press</button>`)
 	}))

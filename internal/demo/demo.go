@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/devicectl/browser"
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/local"
 )
@@ -130,7 +130,7 @@ func driveBrowser(api local.Client, sess, dev string, step func(string, ...any))
 		msg = strings.TrimSuffix(strings.TrimSpace(msg[i+11:]), `"}}`)
 	}
 	step("browser access is off by default, so browser.navigate was refused: %s", msg)
-	if devicectl.FindBrowser("") == "" {
+	if browser.Find("") == "" {
 		step("no Chromium on this computer, so the browser part stops here: install chromium to see it")
 		return nil
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jezek/xgb"
 
-	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/devicectl/browser"
 )
 
 // Missing skips a test whose requirement this machine lacks, except in CI,
@@ -25,7 +25,7 @@ func Missing(t testing.TB, what string) {
 // RequireBrowser needs a system Chromium.
 func RequireBrowser(t testing.TB) string {
 	t.Helper()
-	p := devicectl.FindBrowser("")
+	p := browser.Find("")
 	if p == "" {
 		Missing(t, "Chromium")
 	}
