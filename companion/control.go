@@ -14,6 +14,7 @@ import (
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/devicectl/browser"
 	"github.com/lowkeyhq/lowkey/devicectl/screen"
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // control is this computer's own gate: its copy of the grants the box
@@ -41,7 +42,7 @@ func newControl(cfg Config, log *slog.Logger, onChange func([]string)) *control 
 func (c *control) handle(ctx context.Context, req *devicectl.Request) (*devicectl.Result, error) {
 	capability, ok := devicectl.Lookup(req.Action)
 	if !ok {
-		return nil, &devicectl.ActionError{Code: "unknown_action", Message: "this computer does not know the action " + req.Action}
+		return nil, &errcode.Error{Code: errcode.UnknownAction, Message: "this computer does not know the action " + req.Action}
 	}
 	if capability == devicectl.CapSys {
 		return devicectl.SysHandler(c.cfg.Version, c.probe)(ctx, req)
@@ -60,13 +61,13 @@ func (c *control) handle(ctx context.Context, req *devicectl.Request) (*devicect
 		}
 		return s.Do(ctx, req.Action, req.Args)
 	}
-	return nil, &devicectl.ActionError{Code: "unknown_action", Message: "no driver for " + req.Action}
+	return nil, &errcode.Error{Code: errcode.UnknownAction, Message: "no driver for " + req.Action}
 }
 
 // allowed checks the kill switch and this computer's copy of the grant.
 func (c *control) allowed(conversation string, capability devicectl.Capability) error {
 	if paused, err := c.cfg.State.Paused(); paused || err != nil {
-		return &devicectl.ActionError{Code: "paused", Message: "control of this computer is paused there (\"lowkey-companion resume\" allows it again)"}
+		return &errcode.Error{Code: errcode.Paused, Message: "control of this computer is paused there (\"lowkey-companion resume\" allows it again)"}
 	}
 	c.mu.Lock()
 	g, ok := c.grants[conversation]
@@ -76,7 +77,7 @@ func (c *control) allowed(conversation string, capability devicectl.Capability) 
 		if capability == devicectl.CapDesktop {
 			what = "desktop"
 		}
-		return &devicectl.ActionError{Code: "no_grant", Message: fmt.Sprintf("this computer holds no %s grant for that conversation: turn its %s access on first", what, what)}
+		return &errcode.Error{Code: errcode.NoGrant, Message: fmt.Sprintf("this computer holds no %s grant for that conversation: turn its %s access on first", what, what)}
 	}
 	return nil
 }
@@ -106,7 +107,7 @@ func (c *control) screenDriver() (*screen.Screen, error) {
 	}
 	s, err := screen.Open(c.cfg.Display)
 	if err != nil {
-		return nil, &devicectl.ActionError{Code: "desktop_unavailable", Message: err.Error()}
+		return nil, &errcode.Error{Code: errcode.DesktopUnavailable, Message: err.Error()}
 	}
 	c.screen = s
 	return s, nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/pairing"
 	"github.com/pion/webrtc/v4"
 )
@@ -125,7 +126,7 @@ func ReadStatus(st State) (*Status, error) {
 }
 
 // Run keeps the link up until ctx ends (nil) or the box says this computer
-// was unpaired (an error matching pairing.ErrRevoked).
+// was unpaired (an error pairing.Unpaired recognises).
 func (r *Runner) Run(ctx context.Context) error {
 	id, err := r.cfg.State.Identity()
 	if err != nil {
@@ -165,7 +166,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, pairing.ErrRevoked) {
+		if pairing.Unpaired(err) {
 			r.setStatus("unpaired", err)
 			r.log.Error("the box refused this computer", "err", err)
 			return err
@@ -299,11 +300,10 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 }
 
 func revokedOr(err error) error {
-	var bye *devicectl.ByeError
-	if errors.As(err, &bye) && bye.Reason == "revoked" {
-		return &pairing.LinkError{Code: "revoked", Msg: bye.Error()}
+	if errcode.Has(err, errcode.Revoked) {
+		return err
 	}
-	if errors.As(err, &bye) {
+	if errors.Is(err, devicectl.ErrPeerEnded) {
 		return fmt.Errorf("the box ended the link: %w", err)
 	}
 	return err

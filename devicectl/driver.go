@@ -3,15 +3,11 @@ package devicectl
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
+
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // Helpers the drivers (browser, screen) share.
-
-// Errorf makes an ActionError with a stable code.
-func Errorf(code, format string, a ...any) error {
-	return &ActionError{Code: code, Message: fmt.Sprintf(format, a...)}
-}
 
 // DecodeArgs reads an action's arguments strictly: an unknown field is a
 // bad_args error, and no arguments are {}.
@@ -22,7 +18,7 @@ func DecodeArgs(args json.RawMessage, v any) error {
 	d := json.NewDecoder(bytes.NewReader(args))
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
-		return Errorf("bad_args", "arguments: %v", err)
+		return errcode.New(errcode.BadArgs, "arguments: %v", err)
 	}
 	return nil
 }

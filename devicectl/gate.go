@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // Grant is one conversation's control of one computer: the two toggles.
@@ -132,15 +134,6 @@ type AuditRecord struct {
 	DurationMS   float64         `json:"duration_ms"`
 }
 
-// GateError is a refusal before the computer was asked, or a failure
-// there. Code is stable.
-type GateError struct {
-	Code string
-	Msg  string
-}
-
-func (e *GateError) Error() string { return e.Msg }
-
 // Gate is the box's side of every device action: grant, policy,
 // confirmation, audit, then the link.
 type Gate struct {
@@ -180,7 +173,7 @@ func (g *Gate) Do(ctx context.Context, r GateRequest) (res *Result, err error) {
 			rec.Outcome = "done"
 			if err != nil {
 				rec.Outcome, rec.Detail = "failed", err.Error()
-				var ae *ActionError
+				var ae *errcode.Error
 				if errors.As(err, &ae) && (ae.Code == "no_grant" || ae.Code == "paused") {
 					rec.Outcome = "refused"
 				}
@@ -196,13 +189,13 @@ func (g *Gate) Do(ctx context.Context, r GateRequest) (res *Result, err error) {
 	capability, ok := Lookup(r.Action)
 	if !ok {
 		rec.Outcome, rec.Detail = "refused", "unknown action"
-		return nil, &GateError{Code: "unknown_action", Msg: "unknown action " + r.Action}
+		return nil, &errcode.Error{Code: errcode.UnknownAction, Message: "unknown action " + r.Action}
 	}
 	if capability != CapSys && !g.SkipGrantCheck {
 		grant, _ := g.Grant(r.Conversation, r.Device)
 		if !grant.Allows(capability) {
 			rec.Outcome, rec.Detail = "refused", toggleName(capability)+" is off"
-			return nil, &GateError{Code: "toggle_off", Msg: fmt.Sprintf("%s is off for this conversation on this computer: turn it on to let %s run", toggleName(capability), r.Action)}
+			return nil, &errcode.Error{Code: errcode.ToggleOff, Message: fmt.Sprintf("%s is off for this conversation on this computer: turn it on to let %s run", toggleName(capability), r.Action)}
 		}
 	}
 	key, decision := g.Policy.Decide(r.Action, r.Args)
@@ -210,7 +203,7 @@ func (g *Gate) Do(ctx context.Context, r GateRequest) (res *Result, err error) {
 	switch decision {
 	case Deny:
 		rec.Outcome, rec.Detail = "refused", "the policy denies "+key
-		return nil, &GateError{Code: "denied", Msg: "the policy on this box does not allow " + key}
+		return nil, &errcode.Error{Code: errcode.Denied, Message: "the policy on this box does not allow " + key}
 	case Ask:
 		timeout := g.ConfirmTimeout
 		if timeout <= 0 {
@@ -229,10 +222,10 @@ func (g *Gate) Do(ctx context.Context, r GateRequest) (res *Result, err error) {
 		case Yes:
 		case Cancel:
 			rec.Outcome = "cancelled"
-			return nil, &GateError{Code: "cancelled", Msg: "the person cancelled " + key}
+			return nil, &errcode.Error{Code: errcode.Cancelled, Message: "the person cancelled " + key}
 		default:
 			rec.Outcome = "declined"
-			return nil, &GateError{Code: "declined", Msg: "the person did not allow " + key + " (no answer counts as no)"}
+			return nil, &errcode.Error{Code: errcode.Declined, Message: "the person did not allow " + key + " (no answer counts as no)"}
 		}
 	}
 	return g.Call(ctx, r.Device, r.Action, r.Conversation, r.Args)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -37,15 +38,6 @@ type Result struct {
 
 // Handler serves requests on the computer's side of a link.
 type Handler func(ctx context.Context, req *Request) (*Result, error)
-
-// ActionError is an error that crossed the link; Code is stable, Message is
-// for people.
-type ActionError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func (e *ActionError) Error() string { return e.Message }
 
 // Notice is a one-way message on the link (grant changes, goodbyes).
 type Notice struct {
@@ -497,7 +489,7 @@ func (l *Link) cancelServed(id uint64) {
 func (l *Link) serve(f *frame) {
 	var req Request
 	if err := json.Unmarshal(f.payload, &req); err != nil || req.Action == "" {
-		l.respondErr(f.id, &ActionError{Code: "bad_request", Message: "the request did not decode"})
+		l.respondErr(f.id, &errcode.Error{Code: errcode.BadRequest, Message: "the request did not decode"})
 		return
 	}
 	req.ID = f.id
@@ -528,7 +520,7 @@ func (l *Link) serve(f *frame) {
 		var res *Result
 		var err error
 		if l.cfg.Handler == nil {
-			err = &ActionError{Code: "unsupported", Message: "this side of the link serves no actions"}
+			err = &errcode.Error{Code: errcode.Unsupported, Message: "this side of the link serves no actions"}
 		} else {
 			res, err = l.cfg.Handler(ctx, &req)
 		}
@@ -537,9 +529,9 @@ func (l *Link) serve(f *frame) {
 			return
 		}
 		if err != nil {
-			var ae *ActionError
+			var ae *errcode.Error
 			if !errors.As(err, &ae) {
-				ae = &ActionError{Code: "failed", Message: err.Error()}
+				ae = &errcode.Error{Code: errcode.Failed, Message: err.Error()}
 			}
 			l.respondErr(f.id, ae)
 			return
@@ -548,7 +540,7 @@ func (l *Link) serve(f *frame) {
 	}()
 }
 
-func (l *Link) respondErr(id uint64, ae *ActionError) {
+func (l *Link) respondErr(id uint64, ae *errcode.Error) {
 	b, _ := json.Marshal(ae)
 	_ = l.sendCtl(encodeResponse(id, &responseHeader{isErr: true, json: b}))
 }
@@ -558,11 +550,11 @@ func (l *Link) respond(id uint64, res *Result) {
 		res = &Result{}
 	}
 	if len(res.JSON)+inlineMax > MaxControlMessage {
-		l.respondErr(id, &ActionError{Code: "failed", Message: "the action's description is too large"})
+		l.respondErr(id, &errcode.Error{Code: errcode.Failed, Message: "the action's description is too large"})
 		return
 	}
 	if len(res.Blob) > MaxResultSize {
-		l.respondErr(id, &ActionError{Code: "too_large", Message: fmt.Sprintf("result of %d bytes is over the %d byte limit", len(res.Blob), MaxResultSize)})
+		l.respondErr(id, &errcode.Error{Code: errcode.TooLarge, Message: fmt.Sprintf("result of %d bytes is over the %d byte limit", len(res.Blob), MaxResultSize)})
 		return
 	}
 	h := &responseHeader{json: res.JSON, blobSize: uint64(len(res.Blob))}
@@ -619,9 +611,9 @@ func (l *Link) onResponse(f *frame) {
 	h := f.resp
 	c.hdr = &h
 	if h.isErr {
-		var ae ActionError
+		var ae errcode.Error
 		if err := json.Unmarshal(h.json, &ae); err != nil || ae.Code == "" {
-			ae = ActionError{Code: "failed", Message: "the computer sent an unreadable error"}
+			ae = errcode.Error{Code: "failed", Message: "the computer sent an unreadable error"}
 		}
 		l.finish(f.id, c, nil, &ae)
 		return

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/pairing"
 )
 
@@ -106,7 +107,7 @@ func echoHandler(ctx context.Context, req *Request) (*Result, error) {
 		b, _ := json.Marshal(map[string]any{"has": ok, "left_ms": time.Until(dl).Milliseconds()})
 		return &Result{JSON: b}, nil
 	}
-	return nil, &ActionError{Code: "unknown_action", Message: "no such action " + req.Action}
+	return nil, &errcode.Error{Code: errcode.UnknownAction, Message: "no such action " + req.Action}
 }
 
 func TestLinkEchoSizes(t *testing.T) {
@@ -138,7 +139,7 @@ func TestLinkUnknownActionCarriesError(t *testing.T) {
 	}
 	defer p.close()
 	_, err = p.hub.Link.Call(context.Background(), "nope", "", nil)
-	var ae *ActionError
+	var ae *errcode.Error
 	if !errors.As(err, &ae) || ae.Code != "unknown_action" {
 		t.Fatalf("got %v, want unknown_action", err)
 	}

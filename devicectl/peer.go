@@ -13,6 +13,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/pairing"
 )
 
@@ -277,14 +278,16 @@ func (c *Conn) readSignals() {
 	}
 }
 
-// ByeError is the reason the peer gave for ending the link.
-type ByeError struct{ Reason, Message string }
+// ErrPeerEnded is the cause of the error a link ends with when the other
+// side said goodbye; that error's code is the reason it gave.
+var ErrPeerEnded = errors.New("the peer ended the link")
 
-func (e *ByeError) Error() string {
-	if e.Message != "" {
-		return e.Message
+// byeError is the error of a goodbye with its reason and words.
+func byeError(reason errcode.Code, message string) *errcode.Error {
+	if message == "" {
+		message = ErrPeerEnded.Error() + ": " + string(reason)
 	}
-	return "the peer ended the link: " + e.Reason
+	return &errcode.Error{Code: reason, Message: message, Err: ErrPeerEnded}
 }
 
 func (c *Conn) handle(s Signal) error {
@@ -336,7 +339,7 @@ func (c *Conn) handle(s Signal) error {
 		}
 		return nil
 	case "bye":
-		return &ByeError{Reason: s.Reason, Message: s.Message}
+		return byeError(errcode.Code(s.Reason), s.Message)
 	}
 	return fmt.Errorf("%w: %q during a link", ErrBadSignal, s.Type)
 }
@@ -372,9 +375,9 @@ func (c *Conn) Err() error {
 }
 
 // Bye tells the peer why the link ends, then closes it.
-func (c *Conn) Bye(reason, message string) {
-	_ = c.sig.Send(context.Background(), Signal{Type: "bye", Reason: reason, Message: message})
-	c.fail(&ByeError{Reason: reason, Message: message})
+func (c *Conn) Bye(reason errcode.Code, message string) {
+	_ = c.sig.Send(context.Background(), Signal{Type: "bye", Reason: string(reason), Message: message})
+	c.fail(byeError(reason, message))
 	c.Close()
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // MaxEcho bounds sys.echo on the computer, whatever the box asks: it is a
@@ -62,15 +64,15 @@ func SysHandler(version string, probe func() map[Capability]Availability) Handle
 			}
 			if len(req.Args) > 0 {
 				if err := json.Unmarshal(req.Args, &a); err != nil {
-					return nil, &ActionError{Code: "bad_args", Message: "sys.echo takes {\"bytes\": N}"}
+					return nil, &errcode.Error{Code: errcode.BadArgs, Message: "sys.echo takes {\"bytes\": N}"}
 				}
 			}
 			if a.Bytes < 0 || a.Bytes > MaxEcho {
-				return nil, &ActionError{Code: "bad_args", Message: fmt.Sprintf("sys.echo: bytes must be between 0 and %d", MaxEcho)}
+				return nil, &errcode.Error{Code: errcode.BadArgs, Message: fmt.Sprintf("sys.echo: bytes must be between 0 and %d", MaxEcho)}
 			}
 			b, _ := json.Marshal(EchoResult{Bytes: a.Bytes})
 			return &Result{JSON: b, Blob: EchoBytes(a.Bytes)}, nil
 		}
-		return nil, &ActionError{Code: "unknown_action", Message: "this computer does not know the action " + req.Action}
+		return nil, &errcode.Error{Code: errcode.UnknownAction, Message: "this computer does not know the action " + req.Action}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // The computer bounds sys.echo itself, whatever a box asks: the largest
@@ -16,7 +18,7 @@ func TestEchoIsBoundedOnTheComputer(t *testing.T) {
 		t.Fatalf("an echo of the bound: %v", err)
 	}
 	_, err = h(context.Background(), &Request{Action: "sys.echo", Args: []byte(fmt.Sprintf(`{"bytes":%d}`, MaxEcho+1))})
-	var ae *ActionError
+	var ae *errcode.Error
 	if !errors.As(err, &ae) || ae.Code != "bad_args" {
 		t.Fatalf("an echo over the bound: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lowkeyhq/lowkey/errcode"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -193,7 +194,7 @@ func (h *Hub) signIn(w http.ResponseWriter, u User) {
 	ws, err := h.startWebSession(w, u)
 	if err != nil {
 		h.log.Error("could not store a web session", "user", u.Name, "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", "could not sign in: the box could not store the session")
+		fail(w, errcode.Internal, "could not sign in: the box could not store the session")
 		return
 	}
 	h.me(w, u, ws)
@@ -246,7 +247,7 @@ func (h *Hub) auth(admin bool, ownerOnly bool, next http.HandlerFunc) http.Handl
 			p = principal{"owner (on the box)", RoleOwner}
 		case bearer:
 			if subtle.ConstantTimeCompare([]byte(tok), []byte(h.Token())) != 1 {
-				writeError(w, http.StatusUnauthorized, "unauthorized", "that bearer token is not this box's: run \"lowkey token\" on the box")
+				fail(w, errcode.Unauthorized, "that bearer token is not this box's: run \"lowkey token\" on the box")
 				return
 			}
 			p = principal{"owner", RoleOwner}
@@ -254,18 +255,18 @@ func (h *Hub) auth(admin bool, ownerOnly bool, next http.HandlerFunc) http.Handl
 			u, ws, _ := h.webUser(r)
 			if u == nil {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="lowkey"`)
-				writeError(w, http.StatusUnauthorized, "unauthorized", "sign in, or send a bearer token (\"lowkey token\" on the box)")
+				fail(w, errcode.Unauthorized, "sign in, or send a bearer token (\"lowkey token\" on the box)")
 				return
 			}
 			if r.Method != http.MethodGet && r.Method != http.MethodHead &&
 				subtle.ConstantTimeCompare([]byte(r.Header.Get("X-CSRF-Token")), []byte(ws.CSRF)) != 1 {
-				writeError(w, http.StatusForbidden, "csrf", "this request needs the page's CSRF token: reload the page")
+				fail(w, errcode.CSRF, "this request needs the page's CSRF token: reload the page")
 				return
 			}
 			p = principal{u.Name, u.Role}
 		}
 		if ownerOnly && p.role != RoleOwner {
-			writeError(w, http.StatusForbidden, "owner_only", "only the box's owner can do this")
+			fail(w, errcode.OwnerOnly, "only the box's owner can do this")
 			return
 		}
 		ctx := context.WithValue(r.Context(), whoKey{}, p.name)
@@ -303,21 +304,21 @@ func (h *Hub) postSetup(w http.ResponseWriter, r *http.Request) {
 	}
 	var want string
 	if h.store.Get("meta/setup", &want) != nil || h.hasOwner() {
-		writeError(w, http.StatusConflict, "already_set_up", "this box has an owner already: sign in")
+		fail(w, errcode.AlreadySetUp, "this box has an owner already: sign in")
 		return
 	}
 	if subtle.ConstantTimeCompare([]byte(hashToken(c.Token)), []byte(want)) != 1 {
-		writeError(w, http.StatusForbidden, "bad_token", "this setup link is not valid: use the one the hub printed at start")
+		fail(w, errcode.BadToken, "this setup link is not valid: use the one the hub printed at start")
 		return
 	}
 	if err := checkNewUser(c); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		fail(w, errcode.BadRequest, err.Error())
 		return
 	}
 	hash, _ := bcrypt.GenerateFromPassword([]byte(c.Password), bcrypt.DefaultCost)
 	u := User{Name: c.Name, Role: RoleOwner, Hash: hash, Created: time.Now().UTC()}
 	if err := h.store.Put("user/"+u.Name, u); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not save the owner")
+		fail(w, errcode.Internal, "could not save the owner")
 		return
 	}
 	h.setupToken = ""
@@ -337,7 +338,7 @@ func (h *Hub) postLogin(w http.ResponseWriter, r *http.Request) {
 	var u User
 	err := h.store.Get("user/"+c.Name, &u)
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		writeError(w, http.StatusInternalServerError, "internal", "could not read the accounts: try again")
+		fail(w, errcode.Internal, "could not read the accounts: try again")
 		return
 	}
 	// A name that is no account shares one count, so the limiter keeps
@@ -349,7 +350,7 @@ func (h *Hub) postLogin(w http.ResponseWriter, r *http.Request) {
 	addr, _, _ := net.SplitHostPort(r.RemoteAddr)
 	done, ok := h.logins.reserve(nameKey, "addr\x00"+addr)
 	if !ok {
-		writeError(w, http.StatusTooManyRequests, "too_many_attempts", "too many sign-in attempts: wait a minute")
+		fail(w, errcode.TooMany, "too many sign-in attempts: wait a minute")
 		return
 	}
 	select {
@@ -367,7 +368,7 @@ func (h *Hub) postLogin(w http.ResponseWriter, r *http.Request) {
 	<-h.checking
 	done(err == nil)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "bad_login", "wrong name or password")
+		fail(w, errcode.BadLogin, "wrong name or password")
 		return
 	}
 	h.signIn(w, u)
@@ -376,7 +377,7 @@ func (h *Hub) postLogin(w http.ResponseWriter, r *http.Request) {
 func (h *Hub) postLogout(w http.ResponseWriter, r *http.Request) {
 	if _, _, key := h.webUser(r); key != "" {
 		if err := h.store.Delete(key); err != nil {
-			writeError(w, http.StatusInternalServerError, "internal", "could not end the session: try again")
+			fail(w, errcode.Internal, "could not end the session: try again")
 			return
 		}
 	}
@@ -396,7 +397,7 @@ func (h *Hub) getMe(w http.ResponseWriter, r *http.Request) {
 func (h *Hub) getUsers(w http.ResponseWriter, r *http.Request) {
 	us, err := h.users()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		fail(w, errcode.Internal, err.Error())
 		return
 	}
 	for i := range us {
@@ -414,22 +415,22 @@ func (h *Hub) postUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := checkNewUser(c); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		fail(w, errcode.BadRequest, err.Error())
 		return
 	}
 	if c.Role != "" && c.Role != RoleMember {
-		writeError(w, http.StatusBadRequest, "bad_request", "people are added as members; a box has one owner")
+		fail(w, errcode.BadRequest, "people are added as members; a box has one owner")
 		return
 	}
 	var existing User
 	if h.store.Get("user/"+c.Name, &existing) == nil {
-		writeError(w, http.StatusConflict, "exists", "someone is already called "+c.Name)
+		fail(w, errcode.Exists, "someone is already called "+c.Name)
 		return
 	}
 	hash, _ := bcrypt.GenerateFromPassword([]byte(c.Password), bcrypt.DefaultCost)
 	u := User{Name: c.Name, Role: RoleMember, Hash: hash, Created: time.Now().UTC()}
 	if err := h.store.Put("user/"+u.Name, u); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not save")
+		fail(w, errcode.Internal, "could not save")
 		return
 	}
 	h.log.Info("member added", "name", u.Name, "by", who(r))
@@ -442,15 +443,15 @@ func (h *Hub) deleteUser(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	var u User
 	if h.store.Get("user/"+name, &u) != nil {
-		writeError(w, http.StatusNotFound, "not_found", "no one called "+name)
+		fail(w, errcode.NotFound, "no one called "+name)
 		return
 	}
 	if u.Role == RoleOwner {
-		writeError(w, http.StatusBadRequest, "bad_request", "the owner cannot be removed")
+		fail(w, errcode.BadRequest, "the owner cannot be removed")
 		return
 	}
 	if err := h.store.Delete("user/" + name); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not remove "+name+": they can still sign in")
+		fail(w, errcode.Internal, "could not remove "+name+": they can still sign in")
 		return
 	}
 	var keys []string

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/hub/web"
 	"github.com/lowkeyhq/lowkey/pairing"
 	"github.com/lowkeyhq/lowkey/sessions"
@@ -70,7 +71,7 @@ func (h *Hub) routes(admin bool) http.Handler {
 		mux.HandleFunc("POST /admin/token", func(w http.ResponseWriter, r *http.Request) {
 			tok, err := h.RotateToken()
 			if err != nil {
-				writeError(w, http.StatusInternalServerError, "internal", err.Error()+": the old token still works")
+				fail(w, errcode.Internal, err.Error()+": the old token still works")
 				return
 			}
 			h.log.Info("the owner's API token was replaced")
@@ -98,7 +99,7 @@ func (h *Hub) securityHeaders(next http.Handler) http.Handler {
 		// A change the store has no room for is refused before it starts.
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			if err := h.store.Room(); err != nil {
-				writeError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
+				fail(w, errcode.DiskFull, err.Error())
 				return
 			}
 		}
@@ -108,15 +109,6 @@ func (h *Hub) securityHeaders(next http.Handler) http.Handler {
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 		next.ServeHTTP(w, r)
 	})
-}
-
-type apiError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]apiError{"error": {Code: code, Message: msg}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -140,7 +132,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		if bodyError(w, err) {
 			return false
 		}
-		writeError(w, http.StatusBadRequest, "bad_json", "the request body is not valid JSON for this call: "+err.Error())
+		fail(w, errcode.BadJSON, "the request body is not valid JSON for this call: "+err.Error())
 		return false
 	}
 	return true
@@ -152,18 +144,18 @@ func (h *Hub) postPairingCode(fromBox bool) http.HandlerFunc {
 		if s := r.URL.Query().Get("ttl"); s != "" {
 			d, err := time.ParseDuration(s)
 			if err != nil || d <= 0 || d > pairing.WindowTTL {
-				writeError(w, http.StatusBadRequest, "bad_ttl", "ttl must be a duration up to 5m, like 90s")
+				fail(w, errcode.BadTTL, "ttl must be a duration up to 5m, like 90s")
 				return
 			}
 			ttl = d
 		}
 		code, exp, err := h.window.Open(ttl, fromBox)
 		if errors.Is(err, pairing.ErrLocked) {
-			writeError(w, http.StatusTooManyRequests, "pairing_locked", err.Error())
+			fail(w, errcode.PairingLocked, err.Error())
 			return
 		}
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "internal", "could not make a code")
+			fail(w, errcode.Internal, "could not make a code")
 			return
 		}
 		h.log.Info("pairing window open", "expires", exp.Format(time.RFC3339), "from_box", fromBox)
@@ -174,7 +166,7 @@ func (h *Hub) postPairingCode(fromBox bool) http.HandlerFunc {
 func (h *Hub) getDevices(w http.ResponseWriter, r *http.Request) {
 	ds, err := h.Devices()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not read devices")
+		fail(w, errcode.Internal, "could not read devices")
 		return
 	}
 	writeJSON(w, http.StatusOK, ds)
@@ -184,11 +176,11 @@ func (h *Hub) deleteDevice(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	err := h.Revoke(id, "revoked by the owner")
 	if errors.Is(err, ErrNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(id))
+		fail(w, errcode.NotFound, "no paired device "+strconv.Quote(id))
 		return
 	}
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not revoke")
+		fail(w, errcode.Internal, "could not revoke")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": true})
@@ -204,16 +196,16 @@ func (h *Hub) postSession(w http.ResponseWriter, r *http.Request) {
 	}
 	s, err := sessions.New(req, h.cfg.SessionMemory)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		fail(w, errcode.BadRequest, err.Error())
 		return
 	}
 	// An exec: agent is any program the box will run: the owner's choice.
 	if p, _ := r.Context().Value(principalKey{}).(principal); p.role != RoleOwner && !memberRuntimes[s.Agent] {
-		writeError(w, http.StatusForbidden, "owner_only", "only the box's owner can choose the agent "+strconv.Quote(s.Agent)+"; members use builtin or openai")
+		fail(w, errcode.OwnerOnly, "only the box's owner can choose the agent "+strconv.Quote(s.Agent)+"; members use builtin or openai")
 		return
 	}
 	if err := h.store.Put("session/"+s.ID, s); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not save the session")
+		fail(w, errcode.Internal, "could not save the session")
 		return
 	}
 	if err := h.runtime.Prepare(s.ID); err != nil {
@@ -225,7 +217,7 @@ func (h *Hub) postSession(w http.ResponseWriter, r *http.Request) {
 func (h *Hub) session(w http.ResponseWriter, id string) *sessions.Session {
 	var s sessions.Session
 	if err := h.store.Get("session/"+id, &s); err != nil {
-		writeError(w, http.StatusNotFound, "not_found", "no session "+strconv.Quote(id))
+		fail(w, errcode.NotFound, "no session "+strconv.Quote(id))
 		return nil
 	}
 	return &s
@@ -246,7 +238,7 @@ func (h *Hub) getSession(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		// Showing no grant where there may be one would mislead.
-		writeError(w, http.StatusInternalServerError, "internal", "could not read the conversation's device access: "+err.Error())
+		fail(w, errcode.Internal, "could not read the conversation's device access: "+err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
@@ -287,24 +279,24 @@ func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
 	_, known := devicectl.Lookup(req.Action)
 	switch {
 	case req.Action == "":
-		writeError(w, http.StatusBadRequest, "bad_request", "action is required, like \"sys.info\"")
+		fail(w, errcode.BadRequest, "action is required, like \"sys.info\"")
 		return
 	case !known:
-		writeError(w, http.StatusBadRequest, "unknown_action", "unknown action "+strconv.Quote(req.Action))
+		fail(w, errcode.UnknownAction, "unknown action "+strconv.Quote(req.Action))
 		return
 	case req.TimeoutMS < 0 || req.TimeoutMS > 600_000:
-		writeError(w, http.StatusBadRequest, "bad_request", "timeout_ms must be between 0 and 600000")
+		fail(w, errcode.BadRequest, "timeout_ms must be between 0 and 600000")
 		return
 	}
 	if req.Action == "sys.echo" {
 		// A benchmark of the link: the owner's, and bounded.
 		if p, _ := r.Context().Value(principalKey{}).(principal); p.role != RoleOwner {
-			writeError(w, http.StatusForbidden, "owner_only", "sys.echo measures the link: only the box's owner can run it")
+			fail(w, errcode.OwnerOnly, "sys.echo measures the link: only the box's owner can run it")
 			return
 		}
 		n, err := checkEcho(req.Args)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_args", err.Error())
+			fail(w, errcode.BadArgs, err.Error())
 			return
 		}
 		if n > 64<<10 {
@@ -331,13 +323,13 @@ func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
 	defer stop()
 	release, err := h.inFlight.take(s.ID)
 	if err != nil {
-		writeError(w, http.StatusTooManyRequests, "session_busy", err.Error())
+		fail(w, errcode.SessionBusy, err.Error())
 		return
 	}
 	defer release()
 	res, err := h.gate.Do(ctx, devicectl.GateRequest{Who: who(r), Conversation: s.ID, Device: devID, Action: req.Action, Args: req.Args})
 	if err != nil {
-		h.actionError(w, err)
+		actionError(w, err)
 		return
 	}
 	out := actionResponse{Action: req.Action, Device: devID, Result: res.JSON, DataBytes: len(res.Blob), DurationMS: float64(time.Since(start).Microseconds()) / 1000}
@@ -348,43 +340,6 @@ func (h *Hub) postAction(w http.ResponseWriter, r *http.Request) {
 		out.Data = base64.StdEncoding.EncodeToString(res.Blob)
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-func (h *Hub) actionError(w http.ResponseWriter, err error) {
-	var ae *devicectl.ActionError
-	var ge *devicectl.GateError
-	switch {
-	case errors.Is(err, errOffline), errors.Is(err, devicectl.ErrLinkClosed):
-		writeError(w, http.StatusConflict, "device_offline", err.Error())
-	case errors.Is(err, errDeviceBusy):
-		writeError(w, http.StatusTooManyRequests, "device_busy", err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusGatewayTimeout, "timeout", "the computer did not answer in time")
-	case errors.Is(err, context.Canceled):
-		writeError(w, http.StatusConflict, "cancelled", "the action was cancelled")
-	case errors.As(err, &ge):
-		status := http.StatusConflict
-		switch ge.Code {
-		case "denied":
-			status = http.StatusForbidden
-		case "unknown_action":
-			status = http.StatusBadRequest
-		}
-		writeError(w, status, ge.Code, ge.Msg)
-	case errors.As(err, &ae):
-		status := http.StatusBadGateway
-		switch ae.Code {
-		case "bad_args", "out_of_bounds", "unknown_action", "too_large":
-			status = http.StatusBadRequest
-		case "no_grant", "paused", "browser_unavailable", "desktop_unavailable", "stale_ref", "dialog_open", "no_dialog", "not_found", "not_ready":
-			status = http.StatusConflict
-		case "timeout":
-			status = http.StatusGatewayTimeout
-		}
-		writeError(w, status, ae.Code, ae.Message)
-	default:
-		writeError(w, http.StatusBadGateway, "link_error", err.Error())
-	}
 }
 
 func (h *Hub) getMetrics(w http.ResponseWriter, r *http.Request) {
@@ -401,7 +356,7 @@ func (h *Hub) getSessions(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not read the conversations: "+err.Error())
+		fail(w, errcode.Internal, "could not read the conversations: "+err.Error())
 		return
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
@@ -420,12 +375,12 @@ func (h *Hub) patchSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Title == "" || len(req.Title) > 200 {
-		writeError(w, http.StatusBadRequest, "bad_request", "a title is 1 to 200 bytes")
+		fail(w, errcode.BadRequest, "a title is 1 to 200 bytes")
 		return
 	}
 	s.Title = req.Title
 	if err := h.store.Put("session/"+s.ID, s); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not save")
+		fail(w, errcode.Internal, "could not save")
 		return
 	}
 	h.runtime.Emit(s.ID, "session.renamed", map[string]string{"title": s.Title})
@@ -451,17 +406,17 @@ func (h *Hub) deleteSession(w http.ResponseWriter, r *http.Request) {
 		devices[key[strings.LastIndex(key, "/")+1:]] = true
 		return nil
 	}); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not read the conversation's device access, so it was not deleted: "+err.Error())
+		fail(w, errcode.Internal, "could not read the conversation's device access, so it was not deleted: "+err.Error())
 		return
 	}
 	for _, k := range grants {
 		if err := h.store.Delete(k); err != nil {
-			writeError(w, http.StatusInternalServerError, "internal", "could not end the conversation's device access, so it was not deleted: "+err.Error())
+			fail(w, errcode.Internal, "could not end the conversation's device access, so it was not deleted: "+err.Error())
 			return
 		}
 	}
 	if err := h.store.Delete("session/" + s.ID); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not delete the conversation")
+		fail(w, errcode.Internal, "could not delete the conversation")
 		return
 	}
 	var keys []string

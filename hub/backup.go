@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // A backup is a tar archive: the box's identity (so paired computers
@@ -79,14 +81,14 @@ func (h *Hub) getBackup(w http.ResponseWriter, r *http.Request) {
 	// an archive cut short after a 200.
 	tmp, err := os.CreateTemp(h.cfg.DataDir, ".backup-archive-")
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "backup: "+err.Error())
+		fail(w, errcode.Internal, "backup: "+err.Error())
 		return
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	if err := h.Backup(tmp); err != nil {
 		h.log.Error("backup failed", "err", err)
-		writeError(w, http.StatusInternalServerError, "backup_failed", "the backup failed: "+err.Error())
+		fail(w, errcode.BackupFailed, "the backup failed: "+err.Error())
 		return
 	}
 	size, err := tmp.Seek(0, io.SeekCurrent)
@@ -94,7 +96,7 @@ func (h *Hub) getBackup(w http.ResponseWriter, r *http.Request) {
 		_, err = tmp.Seek(0, io.SeekStart)
 	}
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "backup_failed", "the backup failed: "+err.Error())
+		fail(w, errcode.BackupFailed, "the backup failed: "+err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-tar")

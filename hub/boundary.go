@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/sessions/sandbox"
 )
 
@@ -144,7 +145,7 @@ func (h *Hub) peerChecked(next http.Handler) http.Handler {
 				uid = strconv.FormatUint(uint64(cred.Uid), 10)
 				h.log.Warn("admin socket call refused", "uid", cred.Uid, "pid", cred.Pid)
 			}
-			writeError(w, http.StatusForbidden, "not_the_box",
+			fail(w, errcode.NotTheBox,
 				"the admin socket answers only the hub's own account (uid "+strconv.FormatUint(uint64(self), 10)+") and root, not uid "+uid+": run this as the account that runs the hub")
 			return
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/sessions"
 )
 
@@ -107,7 +108,7 @@ func (h *Hub) putAccess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Browser == nil && req.Desktop == nil {
-		writeError(w, http.StatusBadRequest, "bad_request", `give "browser" and/or "desktop" as true or false`)
+		fail(w, errcode.BadRequest, `give "browser" and/or "desktop" as true or false`)
 		return
 	}
 	// Toggles, revokes and pairings are ordered: a toggle never lands on a
@@ -115,7 +116,7 @@ func (h *Hub) putAccess(w http.ResponseWriter, r *http.Request) {
 	h.devMu.Lock()
 	if d, err := h.device(devID); err != nil || d.Revoked {
 		h.devMu.Unlock()
-		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(devID))
+		fail(w, errcode.NotFound, "no paired device "+strconv.Quote(devID))
 		return
 	}
 	g, _ := h.grant(s.ID, devID)
@@ -135,7 +136,7 @@ func (h *Hub) putAccess(w http.ResponseWriter, r *http.Request) {
 	}
 	h.devMu.Unlock()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not save the toggle")
+		fail(w, errcode.Internal, "could not save the toggle")
 		return
 	}
 	h.pushGrants(devID)
@@ -181,13 +182,13 @@ func (h *Hub) postConfirmation(w http.ResponseWriter, r *http.Request) {
 	err := h.confirms.Answer(s.ID, r.PathValue("cid"), req.Answer)
 	switch {
 	case errors.Is(err, sessions.ErrBadAnswer):
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		fail(w, errcode.BadRequest, err.Error())
 	case errors.Is(err, sessions.ErrNoConfirmation):
-		writeError(w, http.StatusNotFound, "not_found", "no confirmation "+strconv.Quote(r.PathValue("cid"))+" in this session")
+		fail(w, errcode.NotFound, "no confirmation "+strconv.Quote(r.PathValue("cid"))+" in this session")
 	case errors.Is(err, sessions.ErrConfirmationClosed):
-		writeError(w, http.StatusConflict, "closed", err.Error())
+		fail(w, errcode.Closed, err.Error())
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		fail(w, errcode.Internal, err.Error())
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("cid"), "answer": req.Answer})
 	}
@@ -229,7 +230,7 @@ func (h *Hub) getAudit(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	recs, err := h.AuditRecords(q.Get("session"), q.Get("device"))
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not read the audit log")
+		fail(w, errcode.Internal, "could not read the audit log")
 		return
 	}
 	switch q.Get("format") {
@@ -243,7 +244,7 @@ func (h *Hub) getAudit(w http.ResponseWriter, r *http.Request) {
 			_ = enc.Encode(rec)
 		}
 	default:
-		writeError(w, http.StatusBadRequest, "bad_request", "format is json or jsonl")
+		fail(w, errcode.BadRequest, "format is json or jsonl")
 	}
 }
 
@@ -280,7 +281,7 @@ func (h *Hub) budget(s *sessions.Session) string {
 func (h *Hub) pairedDevice(w http.ResponseWriter, id string) bool {
 	d, err := h.device(id)
 	if err != nil || d.Revoked {
-		writeError(w, http.StatusNotFound, "not_found", "no paired device "+strconv.Quote(id))
+		fail(w, errcode.NotFound, "no paired device "+strconv.Quote(id))
 		return false
 	}
 	return true

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/internal/wsconn"
 	"github.com/lowkeyhq/lowkey/pairing"
 )
@@ -74,13 +75,13 @@ func (h *Hub) device(id string) (*Device, error) {
 func (h *Hub) lookup(id string) (ed25519.PublicKey, error) {
 	d, err := h.device(id)
 	if errors.Is(err, ErrNotFound) {
-		return nil, &pairing.LinkError{Code: "unknown_device", Msg: "this computer is not paired with this box: pair it again with \"lowkey-companion pair\""}
+		return nil, &errcode.Error{Code: errcode.UnknownDevice, Message: "this computer is not paired with this box: pair it again with \"lowkey-companion pair\""}
 	}
 	if err != nil {
 		return nil, err
 	}
 	if d.Revoked {
-		return nil, &pairing.LinkError{Code: "revoked", Msg: fmt.Sprintf("this computer was unpaired from the box (%s, %s): pair it again with \"lowkey-companion pair\" and a new code", d.RevokeReason, d.RevokedAt.Format(time.RFC3339))}
+		return nil, &errcode.Error{Code: errcode.Revoked, Message: fmt.Sprintf("this computer was unpaired from the box (%s, %s): pair it again with \"lowkey-companion pair\" and a new code", d.RevokeReason, d.RevokedAt.Format(time.RFC3339))}
 	}
 	return d.Peer.PublicKey, nil
 }
@@ -201,6 +202,6 @@ func (h *Hub) Call(ctx context.Context, deviceID, action, conversation string, a
 	return l.conn.Link.Call(ctx, action, conversation, args)
 }
 
-var errOffline = errors.New("the computer is offline: start \"lowkey-companion run\" on it")
+var errOffline = errcode.New(errcode.DeviceOffline, "the computer is offline: start \"lowkey-companion run\" on it")
 
-var errDeviceBusy = fmt.Errorf("this computer is already running %d actions: wait for one to finish", maxDeviceCalls)
+var errDeviceBusy = errcode.New(errcode.DeviceBusy, "this computer is already running %d actions: wait for one to finish", maxDeviceCalls)

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lowkeyhq/lowkey/companion"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/admin"
 	"github.com/lowkeyhq/lowkey/internal/local"
@@ -252,7 +253,7 @@ func revokeRound(t *testing.T) {
 		err = p.RunnerErr()
 	}
 	took := time.Since(start)
-	if !errors.Is(err, pairing.ErrRevoked) {
+	if !pairing.Unpaired(err) {
 		t.Fatalf("companion ended with %v", err)
 	}
 	if took > time.Second {
@@ -264,7 +265,7 @@ func revokeRound(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err = r.Run(ctx)
-	if !errors.Is(err, pairing.ErrRevoked) || !strings.Contains(err.Error(), "unpaired") {
+	if !pairing.Unpaired(err) || !strings.Contains(err.Error(), "unpaired") {
 		t.Fatalf("reconnect after revoke: %v", err)
 	}
 	if status, _, _ := a.do("GET", "/api/v1/devices", nil); status != 200 {
@@ -330,7 +331,7 @@ func TestCompanionUnpairTellsTheBox(t *testing.T) {
 	for p.RunnerErr() == nil && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := p.RunnerErr(); !errors.Is(err, pairing.ErrRevoked) {
+	if err := p.RunnerErr(); !pairing.Unpaired(err) {
 		t.Fatalf("running companion ended with %v", err)
 	}
 	_, _, raw := ownerAPI(t, p).do("GET", "/api/v1/devices", nil)
@@ -433,6 +434,33 @@ func TestSecondHubOnTheSameDataDirIsRefused(t *testing.T) {
 		t.Fatalf("a hub after the first closed: %v", err)
 	}
 	h2.Close()
+}
+
+// The admin client hands back the hub's refusal as a typed error with the
+// hub's code and words.
+func TestAdminClientKeepsTheHubsErrorCode(t *testing.T) {
+	dir := t.TempDir()
+	h, err := hub.Start(hub.Config{DataDir: dir, Listen: "127.0.0.1:0", NoMDNS: true, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	c := admin.New(hub.SocketPath(dir))
+	for _, tc := range []struct {
+		method, path string
+		body         any
+		code         errcode.Code
+	}{
+		{"DELETE", "/api/v1/devices/d-nosuch", nil, errcode.NotFound},
+		{"POST", "/admin/pair-code?ttl=1h", nil, errcode.BadTTL},
+		{"POST", "/api/v1/sessions", map[string]any{"memory_limit_bytes": 10}, errcode.BadRequest},
+	} {
+		err := c.Do(tc.method, tc.path, tc.body, nil)
+		var e *errcode.Error
+		if !errors.As(err, &e) || e.Code != tc.code || e.Message == "" {
+			t.Errorf("%s %s: %#v, want code %s", tc.method, tc.path, err, tc.code)
+		}
+	}
 }
 
 func TestAdminWithoutHubSaysSo(t *testing.T) {

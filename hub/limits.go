@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/pages"
 )
 
@@ -73,7 +74,7 @@ func (h *Hub) limitBody(next http.Handler) http.Handler {
 			size, limit = maxPageBody, pageBodyTime
 		}
 		if r.ContentLength > size {
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the request body is too large")
+			fail(w, errcode.TooLarge, "the request body is too large")
 			return
 		}
 		if r.Body != nil && r.Body != http.NoBody {
@@ -115,9 +116,9 @@ func bodyError(w http.ResponseWriter, err error) bool {
 	var ne net.Error
 	switch {
 	case errors.As(err, &mbe):
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the request body is too large")
+		fail(w, errcode.TooLarge, "the request body is too large")
 	case errors.As(err, &ne) && ne.Timeout():
-		writeError(w, http.StatusRequestTimeout, "too_slow", "the request body did not arrive in time")
+		fail(w, errcode.TooSlow, "the request body did not arrive in time")
 	default:
 		return false
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/internal/wsconn"
 	"github.com/lowkeyhq/lowkey/pairing"
 	"github.com/pion/webrtc/v4"
@@ -82,7 +83,7 @@ func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
 			delete(h.links, devID)
 		}
 		h.mu.Unlock()
-		conn.Bye("revoked", "this computer was unpaired from the box")
+		conn.Bye(errcode.Revoked, "this computer was unpaired from the box")
 		l.end()
 		conn.Wait()
 		return

@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // liveRelay fans one computer's live screen out to the viewers on the
@@ -41,7 +42,7 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 		if v := q.Get(name); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n <= 0 || n > 4096 {
-				writeError(w, http.StatusBadRequest, "bad_request", name+" must be a positive number")
+				fail(w, errcode.BadRequest, name+" must be a positive number")
 				return
 			}
 			*dst = n
@@ -50,7 +51,7 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 	body, _ := json.Marshal(req)
 	req, err := devicectl.DecodeLiveRequest(body)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		fail(w, errcode.BadRequest, err.Error())
 		return
 	}
 	capability := devicectl.CapDesktop
@@ -61,11 +62,11 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 	if g, _ := h.grant(s.ID, devID); !g.Allows(capability) && !h.cfg.UnsafeSkipGrantCheck {
 		rec.Outcome, rec.Detail = "refused", "the toggle is off"
 		h.audit(rec)
-		writeError(w, http.StatusConflict, "toggle_off", "turn this conversation's "+string(capability)+" access on to watch the live screen")
+		fail(w, errcode.ToggleOff, "turn this conversation's "+string(capability)+" access on to watch the live screen")
 		return
 	}
 	if h.liveLink(devID) == nil {
-		writeError(w, http.StatusConflict, "device_offline", errOffline.Error())
+		fail(w, errcode.DeviceOffline, errOffline.Error())
 		return
 	}
 	ws, err := eventsUpgrader.Upgrade(w, r, nil)

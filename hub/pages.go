@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/pages"
 )
 
@@ -61,11 +62,11 @@ func (h *Hub) pageURL(pg *pages.Page) string {
 func publishError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, pages.ErrTooLarge):
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
+		fail(w, errcode.TooLarge, err.Error())
 	case errors.Is(err, pages.ErrRefused):
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		fail(w, errcode.BadRequest, err.Error())
 	default:
-		writeError(w, http.StatusInternalServerError, "internal", "could not publish: "+err.Error())
+		fail(w, errcode.Internal, "could not publish: "+err.Error())
 	}
 }
 
@@ -76,19 +77,19 @@ func (h *Hub) postPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.pagesOrigin == "" {
-		writeError(w, http.StatusConflict, "no_pages_origin", "this hub serves no pages: start it with --pages-listen")
+		fail(w, errcode.NoPagesOrigin, "this hub serves no pages: start it with --pages-listen")
 		return
 	}
 	ct := r.Header.Get("Content-Type")
 	if ct != "application/x-tar" && ct != "application/tar" {
-		writeError(w, http.StatusUnsupportedMediaType, "bad_request", "send the files as a tar archive (Content-Type: application/x-tar)")
+		fail(w, errcode.BadType, "send the files as a tar archive (Content-Type: application/x-tar)")
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, pages.MaxTotalBytes+(4<<20))
 	pg, err := h.pages.FromTar(s.ID, r.Body)
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) || (err != nil && strings.Contains(err.Error(), "request body too large")) {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("a page may be at most %d bytes", pages.MaxTotalBytes))
+		fail(w, errcode.TooLarge, fmt.Sprintf("a page may be at most %d bytes", pages.MaxTotalBytes))
 		return
 	}
 	if err != nil {
@@ -106,7 +107,7 @@ func (h *Hub) getPages(w http.ResponseWriter, r *http.Request) {
 	}
 	pgs, err := h.pages.List(s.ID)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		fail(w, errcode.Internal, err.Error())
 		return
 	}
 	out := []pageView{}
@@ -123,11 +124,11 @@ func (h *Hub) deletePage(w http.ResponseWriter, r *http.Request) {
 	}
 	pg, err := h.pages.Get(r.PathValue("page"))
 	if err != nil || pg.Session != s.ID {
-		writeError(w, http.StatusNotFound, "not_found", "no such page in this conversation")
+		fail(w, errcode.NotFound, "no such page in this conversation")
 		return
 	}
 	if err := h.pages.Unpublish(pg.ID); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		fail(w, errcode.Internal, err.Error())
 		return
 	}
 	h.runtime.Emit(s.ID, "page.unpublished", map[string]string{"id": pg.ID})

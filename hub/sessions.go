@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/sessions"
 )
 
@@ -66,15 +67,15 @@ func (h *Hub) postMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Text == "" || len(req.Text) > 64<<10 {
-		writeError(w, http.StatusBadRequest, "bad_request", "text must be between 1 byte and 64 KiB")
+		fail(w, errcode.BadRequest, "text must be between 1 byte and 64 KiB")
 		return
 	}
 	t, err := h.runtime.StartTurn(s.ID, req.Text)
 	switch {
 	case errors.Is(err, sessions.ErrBusy):
-		writeError(w, http.StatusConflict, "busy", err.Error())
+		fail(w, errcode.Busy, err.Error())
 	case err != nil && t == nil:
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		fail(w, errcode.Internal, err.Error())
 	case err != nil:
 		// The turn exists and failed to start; its events say why.
 		writeJSON(w, http.StatusCreated, map[string]string{"turn_id": t.ID, "state": t.State, "detail": t.Detail})
@@ -85,10 +86,10 @@ func (h *Hub) postMessage(w http.ResponseWriter, r *http.Request) {
 
 func (h *Hub) runtimeError(w http.ResponseWriter, err error) {
 	if errors.Is(err, sessions.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		fail(w, errcode.NotFound, err.Error())
 		return
 	}
-	writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	fail(w, errcode.Internal, err.Error())
 }
 
 func (h *Hub) postCancel(w http.ResponseWriter, r *http.Request) {
@@ -161,7 +162,7 @@ func (h *Hub) getEvents(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("since"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "since must be an event sequence number")
+			fail(w, errcode.BadRequest, "since must be an event sequence number")
 			return
 		}
 		since = n
@@ -288,7 +289,7 @@ func (h *Hub) loadMask() error {
 func (h *Hub) putSecret(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if !secretName.MatchString(name) {
-		writeError(w, http.StatusBadRequest, "bad_request", "a secret's name is letters, digits and _, like OPENAI_API_KEY")
+		fail(w, errcode.BadRequest, "a secret's name is letters, digits and _, like OPENAI_API_KEY")
 		return
 	}
 	var req struct {
@@ -299,18 +300,18 @@ func (h *Hub) putSecret(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Value == "" {
-		writeError(w, http.StatusBadRequest, "bad_request", "the value is empty")
+		fail(w, errcode.BadRequest, "the value is empty")
 		return
 	}
 	if req.For == "" {
 		req.For = "all"
 	}
 	if !secretRuntimes[req.For] {
-		writeError(w, http.StatusBadRequest, "bad_request", "a secret is for all, builtin, openai or exec, not "+strconv.Quote(req.For))
+		fail(w, errcode.BadRequest, "a secret is for all, builtin, openai or exec, not "+strconv.Quote(req.For))
 		return
 	}
 	if err := h.store.Put("secret/"+name, secret{Value: req.Value, For: req.For}); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not store the secret")
+		fail(w, errcode.Internal, "could not store the secret")
 		return
 	}
 	h.mask.Add(name, req.Value)
@@ -325,7 +326,7 @@ func (h *Hub) getSecrets(w http.ResponseWriter, r *http.Request) {
 	}
 	stored, err := h.storedSecrets()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		fail(w, errcode.Internal, err.Error())
 		return
 	}
 	out := []listed{}
@@ -340,15 +341,15 @@ func (h *Hub) deleteSecret(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	stored, err := h.storedSecrets()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		fail(w, errcode.Internal, err.Error())
 		return
 	}
 	if _, ok := stored[name]; !ok {
-		writeError(w, http.StatusNotFound, "not_found", "no secret "+strconv.Quote(name))
+		fail(w, errcode.NotFound, "no secret "+strconv.Quote(name))
 		return
 	}
 	if err := h.store.Delete("secret/" + name); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not remove the secret: it is still stored")
+		fail(w, errcode.Internal, "could not remove the secret: it is still stored")
 		return
 	}
 	// The value stays masked while the box runs: it was shown to turns.

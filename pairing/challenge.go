@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // NonceSize is the size of each side's challenge nonce.
@@ -89,18 +91,10 @@ type MsgConn interface {
 	Recv() ([]byte, error)
 }
 
-// LinkError is a refusal the box sent: "revoked", "unknown_device",
-// "bad_signature".
-type LinkError struct{ Code, Msg string }
-
-func (e *LinkError) Error() string { return e.Msg }
-
-// ErrRevoked matches a LinkError saying the computer was unpaired.
-var ErrRevoked = errors.New("this computer was unpaired from the box")
-
-// Is makes errors.Is(err, ErrRevoked) work on the box's refusal.
-func (e *LinkError) Is(target error) bool {
-	return target == ErrRevoked && (e.Code == "revoked" || e.Code == "unknown_device")
+// Unpaired says whether err is the box's word that this computer is no
+// longer paired with it (revoked, or never known): trying again is futile.
+func Unpaired(err error) bool {
+	return errcode.Has(err, errcode.Revoked) || errcode.Has(err, errcode.UnknownDevice)
 }
 
 func sendLink(c MsgConn, m *LinkMessage) error {
@@ -118,7 +112,7 @@ func recvLink(c MsgConn, want string) (*LinkMessage, error) {
 		return nil, err
 	}
 	if m.Type == "error" {
-		return nil, &LinkError{Code: m.Code, Msg: m.Message}
+		return nil, &errcode.Error{Code: errcode.Code(m.Code), Message: m.Message}
 	}
 	if m.Type != want {
 		return nil, fmt.Errorf("%w: got %q, want %q", ErrBadMessage, m.Type, want)
@@ -156,7 +150,7 @@ func AuthenticateToHub(c MsgConn, id *Identity, hubID string, hubKey ed25519.Pub
 }
 
 // DeviceLookup finds a paired computer's pinned key; it returns a
-// *LinkError for computers that are unknown or revoked.
+// *errcode.Error for computers that are unknown or revoked.
 type DeviceLookup func(deviceID string) (ed25519.PublicKey, error)
 
 // AuthenticateDevice runs the box's side and returns the device ID, the
@@ -168,9 +162,9 @@ func AuthenticateDevice(c MsgConn, id *Identity, lookup DeviceLookup) (deviceID,
 	}
 	pub, err := lookup(hello.DeviceID)
 	if err != nil {
-		var le *LinkError
+		var le *errcode.Error
 		if errors.As(err, &le) {
-			_ = sendLink(c, &LinkMessage{Type: "error", Code: le.Code, Message: le.Msg})
+			_ = sendLink(c, &LinkMessage{Type: "error", Code: string(le.Code), Message: le.Message})
 		}
 		return "", "", nil, err
 	}
@@ -183,8 +177,8 @@ func AuthenticateDevice(c MsgConn, id *Identity, lookup DeviceLookup) (deviceID,
 		return "", "", nil, err
 	}
 	if !VerifyChallenge(pub, auth.Sig, "companion", id.ID(), hello.DeviceID, hello.Nonce, nh) {
-		le := &LinkError{Code: "bad_signature", Msg: "the computer's signature does not match its pinned key"}
-		_ = sendLink(c, &LinkMessage{Type: "error", Code: le.Code, Message: le.Msg})
+		le := &errcode.Error{Code: errcode.BadSignature, Message: "the computer's signature does not match its pinned key"}
+		_ = sendLink(c, &LinkMessage{Type: "error", Code: string(le.Code), Message: le.Message})
 		return "", "", nil, le
 	}
 	if err := sendLink(c, &LinkMessage{Type: "welcome"}); err != nil {

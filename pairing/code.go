@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // Limits of a pairing window.
@@ -24,12 +26,12 @@ const (
 // Errors a pairing attempt can meet before any key exchange. They reach
 // the companion as the message of an "error" pairing message.
 var (
-	ErrNoWindow   = errors.New(`no pairing window is open on the box: run "lowkey pair-code" there for a code`)
-	ErrExpired    = errors.New(`the pairing code expired: run "lowkey pair-code" on the box for a new one`)
-	ErrBusy       = errors.New("another computer is pairing with the box right now: try again in a moment")
-	ErrClosed     = fmt.Errorf("too many wrong codes (%d): this pairing window is closed; run \"lowkey pair-code\" on the box for a new code", MaxWindowFailures)
-	ErrLocked     = fmt.Errorf("pairing is locked after %d wrong codes: the owner must reopen it on the box with \"lowkey pair-code\"", MaxTotalFailures)
-	ErrWrongCode  = errors.New("the pairing code did not match: check the code shown by \"lowkey pair-code\" on the box (or someone is between this computer and the box)")
+	ErrNoWindow   = errcode.New(errcode.NoWindow, `no pairing window is open on the box: run "lowkey pair-code" there for a code`)
+	ErrExpired    = errcode.New(errcode.Expired, `the pairing code expired: run "lowkey pair-code" on the box for a new one`)
+	ErrBusy       = errcode.New(errcode.Busy, "another computer is pairing with the box right now: try again in a moment")
+	ErrClosed     = errcode.New(errcode.Closed, "too many wrong codes (%d): this pairing window is closed; run \"lowkey pair-code\" on the box for a new code", MaxWindowFailures)
+	ErrLocked     = errcode.New(errcode.Locked, "pairing is locked after %d wrong codes: the owner must reopen it on the box with \"lowkey pair-code\"", MaxTotalFailures)
+	ErrWrongCode  = errcode.New(errcode.WrongCode, "the pairing code did not match: check the code shown by \"lowkey pair-code\" on the box (or someone is between this computer and the box)")
 	ErrBadMessage = errors.New("malformed pairing message")
 )
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"filippo.io/cpace"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"golang.org/x/crypto/hkdf"
 )
 
@@ -113,33 +114,16 @@ type sealedKeys struct {
 	Signature []byte            `json:"signature"`
 }
 
-// PeerError is an error the other side reported; its text is for people.
-type PeerError struct{ Code, Msg string }
-
-func (e *PeerError) Error() string { return e.Msg }
-
-// Is lets callers test a reported error against the package's errors.
-func (e *PeerError) Is(target error) bool {
-	for code, err := range errorCodes {
-		if e.Code == code && target == err {
-			return true
-		}
-	}
-	return false
-}
-
-var errorCodes = map[string]error{
-	"no_window": ErrNoWindow, "expired": ErrExpired, "busy": ErrBusy,
-	"closed": ErrClosed, "locked": ErrLocked, "wrong_code": ErrWrongCode,
-}
-
+// errorMessage is the pairing refusal the other side is told: the code
+// and words of one of this package's errors, else only that it failed.
 func errorMessage(err error) *Message {
-	for code, e := range errorCodes {
-		if errors.Is(err, e) {
-			return &Message{Type: "error", Code: code, Message: e.Error()}
+	for _, known := range []error{ErrNoWindow, ErrExpired, ErrBusy, ErrClosed, ErrLocked, ErrWrongCode} {
+		if errors.Is(err, known) {
+			_, e := errcode.Of(known)
+			return &Message{Type: "error", Code: string(e.Code), Message: e.Message}
 		}
 	}
-	return &Message{Type: "error", Code: "failed", Message: "pairing failed on the box"}
+	return &Message{Type: "error", Code: string(errcode.Failed), Message: "pairing failed on the box"}
 }
 
 type keys struct {
@@ -243,7 +227,7 @@ func recvType(ctx context.Context, c Conn, want string) (*Message, error) {
 		return nil, err
 	}
 	if m.Type == "error" {
-		return nil, &PeerError{Code: m.Code, Msg: m.Message}
+		return nil, &errcode.Error{Code: errcode.Code(m.Code), Message: m.Message}
 	}
 	if m.Type != want {
 		return nil, fmt.Errorf("%w: got %q, want %q", ErrBadMessage, m.Type, want)
@@ -373,7 +357,7 @@ func (r *Responder) Serve(ctx context.Context, c Conn) (*Peer, error) {
 	}
 	conf, err := recvType(ctx, c, "confirm")
 	if err != nil {
-		var pe *PeerError
+		var pe *errcode.Error
 		if errors.As(err, &pe) {
 			return nil, ErrWrongCode
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/go-rod/rod/lib/proto"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 type actionFunc func(b *Browser, ctx context.Context, args json.RawMessage) (*devicectl.Result, error)
@@ -102,7 +103,7 @@ func (b *Browser) tabs(ctx context.Context, args json.RawMessage) (*devicectl.Re
 	case a.Select != "":
 		p := find(a.Select)
 		if p == nil {
-			return nil, devicectl.Errorf("not_found", "no tab %s", a.Select)
+			return nil, errcode.New(errcode.NotFound, "no tab %s", a.Select)
 		}
 		if _, err := p.Context(ctx).Activate(); err != nil {
 			return nil, err
@@ -111,7 +112,7 @@ func (b *Browser) tabs(ctx context.Context, args json.RawMessage) (*devicectl.Re
 	case a.Close != "":
 		p := find(a.Close)
 		if p == nil {
-			return nil, devicectl.Errorf("not_found", "no tab %s", a.Close)
+			return nil, errcode.New(errcode.NotFound, "no tab %s", a.Close)
 		}
 		if err := p.Context(ctx).Close(); err != nil {
 			return nil, err
@@ -158,7 +159,7 @@ func (b *Browser) navigate(ctx context.Context, args json.RawMessage) (*devicect
 		return nil, err
 	}
 	if err := p.Navigate(u); err != nil {
-		return nil, devicectl.Errorf("navigation_failed", "could not open %s: %v", u, err)
+		return nil, errcode.New(errcode.NavigationFailed, "could not open %s: %v", u, err)
 	}
 	if err := p.WaitLoad(); err != nil {
 		return nil, err
@@ -195,11 +196,11 @@ type target struct {
 func (b *Browser) element(ctx context.Context, p *rod.Page, ref string) (*rod.Element, error) {
 	id, ok := b.refs[ref]
 	if !ok || b.refPage != p.TargetID {
-		return nil, devicectl.Errorf("stale_ref", "ref %q is not from this page's latest snapshot: take a snapshot first", ref)
+		return nil, errcode.New(errcode.StaleRef, "ref %q is not from this page's latest snapshot: take a snapshot first", ref)
 	}
 	obj, err := proto.DOMResolveNode{BackendNodeID: id}.Call(p)
 	if err != nil {
-		return nil, devicectl.Errorf("stale_ref", "ref %q is not on the page any more: take a new snapshot", ref)
+		return nil, errcode.New(errcode.StaleRef, "ref %q is not on the page any more: take a new snapshot", ref)
 	}
 	el, err := p.ElementFromObject(obj.Object)
 	if err != nil {
@@ -224,7 +225,7 @@ func (b *Browser) point(ctx context.Context, t target, do func(*rod.Page, *rod.E
 			return nil, err
 		}
 	default:
-		return nil, devicectl.Errorf("bad_args", "give a ref from a snapshot, or x and y")
+		return nil, errcode.New(errcode.BadArgs, "give a ref from a snapshot, or x and y")
 	}
 	if err := do(p, el); err != nil {
 		return nil, err
@@ -255,7 +256,7 @@ func (b *Browser) click(ctx context.Context, args json.RawMessage) (*devicectl.R
 	case "middle":
 		button = proto.InputMouseButtonMiddle
 	default:
-		return nil, devicectl.Errorf("bad_args", "button is left, right or middle")
+		return nil, errcode.New(errcode.BadArgs, "button is left, right or middle")
 	}
 	if a.Count <= 0 {
 		a.Count = 1
@@ -349,7 +350,7 @@ var keyNames = map[string]input.Key{
 // parseCombo reads "Enter", "a", "Control+a", "Shift+Tab".
 func parseCombo(s string) ([]input.Key, error) {
 	if s == "" {
-		return nil, devicectl.Errorf("bad_args", "press needs a key, like Enter or Control+a")
+		return nil, errcode.New(errcode.BadArgs, "press needs a key, like Enter or Control+a")
 	}
 	var keys []input.Key
 	for _, part := range strings.Split(s, "+") {
@@ -365,7 +366,7 @@ func parseCombo(s string) ([]input.Key, error) {
 			keys = append(keys, input.Key(r[0]))
 			continue
 		}
-		return nil, devicectl.Errorf("bad_args", "unknown key %q", part)
+		return nil, errcode.New(errcode.BadArgs, "unknown key %q", part)
 	}
 	return keys, nil
 }
@@ -407,7 +408,7 @@ func (b *Browser) selectOption(ctx context.Context, args json.RawMessage) (*devi
 		return nil, err
 	}
 	if a.Ref == "" || len(a.Values) == 0 {
-		return nil, devicectl.Errorf("bad_args", "select needs a ref and values")
+		return nil, errcode.New(errcode.BadArgs, "select needs a ref and values")
 	}
 	p, err := b.current(ctx)
 	if err != nil {
@@ -440,7 +441,7 @@ func (b *Browser) selectOption(ctx context.Context, args json.RawMessage) (*devi
 	}
 	_ = json.Unmarshal([]byte(res.Value.JSON("", "")), &out)
 	if out.Error != "" {
-		return nil, devicectl.Errorf("bad_args", "select %s: %s (wanted %q)", a.Ref, out.Error, a.Values)
+		return nil, errcode.New(errcode.BadArgs, "select %s: %s (wanted %q)", a.Ref, out.Error, a.Values)
 	}
 	return devicectl.JSONResult(struct {
 		pageState
@@ -487,7 +488,7 @@ func (b *Browser) waitFor(ctx context.Context, args json.RawMessage) (*devicectl
 		return nil, err
 	}
 	if (a.Text == "") == (a.Ref == "") {
-		return nil, devicectl.Errorf("bad_args", "wait_for needs text or ref")
+		return nil, errcode.New(errcode.BadArgs, "wait_for needs text or ref")
 	}
 	if a.TimeoutMS <= 0 {
 		a.TimeoutMS = 10000
@@ -514,7 +515,7 @@ func (b *Browser) waitFor(ctx context.Context, args json.RawMessage) (*devicectl
 			}{state(p), time.Since(start).Milliseconds()})
 		}
 		if time.Since(start) >= limit {
-			return nil, devicectl.Errorf("timeout", "waited %d ms and it did not appear", a.TimeoutMS)
+			return nil, errcode.New(errcode.Timeout, "waited %d ms and it did not appear", a.TimeoutMS)
 		}
 		select {
 		case <-ctx.Done():
@@ -542,7 +543,7 @@ func (b *Browser) screenshot(ctx context.Context, args json.RawMessage) (*device
 	case "webp":
 		format = proto.PageCaptureScreenshotFormatWebp
 	default:
-		return nil, devicectl.Errorf("bad_args", "format is png, jpeg or webp")
+		return nil, errcode.New(errcode.BadArgs, "format is png, jpeg or webp")
 	}
 	if a.Quality <= 0 || a.Quality > 100 {
 		a.Quality = 80
@@ -596,10 +597,10 @@ func (b *Browser) upload(ctx context.Context, args json.RawMessage) (*devicectl.
 	}
 	data, err := base64.StdEncoding.DecodeString(a.File.DataBase64)
 	if err != nil || a.File.Name == "" {
-		return nil, devicectl.Errorf("bad_args", "upload needs file.name and file.data_base64")
+		return nil, errcode.New(errcode.BadArgs, "upload needs file.name and file.data_base64")
 	}
 	if len(data) > MaxUpload {
-		return nil, devicectl.Errorf("too_large", "the file is %d bytes; uploads are limited to %d", len(data), MaxUpload)
+		return nil, errcode.New(errcode.TooLarge, "the file is %d bytes; uploads are limited to %d", len(data), MaxUpload)
 	}
 	p, err := b.current(ctx)
 	if err != nil {
@@ -654,17 +655,17 @@ func (b *Browser) listDownloads(ctx context.Context, args json.RawMessage) (*dev
 		}{list})
 	}
 	if want == nil {
-		return nil, devicectl.Errorf("not_found", "no download %q (see browser.downloads)", a.Fetch)
+		return nil, errcode.New(errcode.NotFound, "no download %q (see browser.downloads)", a.Fetch)
 	}
 	if want.State != string(proto.BrowserDownloadProgressStateCompleted) {
-		return nil, devicectl.Errorf("not_ready", "download %s is %s", want.Name, want.State)
+		return nil, errcode.New(errcode.NotReady, "download %s is %s", want.Name, want.State)
 	}
 	fi, err := os.Stat(want.path)
 	if err != nil {
-		return nil, devicectl.Errorf("not_found", "the downloaded file is gone: %v", err)
+		return nil, errcode.New(errcode.NotFound, "the downloaded file is gone: %v", err)
 	}
 	if fi.Size() > MaxFetch {
-		return nil, devicectl.Errorf("too_large", "%s is %d bytes; fetching is limited to %d", want.Name, fi.Size(), MaxFetch)
+		return nil, errcode.New(errcode.TooLarge, "%s is %d bytes; fetching is limited to %d", want.Name, fi.Size(), MaxFetch)
 	}
 	data, err := os.ReadFile(want.path)
 	if err != nil {
@@ -689,7 +690,7 @@ func (b *Browser) answerDialog(ctx context.Context, args json.RawMessage) (*devi
 	d, session := b.dialog, b.dialogPg
 	b.mu.Unlock()
 	if d == nil {
-		return nil, devicectl.Errorf("no_dialog", "no dialog is open")
+		return nil, errcode.New(errcode.NoDialog, "no dialog is open")
 	}
 	call := proto.PageHandleJavaScriptDialog{Accept: a.Accept, PromptText: a.Text}
 	if _, err := b.b.Call(ctx, string(session), call.ProtoReq(), call); err != nil {
@@ -725,7 +726,7 @@ func (b *Browser) eval(ctx context.Context, args json.RawMessage) (*devicectl.Re
 		if r.ExceptionDetails.Exception != nil {
 			msg = r.ExceptionDetails.Exception.Description
 		}
-		return nil, devicectl.Errorf("script_error", "the script failed: %s", msg)
+		return nil, errcode.New(errcode.ScriptError, "the script failed: %s", msg)
 	}
 	v := json.RawMessage(r.Result.Value.JSON("", ""))
 	if len(v) == 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/go-rod/rod/lib/proto"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // Config is how the browser is found and started.
@@ -102,14 +103,14 @@ func (b *Browser) Do(ctx context.Context, action string, args json.RawMessage) (
 	name := strings.TrimPrefix(action, "browser.")
 	fn, ok := actions[name]
 	if !ok {
-		return nil, devicectl.Errorf("unknown_action", "this computer does not know the action %s", action)
+		return nil, errcode.New(errcode.UnknownAction, "this computer does not know the action %s", action)
 	}
 	if len(args) == 0 {
 		args = json.RawMessage("{}")
 	}
 	// A dialog blocks the page: only the actions that deal with it run.
 	if d := b.openDialog(); d != nil && name != "dialog" && name != "tabs" && name != "downloads" && name != "snapshot" && name != "screenshot" {
-		return nil, devicectl.Errorf("dialog_open", "a %s dialog is open on the page (%q): answer it with browser.dialog first", d.Type, d.Message)
+		return nil, errcode.New(errcode.DialogOpen, "a %s dialog is open on the page (%q): answer it with browser.dialog first", d.Type, d.Message)
 	}
 	res, err := fn(b, ctx, args)
 	if err != nil {
@@ -120,16 +121,16 @@ func (b *Browser) Do(ctx context.Context, action string, args json.RawMessage) (
 
 // explain turns rod and context errors into messages a person can use.
 func (b *Browser) explain(ctx context.Context, err error) error {
-	var ae *devicectl.ActionError
+	var ae *errcode.Error
 	switch {
 	case errors.As(err, &ae):
 		return err
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case errors.Is(err, context.DeadlineExceeded):
-		return devicectl.Errorf("timeout", "the browser did not finish in time: %v", err)
+		return errcode.New(errcode.Timeout, "the browser did not finish in time: %v", err)
 	}
-	return devicectl.Errorf("browser_error", "the browser said: %v", err)
+	return errcode.New(errcode.BrowserError, "the browser said: %v", err)
 }
 
 // start launches (or attaches to) the browser on first use, and again if
@@ -149,16 +150,16 @@ func (b *Browser) start(ctx context.Context) error {
 	if b.cfg.AttachDir != "" {
 		u, err = AttachURL(b.cfg.AttachDir)
 		if err != nil {
-			return devicectl.Errorf("browser_unavailable", "%v", err)
+			return errcode.New(errcode.BrowserUnavailable, "%v", err)
 		}
 		b.attached = true
 	} else {
 		bin := Find(b.cfg.Bin)
 		if bin == "" {
-			return devicectl.Errorf("browser_unavailable", "no Chromium or Chrome found on this computer: install chromium or pass --browser PATH")
+			return errcode.New(errcode.BrowserUnavailable, "no Chromium or Chrome found on this computer: install chromium or pass --browser PATH")
 		}
 		if err := os.MkdirAll(b.cfg.ProfileDir, 0o700); err != nil {
-			return devicectl.Errorf("browser_unavailable", "browser profile: %v", err)
+			return errcode.New(errcode.BrowserUnavailable, "browser profile: %v", err)
 		}
 		l := launcher.New().Context(context.Background()).Bin(bin).
 			UserDataDir(b.cfg.ProfileDir).
@@ -175,7 +176,7 @@ func (b *Browser) start(ctx context.Context) error {
 		u, err = l.Launch()
 		if err != nil {
 			l.Kill()
-			return devicectl.Errorf("browser_unavailable", "could not start %s: %v", bin, err)
+			return errcode.New(errcode.BrowserUnavailable, "could not start %s: %v", bin, err)
 		}
 		b.l = l
 		b.log.Info("browser started", "bin", bin, "headless", b.cfg.Headless, "profile", b.cfg.ProfileDir)
@@ -183,7 +184,7 @@ func (b *Browser) start(ctx context.Context) error {
 	rb := rod.New().ControlURL(u).NoDefaultDevice()
 	if err := rb.Connect(); err != nil {
 		b.shutdown()
-		return devicectl.Errorf("browser_unavailable", "could not connect to the browser: %v", err)
+		return errcode.New(errcode.BrowserUnavailable, "could not connect to the browser: %v", err)
 	}
 	b.b = rb
 	if b.cfg.DownloadDir != "" {
@@ -328,12 +329,12 @@ func safeName(s string) string {
 func checkURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil || raw == "" {
-		return "", devicectl.Errorf("bad_args", "not a URL: %q", raw)
+		return "", errcode.New(errcode.BadArgs, "not a URL: %q", raw)
 	}
 	switch u.Scheme {
 	case "http", "https":
 		if u.Host == "" {
-			return "", devicectl.Errorf("bad_args", "no host in %q", raw)
+			return "", errcode.New(errcode.BadArgs, "no host in %q", raw)
 		}
 		return u.String(), nil
 	case "about":
@@ -341,5 +342,5 @@ func checkURL(raw string) (string, error) {
 	case "":
 		return checkURL("https://" + raw)
 	}
-	return "", devicectl.Errorf("bad_args", "only http and https addresses can be opened, not %s:", u.Scheme)
+	return "", errcode.New(errcode.BadArgs, "only http and https addresses can be opened, not %s:", u.Scheme)
 }

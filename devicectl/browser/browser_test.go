@@ -25,6 +25,7 @@ import (
 
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/devicectl/browser"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/internal/testenv"
 )
 
@@ -305,8 +306,8 @@ func TestBadInputAndURLs(t *testing.T) {
 		{"browser.nothing", nil, "unknown_action"},
 	} {
 		_, err := c.try(tc.action, tc.args)
-		var ae *devicectl.ActionError
-		if !errors.As(err, &ae) || ae.Code != tc.code || ae.Message == "" {
+		var ae *errcode.Error
+		if !errors.As(err, &ae) || string(ae.Code) != tc.code || ae.Message == "" {
 			t.Errorf("%s %v: %v, want %s", tc.action, tc.args, err, tc.code)
 		}
 	}

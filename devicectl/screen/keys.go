@@ -3,7 +3,7 @@ package screen
 import (
 	"strings"
 
-	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // X keysyms by the names people and agents use (xdotool's, and common
@@ -42,7 +42,7 @@ func keysyms(names []string) ([]uint32, error) {
 	out := make([]uint32, 0, len(names))
 	for _, n := range names {
 		if n == "" {
-			return nil, devicectl.Errorf("bad_args", "an empty key name in a combo")
+			return nil, errcode.New(errcode.BadArgs, "an empty key name in a combo")
 		}
 		if k, ok := keyNames[strings.ToLower(n)]; ok {
 			out = append(out, k)
@@ -53,7 +53,7 @@ func keysyms(names []string) ([]uint32, error) {
 			out = append(out, keysymOf(r[0]))
 			continue
 		}
-		return nil, devicectl.Errorf("bad_args", "unknown key %q", n)
+		return nil, errcode.New(errcode.BadArgs, "unknown key %q", n)
 	}
 	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // ErrUnsupported is the answer on systems without a supported display.
@@ -89,7 +90,7 @@ func (s *Screen) Do(ctx context.Context, action string, args json.RawMessage) (*
 	case "key":
 		return s.key(args)
 	}
-	return nil, devicectl.Errorf("unknown_action", "this computer does not know the action %s", action)
+	return nil, errcode.New(errcode.UnknownAction, "this computer does not know the action %s", action)
 }
 
 // Point is a position in the coordinates of an image the caller saw:
@@ -107,19 +108,19 @@ func (s *Screen) toScreen(x, y, scale float64) (int, int, error) {
 		scale = 1
 	}
 	if scale > 16 {
-		return 0, 0, devicectl.Errorf("bad_args", "scale %g is not one a screenshot gives", scale)
+		return 0, 0, errcode.New(errcode.BadArgs, "scale %g is not one a screenshot gives", scale)
 	}
 	sx, sy := int(math.Floor(x/scale+0.5)), int(math.Floor(y/scale+0.5))
 	w, h := s.d.Size()
 	if sx < 0 || sy < 0 || sx >= w || sy >= h {
-		return 0, 0, devicectl.Errorf("out_of_bounds", "(%g, %g) at scale %g is (%d, %d) on a %dx%d screen: outside it", x, y, scale, sx, sy, w, h)
+		return 0, 0, errcode.New(errcode.OutOfBounds, "(%g, %g) at scale %g is (%d, %d) on a %dx%d screen: outside it", x, y, scale, sx, sy, w, h)
 	}
 	return sx, sy, nil
 }
 
 func (s *Screen) at(p point) (int, int, error) {
 	if p.X == nil || p.Y == nil {
-		return 0, 0, devicectl.Errorf("bad_args", "give x and y")
+		return 0, 0, errcode.New(errcode.BadArgs, "give x and y")
 	}
 	return s.toScreen(*p.X, *p.Y, p.Scale)
 }
@@ -164,7 +165,7 @@ func (s *Screen) encode(img image.Image, maxEdge, quality int, format string) (*
 	case "jpg":
 		format = "jpeg"
 	default:
-		return nil, devicectl.Errorf("bad_args", "format is jpeg or png")
+		return nil, errcode.New(errcode.BadArgs, "format is jpeg or png")
 	}
 	data, scale, size, err := Encode(img, maxEdge, quality, format)
 	if err != nil {
@@ -203,7 +204,7 @@ func (s *Screen) zoom(args json.RawMessage) (*devicectl.Result, error) {
 		return nil, err
 	}
 	if a.W <= 0 || a.H <= 0 {
-		return nil, devicectl.Errorf("bad_args", "zoom needs a region: x, y, w, h")
+		return nil, errcode.New(errcode.BadArgs, "zoom needs a region: x, y, w, h")
 	}
 	x0, y0, err := s.toScreen(a.X, a.Y, a.Scale)
 	if err != nil {
@@ -275,13 +276,13 @@ func (s *Screen) click(ctx context.Context, args json.RawMessage) (*devicectl.Re
 	}
 	btn, ok := buttons[a.Button]
 	if !ok {
-		return nil, devicectl.Errorf("bad_args", "button is left, middle, right, back or forward")
+		return nil, errcode.New(errcode.BadArgs, "button is left, middle, right, back or forward")
 	}
 	if a.Count <= 0 {
 		a.Count = 1
 	}
 	if a.Count > 3 {
-		return nil, devicectl.Errorf("bad_args", "count is 1, 2 or 3")
+		return nil, errcode.New(errcode.BadArgs, "count is 1, 2 or 3")
 	}
 	mods, err := keysyms(a.Mods)
 	if err != nil {
@@ -348,11 +349,11 @@ func (s *Screen) drag(ctx context.Context, args json.RawMessage) (*devicectl.Res
 		return nil, err
 	}
 	if len(a.Path) < 2 {
-		return nil, devicectl.Errorf("bad_args", "drag needs a path of at least two points")
+		return nil, errcode.New(errcode.BadArgs, "drag needs a path of at least two points")
 	}
 	btn, ok := buttons[a.Button]
 	if !ok {
-		return nil, devicectl.Errorf("bad_args", "button is left, middle or right")
+		return nil, errcode.New(errcode.BadArgs, "button is left, middle or right")
 	}
 	pts := make([][2]int, len(a.Path))
 	for i, p := range a.Path {
@@ -406,7 +407,7 @@ func (s *Screen) scroll(ctx context.Context, args json.RawMessage) (*devicectl.R
 		}
 	}
 	if abs(a.DX) > 100 || abs(a.DY) > 100 {
-		return nil, devicectl.Errorf("bad_args", "scroll at most 100 notches at a time")
+		return nil, errcode.New(errcode.BadArgs, "scroll at most 100 notches at a time")
 	}
 	// X buttons 4/5 scroll up/down, 6/7 left/right, one notch a click.
 	steps := []struct{ n, up, down int }{{a.DY, 4, 5}, {a.DX, 6, 7}}
@@ -450,7 +451,7 @@ func (s *Screen) typeText(ctx context.Context, args json.RawMessage) (*devicectl
 	n := 0
 	for _, r := range a.Text {
 		if n >= MaxTypeChars {
-			return nil, devicectl.Errorf("too_large", "type at most %d characters at a time", MaxTypeChars)
+			return nil, errcode.New(errcode.TooLarge, "type at most %d characters at a time", MaxTypeChars)
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("stopped after %d characters: %w", n, err)
@@ -471,7 +472,7 @@ func (s *Screen) key(args json.RawMessage) (*devicectl.Result, error) {
 		return nil, err
 	}
 	if a.Combo == "" {
-		return nil, devicectl.Errorf("bad_args", "key needs a combo, like Return or ctrl+c")
+		return nil, errcode.New(errcode.BadArgs, "key needs a combo, like Return or ctrl+c")
 	}
 	// xdotool style: "ctrl+shift+t"; several combos separated by spaces.
 	for _, combo := range strings.Fields(a.Combo) {

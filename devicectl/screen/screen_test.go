@@ -18,6 +18,7 @@ import (
 
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/devicectl/screen"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/internal/testenv"
 )
 
@@ -167,7 +168,7 @@ func TestClickMovesThePointerAndReachesTheWindow(t *testing.T) {
 	// Outside the screen is refused, in screen or scaled coordinates.
 	for _, args := range []map[string]any{{"x": 1280, "y": 10}, {"x": -1, "y": 10}, {"x": 700, "y": 10, "scale": 0.5}} {
 		_, err := try(s, "screen.click", args)
-		var ae *devicectl.ActionError
+		var ae *errcode.Error
 		if !errors.As(err, &ae) || ae.Code != "out_of_bounds" {
 			t.Fatalf("click %v: %v", args, err)
 		}

@@ -15,9 +15,8 @@ import (
 	"github.com/jezek/xgb/shm"
 	"github.com/jezek/xgb/xproto"
 	"github.com/jezek/xgb/xtest"
+	"github.com/lowkeyhq/lowkey/errcode"
 	"golang.org/x/sys/unix"
-
-	"github.com/lowkeyhq/lowkey/devicectl"
 )
 
 // x11 is an X display: capture through MIT-SHM when the server shares
@@ -118,7 +117,7 @@ func (x *x11) SHM() bool { return x.shmData != nil }
 func (x *x11) Capture(r image.Rectangle) (*image.RGBA, error) {
 	r = r.Intersect(image.Rect(0, 0, x.w, x.h))
 	if r.Empty() {
-		return nil, devicectl.Errorf("out_of_bounds", "the region is outside the screen")
+		return nil, errcode.New(errcode.OutOfBounds, "the region is outside the screen")
 	}
 	if x.depth != 24 && x.depth != 32 {
 		return nil, fmt.Errorf("the display's depth is %d bits; only 24 and 32 can be captured", x.depth)
@@ -175,7 +174,7 @@ func (x *x11) Key(sym uint32, down bool) error {
 	pos, ok := x.keymap[sym]
 	x.mu.Unlock()
 	if !ok {
-		return devicectl.Errorf("bad_args", "the keyboard has no key for keysym 0x%x", sym)
+		return errcode.New(errcode.BadArgs, "the keyboard has no key for keysym 0x%x", sym)
 	}
 	return x.keycode(pos.code, down)
 }
@@ -209,7 +208,7 @@ func (x *x11) typeSpare(sym uint32) error {
 	spare, per := x.spare, x.per
 	x.mu.Unlock()
 	if spare == 0 {
-		return devicectl.Errorf("unsupported_char", "the keyboard layout has no key for keysym 0x%x and no spare key to borrow", sym)
+		return errcode.New(errcode.UnsupportedChar, "the keyboard layout has no key for keysym 0x%x and no spare key to borrow", sym)
 	}
 	syms := make([]xproto.Keysym, per)
 	for i := range syms {

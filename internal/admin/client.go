@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/lowkeyhq/lowkey/errcode"
 )
 
 // ErrNoHub means nothing answers on the socket.
@@ -62,18 +64,25 @@ func (c *Client) Do(method, path string, body any, out any) error {
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message string }
-		}
-		if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
-			return errors.New(e.Error.Message)
-		}
-		return fmt.Errorf("hub answered %s", resp.Status)
+		return answerError(resp.Status, b)
 	}
 	if out == nil {
 		return nil
 	}
 	return json.Unmarshal(b, out)
+}
+
+// answerError is the hub's refusal as it said it: an *errcode.Error with
+// its code and words (callers test it with errors.As), or, from a hub that
+// gave none, the status as a failure.
+func answerError(status string, body []byte) error {
+	var e struct {
+		Error *errcode.Error `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error != nil && e.Error.Code != "" && e.Error.Message != "" {
+		return e.Error
+	}
+	return errcode.New(errcode.Failed, "the hub answered %s", status)
 }
 
 func isRefused(err error) bool {
@@ -98,7 +107,11 @@ func (c *Client) Download(path string, w io.Writer) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return fmt.Errorf("hub answered %s", resp.Status)
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if err != nil {
+			return err
+		}
+		return answerError(resp.Status, b)
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err
