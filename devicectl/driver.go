@@ -18,7 +18,7 @@ func DecodeArgs(args json.RawMessage, v any) error {
 	d := json.NewDecoder(bytes.NewReader(args))
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
-		return errcode.New(errcode.BadArgs, "arguments: %v", err)
+		return errcode.Wrap(errcode.BadArgs, err, "arguments")
 	}
 	return nil
 }

@@ -300,7 +300,7 @@ func (c *Conn) handle(s Signal) error {
 			return err
 		}
 		if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: s.SDP}); err != nil {
-			return fmt.Errorf("%w: offer: %v", ErrBadSignal, err)
+			return fmt.Errorf("%w: offer: %w", ErrBadSignal, err)
 		}
 		if err := c.remoteReady(); err != nil {
 			return err
@@ -321,7 +321,7 @@ func (c *Conn) handle(s Signal) error {
 			return err
 		}
 		if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.SDP}); err != nil {
-			return fmt.Errorf("%w: answer: %v", ErrBadSignal, err)
+			return fmt.Errorf("%w: answer: %w", ErrBadSignal, err)
 		}
 		return c.remoteReady()
 	case "candidate":

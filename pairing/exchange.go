@@ -210,7 +210,7 @@ func openPeer(key, sealed, transcript []byte, role, wantID, wantFP string) (*Pee
 		return nil, fmt.Errorf("%w: certificate does not match hello", ErrBadMessage)
 	}
 	if _, err := x509.ParseCertificate(sk.CertDER); err != nil {
-		return nil, fmt.Errorf("%w: certificate: %v", ErrBadMessage, err)
+		return nil, fmt.Errorf("%w: certificate: %w", ErrBadMessage, err)
 	}
 	if !ed25519.Verify(sk.PublicKey, append([]byte("lowkey-pair-v1 "+role), transcript...), sk.Signature) {
 		return nil, fmt.Errorf("%w: transcript signature", ErrBadMessage)

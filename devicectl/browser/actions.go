@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -159,7 +160,7 @@ func (b *Browser) navigate(ctx context.Context, args json.RawMessage) (*devicect
 		return nil, err
 	}
 	if err := p.Navigate(u); err != nil {
-		return nil, errcode.New(errcode.NavigationFailed, "could not open %s: %v", u, err)
+		return nil, errcode.Wrap(errcode.NavigationFailed, err, fmt.Sprintf("could not open %s", u))
 	}
 	if err := p.WaitLoad(); err != nil {
 		return nil, err
@@ -662,7 +663,7 @@ func (b *Browser) listDownloads(ctx context.Context, args json.RawMessage) (*dev
 	}
 	fi, err := os.Stat(want.path)
 	if err != nil {
-		return nil, errcode.New(errcode.NotFound, "the downloaded file is gone: %v", err)
+		return nil, errcode.Wrap(errcode.NotFound, err, "the downloaded file is gone")
 	}
 	if fi.Size() > MaxFetch {
 		return nil, errcode.New(errcode.TooLarge, "%s is %d bytes; fetching is limited to %d", want.Name, fi.Size(), MaxFetch)

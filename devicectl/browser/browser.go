@@ -128,9 +128,9 @@ func (b *Browser) explain(ctx context.Context, err error) error {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case errors.Is(err, context.DeadlineExceeded):
-		return errcode.New(errcode.Timeout, "the browser did not finish in time: %v", err)
+		return errcode.Wrap(errcode.Timeout, err, "the browser did not finish in time")
 	}
-	return errcode.New(errcode.BrowserError, "the browser said: %v", err)
+	return errcode.Wrap(errcode.BrowserError, err, "the browser said")
 }
 
 // start launches (or attaches to) the browser on first use, and again if
@@ -150,7 +150,7 @@ func (b *Browser) start(ctx context.Context) error {
 	if b.cfg.AttachDir != "" {
 		u, err = AttachURL(b.cfg.AttachDir)
 		if err != nil {
-			return errcode.New(errcode.BrowserUnavailable, "%v", err)
+			return &errcode.Error{Code: errcode.BrowserUnavailable, Message: err.Error(), Err: err}
 		}
 		b.attached = true
 	} else {
@@ -159,7 +159,7 @@ func (b *Browser) start(ctx context.Context) error {
 			return errcode.New(errcode.BrowserUnavailable, "no Chromium or Chrome found on this computer: install chromium or pass --browser PATH")
 		}
 		if err := os.MkdirAll(b.cfg.ProfileDir, 0o700); err != nil {
-			return errcode.New(errcode.BrowserUnavailable, "browser profile: %v", err)
+			return errcode.Wrap(errcode.BrowserUnavailable, err, "browser profile")
 		}
 		l := launcher.New().Context(context.Background()).Bin(bin).
 			UserDataDir(b.cfg.ProfileDir).
@@ -176,7 +176,7 @@ func (b *Browser) start(ctx context.Context) error {
 		u, err = l.Launch()
 		if err != nil {
 			l.Kill()
-			return errcode.New(errcode.BrowserUnavailable, "could not start %s: %v", bin, err)
+			return errcode.Wrap(errcode.BrowserUnavailable, err, fmt.Sprintf("could not start %s", bin))
 		}
 		b.l = l
 		b.log.Info("browser started", "bin", bin, "headless", b.cfg.Headless, "profile", b.cfg.ProfileDir)
@@ -184,7 +184,7 @@ func (b *Browser) start(ctx context.Context) error {
 	rb := rod.New().ControlURL(u).NoDefaultDevice()
 	if err := rb.Connect(); err != nil {
 		b.shutdown()
-		return errcode.New(errcode.BrowserUnavailable, "could not connect to the browser: %v", err)
+		return errcode.Wrap(errcode.BrowserUnavailable, err, "could not connect to the browser")
 	}
 	b.b = rb
 	if b.cfg.DownloadDir != "" {
