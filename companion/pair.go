@@ -147,12 +147,13 @@ func Unpair(ctx context.Context, st State) error {
 			return err
 		}
 		defer c.Close()
-		_ = c.WS.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := pairing.AuthenticateToHub(c, id, h.Peer.ID, h.Peer.PublicKey, "unpair"); err != nil {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := pairing.AuthenticateToHub(ctx, c, id, h.Peer.ID, h.Peer.PublicKey, "unpair"); err != nil {
 			return err
 		}
 		var m pairing.LinkMessage
-		return c.ReadJSON(&m, 10*time.Second)
+		return c.ReadJSON(ctx, &m)
 	}()
 	if err := st.Forget(); err != nil {
 		return err

@@ -246,12 +246,12 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 		return err
 	}
 	defer c.Close()
-	_ = c.WS.SetReadDeadline(time.Now().Add(10 * time.Second))
-	binding, err := pairing.AuthenticateToHub(c.Conn, id, hub.Peer.ID, hub.Peer.PublicKey, "link")
+	auth, cancelAuth := context.WithTimeout(ctx, 10*time.Second)
+	binding, err := pairing.AuthenticateToHub(auth, c.Conn, id, hub.Peer.ID, hub.Peer.PublicKey, "link")
+	cancelAuth()
 	if err != nil {
 		return err
 	}
-	_ = c.WS.SetReadDeadline(time.Time{})
 	sig := &devicectl.SignedSignaler{T: c.Conn, Key: id.Key, PeerKey: hub.Peer.PublicKey, Role: "companion", PeerRole: "hub", Binding: binding}
 	setup, cancel := context.WithTimeout(ctx, 15*time.Second)
 	var live atomic.Pointer[webrtc.DataChannel]

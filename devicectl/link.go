@@ -140,7 +140,7 @@ type bulkJob struct {
 
 // NewLink wraps two negotiated data channels. It starts the writer at once;
 // frames that arrive before the channels open are fine.
-func NewLink(ctl, bulk *webrtc.DataChannel, cfg LinkConfig) *Link {
+func NewLink(ctx context.Context, ctl, bulk *webrtc.DataChannel, cfg LinkConfig) *Link {
 	if cfg.ChunkSize <= 0 || cfg.ChunkSize > MaxChunkSize {
 		cfg.ChunkSize = DefaultChunkSize
 	}
@@ -156,7 +156,9 @@ func NewLink(ctl, bulk *webrtc.DataChannel, cfg LinkConfig) *Link {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	ctx, stop := context.WithCancel(context.Background())
+	// The link's requests end when it closes, not before: the caller's
+	// ctx gives its values, Close the end.
+	ctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	l := &Link{
 		ctl: ctl, bulk: bulk, cfg: cfg, log: cfg.Logger,
 		ctlQ: make(chan []byte, 1024), wake: make(chan struct{}, 1), low: make(chan struct{}, 1),

@@ -45,6 +45,11 @@ type Conn struct {
 	offerer bool
 	log     *slog.Logger
 
+	// ctx is the connection's own: every signaling wait uses it, and its
+	// end (fail, Close) cancels them.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	opened   chan struct{}
 	done     chan struct{}
 	once     sync.Once
@@ -78,7 +83,7 @@ func newAPI(cfg PeerConfig) *webrtc.API {
 	return webrtc.NewAPI(webrtc.WithSettingEngine(se))
 }
 
-func newConn(cfg PeerConfig, sig Signaler, offerer bool) (*Conn, error) {
+func newConn(ctx context.Context, cfg PeerConfig, sig Signaler, offerer bool) (*Conn, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -91,6 +96,9 @@ func newConn(cfg PeerConfig, sig Signaler, offerer bool) (*Conn, error) {
 	}
 	c := &Conn{pc: pc, sig: sig, cfg: cfg, offerer: offerer, log: cfg.Logger,
 		opened: make(chan struct{}), done: make(chan struct{})}
+	// The connection outlives the set-up's deadline; its end (fail,
+	// Close) cancels every signaling wait.
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	unordered, ordered := false, true
 	id0, id1 := uint16(0), uint16(1)
 	neg := true
@@ -105,7 +113,7 @@ func newConn(cfg PeerConfig, sig Signaler, offerer bool) (*Conn, error) {
 			c.Live, err = pc.CreateDataChannel("live", &webrtc.DataChannelInit{Negotiated: &neg, ID: &id2, Ordered: &unordered, MaxRetransmits: &none})
 		}
 		if err == nil {
-			c.Link = NewLink(ctl, bulk, cfg.Link)
+			c.Link = NewLink(c.ctx, ctl, bulk, cfg.Link)
 			var openMu sync.Mutex
 			openCount := 0
 			onOpen := func() {
@@ -121,6 +129,7 @@ func newConn(cfg PeerConfig, sig Signaler, offerer bool) (*Conn, error) {
 		}
 	}
 	if err != nil {
+		c.cancel()
 		_ = pc.Close()
 		return nil, fmt.Errorf("data channels: %w", err)
 	}
@@ -129,7 +138,7 @@ func newConn(cfg PeerConfig, sig Signaler, offerer bool) (*Conn, error) {
 			return
 		}
 		init := cand.ToJSON()
-		if err := c.sig.Send(context.Background(), Signal{Type: "candidate", Candidate: &init}); err != nil {
+		if err := c.sig.Send(c.ctx, Signal{Type: "candidate", Candidate: &init}); err != nil {
 			c.fail(fmt.Errorf("send candidate: %w", err))
 		}
 	})
@@ -193,7 +202,7 @@ func (c *Conn) checkSDP(sdp string) error {
 // Offer is the box's side: it makes the offer and returns once the link is
 // up and the peer's certificate matched the pinned one.
 func Offer(ctx context.Context, cfg PeerConfig, sig Signaler) (*Conn, error) {
-	c, err := newConn(cfg, sig, true)
+	c, err := newConn(ctx, cfg, sig, true)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +217,7 @@ func Offer(ctx context.Context, cfg PeerConfig, sig Signaler) (*Conn, error) {
 
 // Answer is the computer's side: it answers the box's offer.
 func Answer(ctx context.Context, cfg PeerConfig, sig Signaler) (*Conn, error) {
-	c, err := newConn(cfg, sig, false)
+	c, err := newConn(ctx, cfg, sig, false)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +247,7 @@ func (c *Conn) sendOffer(restart bool) error {
 	if err := c.pc.SetLocalDescription(offer); err != nil {
 		return fmt.Errorf("offer: %w", err)
 	}
-	return c.sig.Send(context.Background(), Signal{Type: "offer", SDP: offer.SDP})
+	return c.sig.Send(c.ctx, Signal{Type: "offer", SDP: offer.SDP})
 }
 
 func (c *Conn) restartICE() {
@@ -266,7 +275,7 @@ func (c *Conn) Restarts() int {
 func (c *Conn) readSignals() {
 	defer c.wg.Done()
 	for {
-		s, err := c.sig.Recv(context.Background())
+		s, err := c.sig.Recv(c.ctx)
 		if err != nil {
 			c.fail(fmt.Errorf("signaling: %w", err))
 			return
@@ -312,7 +321,7 @@ func (c *Conn) handle(s Signal) error {
 		if err := c.pc.SetLocalDescription(ans); err != nil {
 			return fmt.Errorf("answer: %w", err)
 		}
-		return c.sig.Send(context.Background(), Signal{Type: "answer", SDP: ans.SDP})
+		return c.sig.Send(c.ctx, Signal{Type: "answer", SDP: ans.SDP})
 	case "answer":
 		if !c.offerer {
 			return fmt.Errorf("%w: unexpected answer", ErrBadSignal)
@@ -361,6 +370,7 @@ func (c *Conn) fail(err error) {
 		c.err = err
 		c.errMu.Unlock()
 		close(c.done)
+		c.cancel()
 	})
 }
 
@@ -374,9 +384,16 @@ func (c *Conn) Err() error {
 	return c.err
 }
 
+// byeTime bounds the goodbye: the link is ending whether it arrives or not.
+const byeTime = 2 * time.Second
+
 // Bye tells the peer why the link ends, then closes it.
 func (c *Conn) Bye(reason errcode.Code, message string) {
-	_ = c.sig.Send(context.Background(), Signal{Type: "bye", Reason: string(reason), Message: message})
+	ctx, cancel := context.WithTimeout(c.ctx, byeTime)
+	defer cancel()
+	if err := c.sig.Send(ctx, Signal{Type: "bye", Reason: string(reason), Message: message}); err != nil {
+		c.log.Debug("the goodbye did not go out", "err", err)
+	}
 	c.fail(byeError(reason, message))
 	c.Close()
 }

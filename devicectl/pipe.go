@@ -1,6 +1,7 @@
 package devicectl
 
 import (
+	"context"
 	"errors"
 	"sync"
 )
@@ -23,8 +24,10 @@ type pipeEnd struct {
 
 var errPipeClosed = errors.New("pipe closed")
 
-func (p *pipeEnd) Send(b []byte) error {
+func (p *pipeEnd) Send(ctx context.Context, b []byte) error {
 	select {
+	case <-ctx.Done():
+		return ctx.Err()
 	case <-p.done:
 		return errPipeClosed
 	case p.out <- append([]byte(nil), b...):
@@ -32,8 +35,10 @@ func (p *pipeEnd) Send(b []byte) error {
 	}
 }
 
-func (p *pipeEnd) Recv() ([]byte, error) {
+func (p *pipeEnd) Recv(ctx context.Context) ([]byte, error) {
 	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	case <-p.done:
 		return nil, errPipeClosed
 	case b := <-p.in:

@@ -30,8 +30,8 @@ type Signaler interface {
 
 // Transport moves whole messages; a WebSocket is one.
 type Transport interface {
-	Send(b []byte) error
-	Recv() ([]byte, error)
+	Send(ctx context.Context, b []byte) error
+	Recv(ctx context.Context) ([]byte, error)
 }
 
 // MaxSignalSize bounds one signaling message.
@@ -106,7 +106,7 @@ func (s *SignedSignaler) signed(role string, seq uint64, body []byte) []byte {
 }
 
 // Send signs and sends one signal.
-func (s *SignedSignaler) Send(_ context.Context, sig Signal) error {
+func (s *SignedSignaler) Send(ctx context.Context, sig Signal) error {
 	body, err := json.Marshal(sig)
 	if err != nil {
 		return err
@@ -117,7 +117,7 @@ func (s *SignedSignaler) Send(_ context.Context, sig Signal) error {
 	b, err := json.Marshal(envelope{Seq: seq, Body: body, Sig: ed25519.Sign(s.Key, s.signed(s.Role, seq, body))})
 	if err == nil {
 		// Under the lock, so sequence numbers go out in order.
-		err = s.T.Send(b)
+		err = s.T.Send(ctx, b)
 	}
 	s.mu.Unlock()
 	return err
@@ -125,8 +125,8 @@ func (s *SignedSignaler) Send(_ context.Context, sig Signal) error {
 
 // Recv returns the next signal that verifies. Anything else ends the
 // conversation: a tampered message is not skipped over.
-func (s *SignedSignaler) Recv(_ context.Context) (Signal, error) {
-	b, err := s.T.Recv()
+func (s *SignedSignaler) Recv(ctx context.Context) (Signal, error) {
+	b, err := s.T.Recv(ctx)
 	if err != nil {
 		return Signal{}, err
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/lowkeyhq/lowkey/pairing"
 )
@@ -54,7 +55,7 @@ func TestSignalingRefusesTampered(t *testing.T) {
 	_ = json.Unmarshal(genuine, &e)
 	e.Body, _ = json.Marshal(Signal{Type: "offer", SDP: "v=0 swapped"})
 	tampered, _ := json.Marshal(e)
-	p.hubT.Send(tampered)
+	p.hubT.Send(context.Background(), tampered)
 	if _, err := p.comp.Recv(context.Background()); !errors.Is(err, ErrBadSignal) {
 		t.Fatalf("tampered offer: %v", err)
 	}
@@ -63,18 +64,18 @@ func TestSignalingRefusesTampered(t *testing.T) {
 func TestSignalingRefusesReplay(t *testing.T) {
 	p := signalers(t)
 	msg := forge(t, p.hub.Key, p.hub, "hub", 1, Signal{Type: "candidate"})
-	p.hubT.Send(msg)
+	p.hubT.Send(context.Background(), msg)
 	if _, err := p.comp.Recv(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	p.hubT.Send(msg)
+	p.hubT.Send(context.Background(), msg)
 	if _, err := p.comp.Recv(context.Background()); !errors.Is(err, ErrBadSignal) {
 		t.Fatalf("replayed: %v", err)
 	}
 	// A message from another connection (other nonces) does not verify.
 	q := signalers(t)
 	q.hub.Key, q.comp.PeerKey = p.hub.Key, p.comp.PeerKey
-	q.hubT.Send(forge(t, p.hub.Key, p.hub, "hub", 1, Signal{Type: "candidate"}))
+	q.hubT.Send(context.Background(), forge(t, p.hub.Key, p.hub, "hub", 1, Signal{Type: "candidate"}))
 	if _, err := q.comp.Recv(context.Background()); !errors.Is(err, ErrBadSignal) {
 		t.Fatalf("from another connection: %v", err)
 	}
@@ -83,14 +84,47 @@ func TestSignalingRefusesReplay(t *testing.T) {
 func TestSignalingRefusesReflectionAndStrangers(t *testing.T) {
 	p := signalers(t)
 	// The companion's own signature, reflected back at it.
-	p.hubT.Send(forge(t, p.comp.Key, p.comp, "companion", 1, Signal{Type: "offer", SDP: "v=0"}))
+	p.hubT.Send(context.Background(), forge(t, p.comp.Key, p.comp, "companion", 1, Signal{Type: "offer", SDP: "v=0"}))
 	if _, err := p.comp.Recv(context.Background()); !errors.Is(err, ErrBadSignal) {
 		t.Fatalf("reflected: %v", err)
 	}
 	q := signalers(t)
 	stranger, _ := pairing.NewIdentity()
-	q.hubT.Send(forge(t, stranger.Key, q.hub, "hub", 1, Signal{Type: "offer", SDP: "v=0"}))
+	q.hubT.Send(context.Background(), forge(t, stranger.Key, q.hub, "hub", 1, Signal{Type: "offer", SDP: "v=0"}))
 	if _, err := q.comp.Recv(context.Background()); !errors.Is(err, ErrBadSignal) {
 		t.Fatalf("stranger: %v", err)
+	}
+}
+
+// A connection's signaling waits end with the connection, not with its
+// transport: a box whose computer went silent mid-set-up (the transport
+// still open, nothing arriving) is not left with a reader blocked on it.
+func TestAConnsSignalWaitsEndWhenItEndsWithTheTransportStillOpen(t *testing.T) {
+	p := signalers(t)
+	id, err := pairing.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan *Conn, 1)
+	go func() {
+		c, _ := Offer(ctx, PeerConfig{Identity: id, PeerFingerprint: "sha-256 00", LoopbackOnly: true}, p.hub)
+		got <- c
+	}()
+	// The offer went out; the computer never answers.
+	if s, err := p.comp.Recv(context.Background()); err != nil || s.Type != "offer" {
+		t.Fatalf("the offer: %v %v", s, err)
+	}
+	cancel()
+	c := <-got
+	if c == nil {
+		t.Fatal("no connection to wait for")
+	}
+	waited := make(chan struct{})
+	go func() { c.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the signal reader still waits on the open transport after the connection ended")
 	}
 }

@@ -33,20 +33,24 @@ func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
 	defer h.wg.Done()
 	c := wsconn.New(ws, devicectl.MaxSignalSize)
 	defer c.Close()
-	_ = ws.SetReadDeadline(time.Now().Add(15 * time.Second))
-	devID, intent, binding, err := pairing.AuthenticateDevice(c, h.id, h.lookup)
+	auth, cancelAuth := context.WithTimeout(h.ctx, 15*time.Second)
+	devID, intent, binding, err := pairing.AuthenticateDevice(auth, c, h.id, h.lookup)
 	if err != nil {
+		cancelAuth()
 		h.log.Info("link refused", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	_ = ws.SetReadDeadline(time.Time{})
 	if intent == "unpair" {
 		if err := h.Revoke(devID, "unpaired from the computer"); err != nil {
 			h.log.Warn("unpair", "device", devID, "err", err)
 		}
-		_ = c.WriteJSON(pairing.LinkMessage{Type: "done"})
+		if err := c.WriteJSON(auth, pairing.LinkMessage{Type: "done"}); err != nil {
+			h.log.Info("the unpaired computer did not hear it was done", "device", devID, "err", err)
+		}
+		cancelAuth()
 		return
 	}
+	cancelAuth()
 	d, err := h.device(devID)
 	if err != nil {
 		return

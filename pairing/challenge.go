@@ -1,6 +1,7 @@
 package pairing
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -85,10 +86,10 @@ func DecodeLinkMessage(b []byte) (*LinkMessage, error) {
 	return &m, nil
 }
 
-// MsgConn moves whole messages.
+// MsgConn moves whole messages; each call waits no longer than its ctx.
 type MsgConn interface {
-	Send(b []byte) error
-	Recv() ([]byte, error)
+	Send(ctx context.Context, b []byte) error
+	Recv(ctx context.Context) ([]byte, error)
 }
 
 // Unpaired says whether err is the box's word that this computer is no
@@ -97,13 +98,16 @@ func Unpaired(err error) bool {
 	return errcode.Has(err, errcode.Revoked) || errcode.Has(err, errcode.UnknownDevice)
 }
 
-func sendLink(c MsgConn, m *LinkMessage) error {
-	b, _ := json.Marshal(m)
-	return c.Send(b)
+func sendLink(ctx context.Context, c MsgConn, m *LinkMessage) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return c.Send(ctx, b)
 }
 
-func recvLink(c MsgConn, want string) (*LinkMessage, error) {
-	b, err := c.Recv()
+func recvLink(ctx context.Context, c MsgConn, want string) (*LinkMessage, error) {
+	b, err := c.Recv(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -128,22 +132,22 @@ func Binding(hubID, deviceID string, companionNonce, hubNonce []byte) []byte {
 // AuthenticateToHub runs the computer's side: it proves its identity and
 // checks the box's against the pinned key. It returns the binding for
 // signed signaling.
-func AuthenticateToHub(c MsgConn, id *Identity, hubID string, hubKey ed25519.PublicKey, intent string) ([]byte, error) {
+func AuthenticateToHub(ctx context.Context, c MsgConn, id *Identity, hubID string, hubKey ed25519.PublicKey, intent string) ([]byte, error) {
 	nc := NewNonce()
-	if err := sendLink(c, &LinkMessage{Type: "hello", DeviceID: id.ID(), Nonce: nc, Intent: intent}); err != nil {
+	if err := sendLink(ctx, c, &LinkMessage{Type: "hello", DeviceID: id.ID(), Nonce: nc, Intent: intent}); err != nil {
 		return nil, err
 	}
-	ch, err := recvLink(c, "challenge")
+	ch, err := recvLink(ctx, c, "challenge")
 	if err != nil {
 		return nil, err
 	}
 	if ch.HubID != hubID || !VerifyChallenge(hubKey, ch.Sig, "hub", hubID, id.ID(), nc, ch.Nonce) {
 		return nil, errors.New("the box did not prove it holds the pinned key: this is not the box this computer paired with")
 	}
-	if err := sendLink(c, &LinkMessage{Type: "auth", Sig: SignChallenge(id.Key, "companion", hubID, id.ID(), nc, ch.Nonce)}); err != nil {
+	if err := sendLink(ctx, c, &LinkMessage{Type: "auth", Sig: SignChallenge(id.Key, "companion", hubID, id.ID(), nc, ch.Nonce)}); err != nil {
 		return nil, err
 	}
-	if _, err := recvLink(c, "welcome"); err != nil {
+	if _, err := recvLink(ctx, c, "welcome"); err != nil {
 		return nil, err
 	}
 	return Binding(hubID, id.ID(), nc, ch.Nonce), nil
@@ -155,8 +159,8 @@ type DeviceLookup func(deviceID string) (ed25519.PublicKey, error)
 
 // AuthenticateDevice runs the box's side and returns the device ID, the
 // intent and the binding.
-func AuthenticateDevice(c MsgConn, id *Identity, lookup DeviceLookup) (deviceID, intent string, binding []byte, err error) {
-	hello, err := recvLink(c, "hello")
+func AuthenticateDevice(ctx context.Context, c MsgConn, id *Identity, lookup DeviceLookup) (deviceID, intent string, binding []byte, err error) {
+	hello, err := recvLink(ctx, c, "hello")
 	if err != nil {
 		return "", "", nil, err
 	}
@@ -164,24 +168,24 @@ func AuthenticateDevice(c MsgConn, id *Identity, lookup DeviceLookup) (deviceID,
 	if err != nil {
 		var le *errcode.Error
 		if errors.As(err, &le) {
-			_ = sendLink(c, &LinkMessage{Type: "error", Code: string(le.Code), Message: le.Message})
+			_ = sendLink(ctx, c, &LinkMessage{Type: "error", Code: string(le.Code), Message: le.Message})
 		}
 		return "", "", nil, err
 	}
 	nh := NewNonce()
-	if err := sendLink(c, &LinkMessage{Type: "challenge", HubID: id.ID(), Nonce: nh, Sig: SignChallenge(id.Key, "hub", id.ID(), hello.DeviceID, hello.Nonce, nh)}); err != nil {
+	if err := sendLink(ctx, c, &LinkMessage{Type: "challenge", HubID: id.ID(), Nonce: nh, Sig: SignChallenge(id.Key, "hub", id.ID(), hello.DeviceID, hello.Nonce, nh)}); err != nil {
 		return "", "", nil, err
 	}
-	auth, err := recvLink(c, "auth")
+	auth, err := recvLink(ctx, c, "auth")
 	if err != nil {
 		return "", "", nil, err
 	}
 	if !VerifyChallenge(pub, auth.Sig, "companion", id.ID(), hello.DeviceID, hello.Nonce, nh) {
 		le := &errcode.Error{Code: errcode.BadSignature, Message: "the computer's signature does not match its pinned key"}
-		_ = sendLink(c, &LinkMessage{Type: "error", Code: string(le.Code), Message: le.Message})
+		_ = sendLink(ctx, c, &LinkMessage{Type: "error", Code: string(le.Code), Message: le.Message})
 		return "", "", nil, le
 	}
-	if err := sendLink(c, &LinkMessage{Type: "welcome"}); err != nil {
+	if err := sendLink(ctx, c, &LinkMessage{Type: "welcome"}); err != nil {
 		return "", "", nil, err
 	}
 	return hello.DeviceID, hello.Intent, Binding(id.ID(), hello.DeviceID, hello.Nonce, nh), nil

@@ -115,6 +115,10 @@ type Runtime struct {
 	// had to use SecretDir's base as it is); Close removes it.
 	boxDir string
 
+	// ctx is every session's parent; Close cancels it.
+	ctx  context.Context
+	stop context.CancelFunc
+
 	mu   sync.Mutex
 	live map[string]*liveSession
 	// byTok maps each MCP token to its session; a token lives as long as
@@ -195,6 +199,7 @@ func NewRuntime(cfg Config) *Runtime {
 		cfg.Mask = &Masker{}
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger, live: map[string]*liveSession{}, byTok: map[string]string{}}
+	r.ctx, r.stop = context.WithCancel(context.Background())
 	if cfg.WorkDir != "" {
 		// The box's own, so no agent can swap a session's directory for a
 		// link elsewhere; agents pass through it to their sessions' own.
@@ -367,7 +372,7 @@ func (r *Runtime) session(id string) (*liveSession, error) {
 		return nil, err
 	}
 	ls := &liveSession{s: &s, events: events, jobs: map[string]*runningJob{}}
-	ls.ctx, ls.cancel = context.WithCancel(context.Background())
+	ls.ctx, ls.cancel = context.WithCancel(r.ctx)
 	for _, t := range r.Turns(id) {
 		ls.history = append(ls.history, historyItem{"user", t.Message})
 		if t.Reply != "" {
@@ -894,7 +899,7 @@ func (r *Runtime) Kill(id string) error {
 		jobs = append(jobs, j)
 	}
 	ls.cancel()
-	ls.ctx, ls.cancel = context.WithCancel(context.Background())
+	ls.ctx, ls.cancel = context.WithCancel(r.ctx)
 	ls.mu.Unlock()
 	var kerr error
 	if g != nil {
@@ -915,7 +920,7 @@ func (r *Runtime) Kill(id string) error {
 func (r *Runtime) turnContext(id string) (context.Context, string) {
 	ls, err := r.session(id)
 	if err != nil {
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(r.ctx)
 		cancel()
 		return ctx, ""
 	}
@@ -932,7 +937,7 @@ func (r *Runtime) turnContext(id string) (context.Context, string) {
 func (r *Runtime) SessionContext(id string) context.Context {
 	ls, err := r.session(id)
 	if err != nil {
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(r.ctx)
 		cancel()
 		return ctx
 	}
@@ -970,6 +975,7 @@ func (r *Runtime) Forget(id string) error {
 // Close kills every session's work (the box is stopping) and removes the
 // box's credentials directory.
 func (r *Runtime) Close() {
+	defer r.stop()
 	defer func() {
 		if r.boxDir != "" {
 			_ = os.RemoveAll(r.boxDir)

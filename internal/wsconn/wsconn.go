@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -24,34 +25,54 @@ func New(ws *websocket.Conn, readLimit int64) *Conn {
 	return &Conn{WS: ws}
 }
 
-// Send writes one binary message.
-func (c *Conn) Send(b []byte) error {
+// writeTime bounds one write when ctx allows longer.
+const writeTime = 10 * time.Second
+
+// Send writes one message, by ctx's deadline and at most writeTime.
+func (c *Conn) Send(ctx context.Context, b []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(writeTime)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_ = c.WS.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := c.WS.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
 	return c.WS.WriteMessage(websocket.TextMessage, b)
 }
 
-// Recv reads one message.
-func (c *Conn) Recv() ([]byte, error) {
+// Recv reads one message, until ctx's deadline; ctx's end cuts the wait
+// short (and ends the socket for reading: it is closing).
+func (c *Conn) Recv(ctx context.Context) ([]byte, error) {
+	dl, _ := ctx.Deadline()
+	if err := c.WS.SetReadDeadline(dl); err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.WS.UnderlyingConn().SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
 	_, b, err := c.WS.ReadMessage()
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
 	return b, err
 }
 
 // WriteJSON sends v as one message.
-func (c *Conn) WriteJSON(v any) error {
+func (c *Conn) WriteJSON(ctx context.Context, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return c.Send(b)
+	return c.Send(ctx, b)
 }
 
-// ReadJSON reads one message into v, within timeout.
-func (c *Conn) ReadJSON(v any, timeout time.Duration) error {
-	_ = c.WS.SetReadDeadline(time.Now().Add(timeout))
-	defer c.WS.SetReadDeadline(time.Time{})
-	b, err := c.Recv()
+// ReadJSON reads one message into v.
+func (c *Conn) ReadJSON(ctx context.Context, v any) error {
+	b, err := c.Recv(ctx)
 	if err != nil {
 		return err
 	}
@@ -70,16 +91,13 @@ func (c *Conn) Close() error {
 type Pairing struct{ C *Conn }
 
 // Send implements pairing.Conn.
-func (p Pairing) Send(_ context.Context, m *pairing.Message) error { return p.C.WriteJSON(m) }
+func (p Pairing) Send(ctx context.Context, m *pairing.Message) error { return p.C.WriteJSON(ctx, m) }
 
 // Recv implements pairing.Conn.
 func (p Pairing) Recv(ctx context.Context) (*pairing.Message, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
-		deadline = dl
-	}
-	_ = p.C.WS.SetReadDeadline(deadline)
-	b, err := p.C.Recv()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	b, err := p.C.Recv(ctx)
 	if err != nil {
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
