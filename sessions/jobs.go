@@ -3,14 +3,12 @@ package sessions
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,18 +70,7 @@ func (r *Runtime) saveJob(j Job) {
 
 // Jobs lists a session's jobs, oldest first.
 func (r *Runtime) Jobs(id string) []Job {
-	out := []Job{}
-	if err := r.cfg.Store.Each("job/"+id+"/", func(_ string, raw []byte) error {
-		var j Job
-		if json.Unmarshal(raw, &j) == nil {
-			out = append(out, j)
-		}
-		return nil
-	}); err != nil {
-		r.log.Error("reading a conversation's jobs", "session", id, "err", err)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
-	return out
+	return listStored(r, "job", id, func(j Job) time.Time { return j.Started })
 }
 
 // RunJob starts a shell command as a job in its own group inside the

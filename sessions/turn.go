@@ -60,17 +60,23 @@ type runningTurn struct {
 
 // Turns lists a session's turns, oldest first.
 func (r *Runtime) Turns(id string) []Turn {
-	out := []Turn{}
-	if err := r.cfg.Store.Each("turn/"+id+"/", func(_ string, raw []byte) error {
-		var t Turn
-		if json.Unmarshal(raw, &t) == nil {
-			out = append(out, t)
+	return listStored(r, "turn", id, func(t Turn) time.Time { return t.Started })
+}
+
+// listStored reads a session's records of one kind (turn, job), oldest
+// first; a read that fails is logged and gives what was read.
+func listStored[T any](r *Runtime, kind, session string, started func(T) time.Time) []T {
+	out := []T{}
+	if err := r.cfg.Store.Each(kind+"/"+session+"/", func(_ string, raw []byte) error {
+		var v T
+		if json.Unmarshal(raw, &v) == nil {
+			out = append(out, v)
 		}
 		return nil
 	}); err != nil {
-		r.log.Error("reading a conversation's turns", "session", id, "err", err)
+		r.log.Error("reading a conversation's records", "kind", kind, "session", session, "err", err)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
+	sort.Slice(out, func(i, j int) bool { return started(out[i]).Before(started(out[j])) })
 	return out
 }
 

@@ -39,9 +39,7 @@ type companionCLI struct {
 	Pause  pauseCmd  `cmd:"" help:"The local kill switch: refuse every device action here, whatever the box asks."`
 	Resume resumeCmd `cmd:"" help:"Allow device actions again (for conversations that hold a grant)."`
 
-	Help       cli.Help       `cmd:"" help:"Show help for a command."`
-	Completion cli.Completion `cmd:"" help:"Print shell completion (source it: lowkey-companion completion bash > ~/.local/share/bash-completion/completions/lowkey-companion)."`
-	Version    versionCmd     `cmd:"" help:"Print the version."`
+	cli.Common
 }
 
 func main() {
@@ -51,7 +49,7 @@ func main() {
 // run is the program, minus the process: tests call it.
 func run(args []string, o cli.IO) int {
 	var g companionCLI
-	return cli.Run("lowkey-companion", description, &g, args, o, kong.Vars{"state": companion.DefaultStateDir(), "host": hostname()})
+	return cli.Run("lowkey-companion", description, &g, args, o, kong.Vars{"version": version, "state": companion.DefaultStateDir(), "host": hostname()})
 }
 
 func hostname() string {
@@ -60,13 +58,6 @@ func hostname() string {
 		return "computer"
 	}
 	return h
-}
-
-type versionCmd struct{}
-
-func (versionCmd) Run(o *cli.IO) error {
-	_, err := fmt.Fprintln(o.Out, "lowkey-companion", version)
-	return err
 }
 
 func signalContext() (context.Context, context.CancelFunc) {

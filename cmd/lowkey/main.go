@@ -49,9 +49,7 @@ type lowkey struct {
 	Bench    benchCmd    `cmd:"" help:"Measurements, each beside its baseline in one run."`
 	Demo     demoCmd     `cmd:"" help:"A box and a paired computer on this machine: pairing, the link, the browser under a toggle, the web app."`
 
-	Help       cli.Help       `cmd:"" help:"Show help for a command."`
-	Completion cli.Completion `cmd:"" help:"Print shell completion (source it: lowkey completion bash > /etc/bash_completion.d/lowkey)."`
-	Version    versionCmd     `cmd:"" help:"Print the version."`
+	cli.Common
 }
 
 func main() {
@@ -72,6 +70,7 @@ func main() {
 func run(args []string, o cli.IO) int {
 	var g lowkey
 	return cli.Run("lowkey", description, &g, args, o, kong.Vars{
+		"version":        version,
 		"data":           defaultData(),
 		"agent_user":     sandbox.DefaultAgentUser,
 		"link_rounds":    strconv.Itoa(bench.DefaultLinkRounds),
@@ -79,13 +78,6 @@ func run(args []string, o cli.IO) int {
 		"link_isolated":  strconv.Itoa(bench.DefaultLinkIsolated),
 		"browser_rounds": strconv.Itoa(bench.DefaultBrowserRounds),
 	}, &g)
-}
-
-type versionCmd struct{}
-
-func (versionCmd) Run(o *cli.IO) error {
-	_, err := fmt.Fprintln(o.Out, "lowkey", version)
-	return err
 }
 
 // size is a byte count given in human units: 512MiB, 1.5GB, 1048576.

@@ -53,6 +53,22 @@ type IO struct {
 	Out, Err io.Writer
 }
 
+// Common are the commands every program has: help, completion, version.
+type Common struct {
+	Help       Help       `cmd:"" help:"Show help for a command."`
+	Completion Completion `cmd:"" help:"Print shell completion for bash, zsh or fish, to source from your shell's start-up."`
+	Version    Version    `cmd:"" help:"Print the version."`
+}
+
+// Version is the "version" command.
+type Version struct{}
+
+// Run prints the program's name and version.
+func (Version) Run(k *kong.Context, o *IO) error {
+	_, err := fmt.Fprintln(o.Out, k.Model.Name, k.Model.Vars()["version"])
+	return err
+}
+
 // Help is the "help [COMMAND...]" command.
 type Help struct {
 	Command []string `arg:"" optional:"" help:"The command to explain."`
