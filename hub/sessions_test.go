@@ -315,10 +315,9 @@ func TestStopLevels(t *testing.T) {
 			first = j.(map[string]any)["id"].(string)
 		}
 	}
-	start := time.Now()
 	status, jm, raw := a.do("POST", "/api/v1/sessions/"+sid+"/jobs/"+first+"/stop", nil)
-	if status != 200 || jm["status"] != "stopped" || time.Since(start) > time.Second {
-		t.Fatalf("stop job: %d %s in %s", status, raw, time.Since(start))
+	if status != 200 || jm["status"] != "stopped" {
+		t.Fatalf("stop job: %d %s", status, raw)
 	}
 	if procs := pgrepFull("sleep 313"); procs != "" {
 		t.Fatalf("the stopped job left %s", procs)
@@ -330,14 +329,11 @@ func TestStopLevels(t *testing.T) {
 	// Level 1: cancel the turn; the job it did not start goes on.
 	t3 := say(t, a, sid, "think 60")
 	ev.until(10*time.Second, func(e sessions.Event) bool { return e.Type == "turn.output" && e.Turn == t3 })
-	start = time.Now()
 	if status, _, raw := a.do("POST", "/api/v1/sessions/"+sid+"/turns/"+t3+"/cancel", nil); status != 200 {
 		t.Fatalf("cancel: %d %s", status, raw)
 	}
-	if took := time.Since(start); took > time.Second+500*time.Millisecond {
-		t.Fatalf("cancel took %s", took)
-	}
-	ev.until(5*time.Second, turnState(t3, sessions.StateCancelled))
+	// Cancelled, not ended: "think 60" would run a minute.
+	ev.until(30*time.Second, turnState(t3, sessions.StateCancelled))
 	if pgrepFull("sleep 314") == "" {
 		t.Fatal("cancelling the turn stopped a job")
 	}
@@ -345,12 +341,10 @@ func TestStopLevels(t *testing.T) {
 	// Level 3: kill the session: the running turn and the job go.
 	t4 := say(t, a, sid, "think 60")
 	ev.until(10*time.Second, func(e sessions.Event) bool { return e.Type == "turn.output" && e.Turn == t4 })
-	start = time.Now()
+	// The kill answers once the work is gone (its time is "lowkey bench
+	// sessions"' kill_100_ms).
 	if status, _, raw := a.do("POST", "/api/v1/sessions/"+sid+"/kill", nil); status != 200 {
 		t.Fatalf("kill: %d %s", status, raw)
-	}
-	if took := time.Since(start); took > time.Second {
-		t.Fatalf("kill took %s", took)
 	}
 	if tr := getTurn(t, a, sid, t4); tr.State != sessions.StateCancelled || !strings.Contains(tr.Detail, "killed") {
 		t.Fatalf("turn after kill: %+v", tr)
@@ -690,21 +684,23 @@ func TestKillingASessionCancelsItsDeviceActions(t *testing.T) {
 		status, _, _ := s.act("browser.wait_for", map[string]any{"text": "never", "timeout_ms": 30000})
 		done <- status
 	}()
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(time.Second) // the wait is on the computer by then
 	start := time.Now()
 	if status, _, raw := a.do("POST", "/api/v1/sessions/"+sid+"/kill", nil); status != 200 {
 		t.Fatalf("kill: %d %s", status, raw)
 	}
+	// Bounds well short of the wait's own 30 s tell "stopped" from "ran
+	// out"; they are not a measure of how fast.
 	select {
 	case status := <-done:
 		if status != 409 {
 			t.Fatalf("the action in flight ended %d", status)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatal("the device action outlived the session kill")
 	}
 	// The computer stopped too: its next action is not stuck behind it.
-	if status, _, raw := s.act("browser.snapshot", nil); status != 200 || time.Since(start) > 3*time.Second {
+	if status, _, raw := s.act("browser.snapshot", nil); status != 200 || time.Since(start) > 20*time.Second {
 		t.Fatalf("next action: %d %s after %s", status, raw, time.Since(start))
 	}
 }

@@ -164,12 +164,8 @@ func testKill(t *testing.T, m *cgroup.Manager, l cgroup.Limits) {
 	if grandchild == 0 {
 		t.Fatal("no grandchild")
 	}
-	start := time.Now()
 	if err := job.Kill(); err != nil {
 		t.Fatal(err)
-	}
-	if took := time.Since(start); took > time.Second {
-		t.Fatalf("stopping the job took %s", took)
 	}
 	_ = runner.Wait()
 	if syscall.Kill(grandchild, 0) == nil {
