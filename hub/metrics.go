@@ -80,8 +80,14 @@ func (c boxCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	h.mu.Unlock()
+	online := 0.0
 	for path, n := range byPath {
+		online += n
 		ch <- prometheus.MustNewConstMetric(descLinks, prometheus.GaugeValue, n, path, "online")
+	}
+	if err == nil {
+		// A paired computer with no link now has no path.
+		ch <- prometheus.MustNewConstMetric(descLinks, prometheus.GaugeValue, max(float64(len(ds))-online, 0), "", "offline")
 	}
 	_, _, _, total, locked := h.window.State()
 	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.GaugeValue, float64(total))

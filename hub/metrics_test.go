@@ -95,6 +95,7 @@ func TestMetricsAreTheBoxsOwnAndPrometheusReadsThem(t *testing.T) {
 		{"lowkey_devices_paired", nil, func(v float64) bool { return v == 1 }, "1"},
 		{"lowkey_links", map[string]string{"path": "direct", "state": "online"}, func(v float64) bool { return v == 1 }, "1 (loopback UDP)"},
 		{"lowkey_links", map[string]string{"path": "relayed"}, func(v float64) bool { return v == 0 }, "0"},
+		{"lowkey_links", map[string]string{"state": "offline"}, func(v float64) bool { return v == 0 }, "0"},
 		{"lowkey_link_rtt_seconds", map[string]string{"device": p.DeviceID}, func(v float64) bool { return v > 0 && v < 5 }, "a round trip"},
 		{"lowkey_device_actions_total", map[string]string{"outcome": "done"}, func(v float64) bool { return v >= 1 }, ">= 1"},
 		{"lowkey_device_actions_total", map[string]string{"outcome": "refused"}, func(v float64) bool { return v >= 1 }, ">= 1"},
