@@ -21,20 +21,15 @@ import (
 // agentDevices is the box's side of device tools for agents.
 type agentDevices struct{ h *Hub }
 
-type agentDevice struct {
-	ID      string `json:"id"`
-	Name    string `json:"name"`
-	Online  bool   `json:"online"`
-	Browser bool   `json:"browser"`
-	Desktop bool   `json:"desktop"`
-}
-
-func (d agentDevices) List(session string) any {
-	out := []agentDevice{}
-	ds, _ := d.h.Devices()
+func (d agentDevices) List(session string) []sessions.DeviceInfo {
+	out := []sessions.DeviceInfo{}
+	ds, err := d.h.Devices()
+	if err != nil {
+		d.h.log.Warn("listing the computers for an agent", "session", session, "err", err)
+	}
 	for _, dv := range ds {
 		g, _ := d.h.grant(session, dv.ID)
-		out = append(out, agentDevice{ID: dv.ID, Name: dv.Name, Online: dv.Online, Browser: g.Browser, Desktop: g.Desktop})
+		out = append(out, sessions.DeviceInfo{ID: dv.ID, Name: dv.Name, Online: dv.Online, Browser: g.Browser, Desktop: g.Desktop})
 	}
 	return out
 }
@@ -89,7 +84,7 @@ func (h *Hub) runtimeError(w http.ResponseWriter, err error) {
 		fail(w, errcode.NotFound, err.Error())
 		return
 	}
-	fail(w, errcode.Internal, err.Error())
+	writeError(w, err)
 }
 
 func (h *Hub) postCancel(w http.ResponseWriter, r *http.Request) {

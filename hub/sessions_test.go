@@ -730,3 +730,86 @@ func TestAgentPublishesAPage(t *testing.T) {
 		ev.until(10*time.Second, turnState(tid, sessions.StateFailed))
 	}
 }
+
+// The box's tools answer objects with their schemas (Gemini's client
+// refuses a top-level array), and a turn waiting on a long tool call is
+// working, not stalled.
+func TestMCPToolsAnswerObjectsAndCountAsActivity(t *testing.T) {
+	_, a := startBox(t, func(c *hub.Config) { c.StallAfter = 3 * time.Second })
+	// The worker shows its token and URL, then ticks until the tool call
+	// below has begun (it makes STARTED), then is silent.
+	sid := newAgentSession(t, a, map[string]any{"agent": `exec:tr -d '\n' < "$LOWKEY_CREDENTIALS_FILE"; echo; echo "url=$LOWKEY_MCP_URL"; while [ ! -e STARTED ]; do echo tick; sleep 0.2; done; exec sleep 60`})
+	ev := follow(t, a, sid, 0)
+	turn := say(t, a, sid, "go")
+	var token, url string
+	for token == "" || url == "" {
+		e := ev.until(10*time.Second, func(e sessions.Event) bool { return e.Type == "turn.output" })
+		var line struct{ Text string }
+		_ = json.Unmarshal(e.Data, &line)
+		var creds struct {
+			MCPToken string `json:"mcp_token"`
+		}
+		if u, ok := strings.CutPrefix(line.Text, "url="); ok {
+			url = u
+		} else if json.Unmarshal([]byte(line.Text), &creds) == nil && creds.MCPToken != "" {
+			token = creds.MCPToken
+		}
+	}
+	c := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "1"}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: url, DisableStandaloneSSE: true,
+		HTTPClient: &http.Client{Transport: bearerAuth{token}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	tools, err := cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range tools.Tools {
+		if tool.Name != "pages.publish" && tool.OutputSchema == nil {
+			t.Errorf("%s has no output schema", tool.Name)
+		}
+	}
+	structured := func(tool string, args any) map[string]any {
+		t.Helper()
+		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: tool, Arguments: args})
+		if err != nil || res.IsError {
+			t.Fatalf("%s: %v %+v", tool, err, res)
+		}
+		obj, ok := res.StructuredContent.(map[string]any)
+		if !ok {
+			t.Fatalf("%s: structured content %T %v, want an object", tool, res.StructuredContent, res.StructuredContent)
+		}
+		return obj
+	}
+	if d, ok := structured("device.list", map[string]any{})["devices"].([]any); !ok || len(d) != 0 {
+		t.Errorf("device.list: %v", d)
+	}
+	// Eight seconds of a tool, more than twice the stall limit, once the
+	// worker has stopped ticking.
+	card := structured("shell.run", map[string]any{"command": "touch STARTED; sleep 8; echo slept", "wait_seconds": 60})
+	if card["status"] != "exited" || !strings.Contains(fmt.Sprint(card["stdout_tail"]), "slept") {
+		t.Fatalf("shell.run card: %v", card)
+	}
+	if jobs, ok := structured("job.list", map[string]any{})["jobs"].([]any); !ok || len(jobs) != 1 {
+		t.Errorf("job.list: %v", jobs)
+	}
+	if tr := getTurn(t, a, sid, turn); tr.State != sessions.StateRunning || len(tr.Stalls) != 0 {
+		t.Fatalf("the turn waiting on the box's tool: %s, stalls %v", tr.State, tr.Stalls)
+	}
+}
+
+// A nudge to a worker that closed its input is the worker's state, not the
+// box's failure: 409 with what to do instead.
+func TestNudgingAWorkerThatClosedItsInputIsAConflict(t *testing.T) {
+	_, a := startBox(t, nil)
+	sid := newAgentSession(t, a, map[string]any{"agent": `exec:exec 0<&-; echo ready; exec sleep 60`})
+	ev := follow(t, a, sid, 0)
+	turn := say(t, a, sid, "go")
+	ev.until(10*time.Second, func(e sessions.Event) bool { return e.Type == "turn.output" && e.Turn == turn })
+	status, m, raw := a.do("POST", "/api/v1/sessions/"+sid+"/turns/"+turn+"/nudge", nil)
+	if status != http.StatusConflict || errCode(m) != "closed" || !strings.Contains(string(raw), "cancel the turn") {
+		t.Fatalf("nudge: %d %s", status, raw)
+	}
+}

@@ -1,10 +1,12 @@
 package sessions
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -28,15 +30,6 @@ func (r *Runtime) MCPHandler() http.Handler {
 		}
 		h.ServeHTTP(w, req)
 	})
-}
-
-func textResult(v any) *mcp.CallToolResult {
-	b, _ := json.Marshal(v)
-	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(b)}}}
-}
-
-func errResult(err error) *mcp.CallToolResult {
-	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: err.Error()}}}
 }
 
 type deviceActionIn struct {
@@ -66,22 +59,54 @@ type publishIn struct {
 	Dir string `json:"dir" jsonschema:"the directory to publish, relative to the session's working directory"`
 }
 
+// Tool results: each is an object (clients such as Gemini's refuse a
+// top-level array), sent as structured content with its schema.
+type (
+	devicesOut struct {
+		Devices []DeviceInfo `json:"devices" jsonschema:"the paired computers and this conversation's toggles on each"`
+	}
+	actionOut struct {
+		Result     any    `json:"result" jsonschema:"what the action returned"`
+		DataBase64 string `json:"data_base64,omitempty" jsonschema:"binary results other than images (files), base64-encoded"`
+		ImageBytes int    `json:"image_bytes,omitempty" jsonschema:"the size of the image sent as image content"`
+	}
+	jobsOut struct {
+		Jobs []Job `json:"jobs" jsonschema:"this session's jobs, oldest first"`
+	}
+	confirmOut struct {
+		Answer string `json:"answer" jsonschema:"yes, no or cancel; no answer in time is no"`
+	}
+)
+
+// imageType is the MIME type of an image blob, "" for anything else.
+func imageType(b []byte) string {
+	switch {
+	case bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")):
+		return "image/png"
+	case bytes.HasPrefix(b, []byte{0xff, 0xd8, 0xff}):
+		return "image/jpeg"
+	case len(b) > 12 && string(b[:4]) == "RIFF" && string(b[8:12]) == "WEBP":
+		return "image/webp"
+	}
+	return ""
+}
+
 // mcpServer is the one MCP server of the box. Its tools act on the
 // session the request's token opens (one server for all sessions: the
 // tool schemas are built once, not per session).
 func (r *Runtime) mcpServer() *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "lowkey", Version: "1"}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "device.list", Description: "The paired computers this conversation may drive, with the toggles that are on."},
-		forSession(r, func(ctx context.Context, id string, _ noIn) (*mcp.CallToolResult, any, error) {
+		forSession(r, func(ctx context.Context, id string, _ noIn) (*mcp.CallToolResult, devicesOut, error) {
 			if r.cfg.Devices == nil {
-				return textResult([]any{}), nil, nil
+				return nil, devicesOut{Devices: []DeviceInfo{}}, nil
 			}
-			return textResult(r.cfg.Devices.List(id)), nil, nil
+			return nil, devicesOut{Devices: r.cfg.Devices.List(id)}, nil
 		}))
-	mcp.AddTool(s, &mcp.Tool{Name: "device.action", Description: "Run one action on a paired computer (browser.* needs the browser toggle, screen.* the desktop toggle). Binary results (screenshots, files) come back base64-encoded."},
-		forSession(r, func(ctx context.Context, id string, in deviceActionIn) (*mcp.CallToolResult, any, error) {
+	mcp.AddTool(s, &mcp.Tool{Name: "device.action", Description: "Run one action on a paired computer (browser.* needs the browser toggle, screen.* the desktop toggle). Screenshots come back as images; other binary results (files) base64-encoded."},
+		forSession(r, func(ctx context.Context, id string, in deviceActionIn) (*mcp.CallToolResult, actionOut, error) {
 			if r.cfg.Devices == nil {
-				return errResult(errors.New("no devices on this box")), nil, nil
+				return nil, actionOut{}, errors.New("no devices on this box")
 			}
 			tctx, turn := r.turnContext(id)
 			ctx, cancel := mergeCancel(ctx, tctx)
@@ -90,79 +115,91 @@ func (r *Runtime) mcpServer() *mcp.Server {
 			if turn != "" {
 				who = "agent (turn " + turn + ")"
 			}
-			args, _ := json.Marshal(in.Args)
-			if in.Args == nil {
-				args = nil
+			var args json.RawMessage
+			if in.Args != nil {
+				var err error
+				if args, err = json.Marshal(in.Args); err != nil {
+					return nil, actionOut{}, err
+				}
 			}
 			res, blob, err := r.cfg.Devices.Do(ctx, id, who, in.Device, in.Action, args)
 			if err != nil {
-				return errResult(err), nil, nil
+				return nil, actionOut{}, err
 			}
-			out := map[string]any{"result": res}
-			if len(blob) > 0 {
-				out["data_base64"] = base64.StdEncoding.EncodeToString(blob)
+			out := actionOut{Result: map[string]any{}}
+			if len(res) > 0 {
+				if err := json.Unmarshal(res, &out.Result); err != nil {
+					return nil, actionOut{}, fmt.Errorf("the computer's answer did not read: %w", err)
+				}
 			}
-			return textResult(out), nil, nil
+			mime := imageType(blob)
+			if mime == "" {
+				if len(blob) > 0 {
+					out.DataBase64 = base64.StdEncoding.EncodeToString(blob)
+				}
+				return nil, out, nil
+			}
+			// An image goes as image content, so a model that sees can see it.
+			out.ImageBytes = len(blob)
+			text, err := json.Marshal(out)
+			if err != nil {
+				return nil, actionOut{}, err
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(text)}, &mcp.ImageContent{Data: blob, MIMEType: mime}}}, out, nil
 		}))
 	mcp.AddTool(s, &mcp.Tool{Name: "shell.run", Description: "Run a shell command on the box as a job in this session. Returns its run card: status, exit code, output tails."},
-		forSession(r, func(ctx context.Context, id string, in shellRunIn) (*mcp.CallToolResult, any, error) {
+		forSession(r, func(ctx context.Context, id string, in shellRunIn) (*mcp.CallToolResult, Job, error) {
 			wait := 30 * time.Second
 			if in.WaitSeconds != nil {
 				wait = time.Duration(max(0, min(*in.WaitSeconds, 600))) * time.Second
 			}
 			j, err := r.RunJob(ctx, id, in.Command, in.Cwd, wait)
-			if err != nil {
-				return errResult(err), nil, nil
-			}
-			return textResult(j), nil, nil
+			return nil, j, err
 		}))
 	mcp.AddTool(s, &mcp.Tool{Name: "job.list", Description: "This session's jobs and their run cards."},
-		forSession(r, func(ctx context.Context, id string, _ noIn) (*mcp.CallToolResult, any, error) {
-			return textResult(r.Jobs(id)), nil, nil
+		forSession(r, func(ctx context.Context, id string, _ noIn) (*mcp.CallToolResult, jobsOut, error) {
+			return nil, jobsOut{Jobs: r.Jobs(id)}, nil
 		}))
 	mcp.AddTool(s, &mcp.Tool{Name: "job.stop", Description: "Stop a job and everything it started."},
-		forSession(r, func(ctx context.Context, id string, in jobIn) (*mcp.CallToolResult, any, error) {
+		forSession(r, func(ctx context.Context, id string, in jobIn) (*mcp.CallToolResult, Job, error) {
 			j, err := r.StopJob(id, in.Job)
-			if err != nil {
-				return errResult(err), nil, nil
-			}
-			return textResult(j), nil, nil
+			return nil, j, err
 		}))
 	mcp.AddTool(s, &mcp.Tool{Name: "pages.publish", Description: "Publish a directory of static files (HTML, CSS, images, fonts, PDFs) as a page on its own origin; returns its URL. No script runs there."},
 		forSession(r, func(ctx context.Context, id string, in publishIn) (*mcp.CallToolResult, any, error) {
 			if r.cfg.Pages == nil {
-				return errResult(errors.New("this box publishes no pages")), nil, nil
+				return nil, nil, errors.New("this box publishes no pages")
 			}
 			pg, err := r.publishDir(id, in.Dir)
-			if err != nil {
-				return errResult(err), nil, nil
-			}
-			return textResult(pg), nil, nil
+			return nil, pg, err
 		}))
 	mcp.AddTool(s, &mcp.Tool{Name: "confirm", Description: "Ask the person a yes/no question before doing something sensitive. Answers yes, no or cancel; no answer in time is no."},
-		forSession(r, func(ctx context.Context, id string, in confirmIn) (*mcp.CallToolResult, any, error) {
+		forSession(r, func(ctx context.Context, id string, in confirmIn) (*mcp.CallToolResult, confirmOut, error) {
 			timeout := r.cfg.ConfirmTimeout
 			if in.TimeoutSeconds > 0 {
 				timeout = time.Duration(min(in.TimeoutSeconds, 3600)) * time.Second
 			}
-			answer := r.Confirm(ctx, id, "agent", in.Question, timeout)
-			return textResult(map[string]string{"answer": answer}), nil, nil
+			return nil, confirmOut{Answer: r.Confirm(ctx, id, "agent", in.Question, timeout)}, nil
 		}))
 	return s
 }
 
 // forSession wraps a tool so it runs on the session its caller's token
-// opens.
-func forSession[In any](r *Runtime, f func(ctx context.Context, id string, in In) (*mcp.CallToolResult, any, error)) mcp.ToolHandlerFor[In, any] {
-	return func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, any, error) {
+// opens; each call is activity of the session's running turn (a turn
+// waiting on a long tool is not stalled).
+func forSession[In, Out any](r *Runtime, f func(ctx context.Context, id string, in In) (*mcp.CallToolResult, Out, error)) mcp.ToolHandlerFor[In, Out] {
+	return func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
 		var tok string
 		if req != nil && req.Extra != nil {
 			tok, _ = strings.CutPrefix(req.Extra.Header.Get("Authorization"), "Bearer ")
 		}
 		id, ok := r.SessionForToken(tok)
 		if !ok {
-			return errResult(errors.New("this token opens no session")), nil, nil
+			var zero Out
+			return nil, zero, errors.New("this token opens no session")
 		}
+		done := r.busy(id)
+		defer done()
 		return f(ctx, id, in)
 	}
 }

@@ -60,10 +60,20 @@ type Config struct {
 	Logger  *slog.Logger
 }
 
+// DeviceInfo is one paired computer as an agent sees it.
+type DeviceInfo struct {
+	ID      string `json:"id" jsonschema:"the computer's id, for device.action"`
+	Name    string `json:"name" jsonschema:"its name"`
+	Online  bool   `json:"online" jsonschema:"whether its link is up now"`
+	Browser bool   `json:"browser" jsonschema:"whether this conversation's browser toggle is on for it"`
+	Desktop bool   `json:"desktop" jsonschema:"whether this conversation's desktop toggle is on for it"`
+}
+
 // Devices is the box's side of device actions for agents.
 type Devices interface {
-	// List describes the computers this session holds grants for.
-	List(session string) any
+	// List describes the paired computers and this session's toggles on
+	// each.
+	List(session string) []DeviceInfo
 	// Do runs one action through the gate on behalf of a turn.
 	Do(ctx context.Context, session, who, device, action string, args json.RawMessage) (json.RawMessage, []byte, error)
 }

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/sessions/cgroup"
 	"github.com/lowkeyhq/lowkey/sessions/sandbox"
 )
@@ -55,6 +56,7 @@ type runningTurn struct {
 	cancelled bool
 	killed    bool
 	last      time.Time
+	calls     int // the box's tools the turn is waiting on now
 	done      chan struct{}
 }
 
@@ -367,6 +369,32 @@ func (r *Runtime) touch(ls *liveSession, rt *runningTurn) {
 	}
 }
 
+// busy marks a tool call of the session's running turn: the turn is not
+// stalled while the box itself is working for it. The returned func ends
+// the call.
+func (r *Runtime) busy(id string) func() {
+	ls, err := r.session(id)
+	if err != nil {
+		return func() {}
+	}
+	ls.mu.Lock()
+	rt := ls.turn
+	if rt != nil {
+		rt.calls++
+	}
+	ls.mu.Unlock()
+	if rt == nil {
+		return func() {}
+	}
+	r.touch(ls, rt)
+	return func() {
+		ls.mu.Lock()
+		rt.calls--
+		ls.mu.Unlock()
+		r.touch(ls, rt)
+	}
+}
+
 func (r *Runtime) watchStall(ls *liveSession, rt *runningTurn) {
 	tick := time.NewTicker(min(r.cfg.StallAfter/4, time.Second))
 	defer tick.Stop()
@@ -377,7 +405,7 @@ func (r *Runtime) watchStall(ls *liveSession, rt *runningTurn) {
 		case <-tick.C:
 		}
 		ls.mu.Lock()
-		stalled := rt.t.State == StateRunning && time.Since(rt.last) >= r.cfg.StallAfter
+		stalled := rt.t.State == StateRunning && rt.calls == 0 && time.Since(rt.last) >= r.cfg.StallAfter
 		if stalled {
 			rt.t.State = StateStalled
 			rt.t.Stalls = append(rt.t.Stalls, "stalled")
@@ -401,7 +429,7 @@ func (r *Runtime) Nudge(id, turn string) error {
 	_, err = rt.stdin.Write([]byte(`{"type":"nudge"}` + "\n"))
 	rt.stdinMu.Unlock()
 	if err != nil {
-		return fmt.Errorf("the agent is not reading its input: %w", err)
+		return &errcode.Error{Code: errcode.Closed, Message: "the agent of this turn has closed its input, so it cannot be nudged: cancel the turn instead", Err: err}
 	}
 	ls.events.emit("turn.nudged", turn, "", nil)
 	return nil

@@ -171,10 +171,14 @@ func (w *worker) pickDevice(ctx context.Context, name, toggle string) (device, e
 	if err != nil {
 		return device{}, err
 	}
-	var ds []device
-	_ = json.Unmarshal([]byte(out), &ds)
+	var list struct {
+		Devices []device `json:"devices"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return device{}, fmt.Errorf("the box's device list did not read: %w", err)
+	}
 	var fit []device
-	for _, d := range ds {
+	for _, d := range list.Devices {
 		on := (toggle == "browser" && d.Browser) || (toggle == "desktop" && d.Desktop)
 		if name != "" && (strings.EqualFold(d.Name, name) || strings.EqualFold(d.ID, name)) {
 			// Named: ask anyway, and let the box say no if the toggle is off.
