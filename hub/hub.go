@@ -38,6 +38,9 @@ type Config struct {
 	// AgentUser is the account turns and jobs run as when the hub is
 	// root (default lowkey-agent, made when missing).
 	AgentUser string
+	// AgentPath is the PATH of turns and jobs, where agent CLIs such as
+	// claude are found (default: the system's directories).
+	AgentPath string
 	// Listen is the web app and API address (default 127.0.0.1:7780).
 	Listen string
 	// PagesListen is where published pages are served, on their own
@@ -262,6 +265,7 @@ func Start(cfg Config) (*Hub, error) {
 		WorkDir: h.cfg.WorkDir, BoxID: h.id.ID() + ":" + h.dataDirAbs(), Boundary: h.boundary, Mask: h.mask, Secrets: h.secretsFor,
 		Devices: agentDevices{h}, Pages: agentPages{h},
 		Confirms: h.confirms, StallAfter: cfg.StallAfter, ConfirmTimeout: cfg.ConfirmTimeout, Metrics: h.metrics.runtime, Logger: h.log,
+		AgentPath: cfg.AgentPath, Instructions: h.instructions,
 	})
 	h.confirms.OnChange = h.runtime.ConfirmOpened
 	h.srv = newServer(h.routes(false))

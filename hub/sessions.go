@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -228,7 +232,13 @@ type secret struct {
 }
 
 // secretRuntimes are the runtimes a secret may be meant for.
-var secretRuntimes = map[string]bool{"all": true, "builtin": true, "openai": true, "exec": true}
+var secretRuntimes = func() map[string]bool {
+	m := map[string]bool{"all": true}
+	for _, r := range sessions.Runtimes {
+		m[r] = true
+	}
+	return m
+}()
 
 func (h *Hub) storedSecrets() (map[string]secret, error) {
 	out := map[string]secret{}
@@ -302,7 +312,7 @@ func (h *Hub) putSecret(w http.ResponseWriter, r *http.Request) {
 		req.For = "all"
 	}
 	if !secretRuntimes[req.For] {
-		fail(w, errcode.BadRequest, "a secret is for all, builtin, openai or exec, not "+strconv.Quote(req.For))
+		fail(w, errcode.BadRequest, "a secret is for all or one of "+strings.Join(sessions.Runtimes, ", ")+", not "+strconv.Quote(req.For))
 		return
 	}
 	if err := h.store.Put("secret/"+name, secret{Value: req.Value, For: req.For}); err != nil {
@@ -349,4 +359,25 @@ func (h *Hub) deleteSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	// The value stays masked while the box runs: it was shown to turns.
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
+}
+
+// instructionsFile is where the owner keeps the agents' standing
+// instructions, in place of the box's own.
+const instructionsFile = "instructions.md"
+
+// instructions are the owner's standing instructions for agents, read for
+// every turn so an edit holds from the next one; "" when there are none.
+func (h *Hub) instructions() (text, source string) {
+	b, err := os.ReadFile(filepath.Join(h.cfg.DataDir, instructionsFile))
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			h.log.Warn("the owner's instructions for agents could not be read; the box's own are used", "err", err)
+		}
+		return "", ""
+	}
+	if len(b) > 64<<10 {
+		h.log.Warn("the owner's instructions for agents are over 64 KiB; the box's own are used")
+		return "", ""
+	}
+	return string(b), "the owner's instructions (DATA/" + instructionsFile + ")"
 }

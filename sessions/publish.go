@@ -29,7 +29,7 @@ func (r *Runtime) publishDir(id, dir string) (any, error) {
 	if rel == "" {
 		rel = "."
 	}
-	tar := lookWorkerPath("tar")
+	tar := lookPath(workerPath, "tar")
 	if tar == "" {
 		return nil, errors.New("publishing needs tar on the box: install it")
 	}

@@ -55,6 +55,12 @@ type Config struct {
 	ConfirmTimeout time.Duration
 	// Pids bounds the processes of one session.
 	Pids int64
+	// AgentPath is the PATH of turns and jobs, where agent CLIs are found
+	// (default: the system's directories).
+	AgentPath string
+	// Instructions returns the box's standing instructions for agents and
+	// where they come from ("" and "": the built-in ones).
+	Instructions func() (text, source string)
 	// Metrics counts how turns and jobs end (default: counters of its own).
 	Metrics *Metrics
 	Logger  *slog.Logger

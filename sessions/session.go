@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	agentpkg "github.com/lowkeyhq/lowkey/sessions/agent"
 )
 
 // Session is one conversation.
@@ -40,12 +42,17 @@ func New(req NewRequest, defaultMemory int64) (*Session, error) {
 	if agent == "" {
 		agent = "builtin"
 	}
-	if agent != "builtin" && agent != "openai" && !strings.HasPrefix(agent, "exec:") {
-		return nil, fmt.Errorf("%w: agent %q: use builtin, openai or exec:COMMAND", ErrBadRequest, agent)
+	preset := agentpkg.Presets[agent]
+	if agent != "builtin" && agent != "openai" && preset == nil && !strings.HasPrefix(agent, "exec:") {
+		return nil, fmt.Errorf("%w: agent %q: use builtin, openai, claude or exec:COMMAND", ErrBadRequest, agent)
 	}
 	mem := req.MemoryLimitBytes
 	if mem == 0 {
 		mem = defaultMemory
+		// A CLI gets the budget it needs to run at all.
+		if preset != nil {
+			mem = max(mem, preset.Memory)
+		}
 	}
 	if mem < MinMemory {
 		return nil, fmt.Errorf("%w: memory_limit_bytes must be at least %d", ErrBadRequest, MinMemory)

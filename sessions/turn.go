@@ -42,6 +42,9 @@ type Turn struct {
 	Started  time.Time `json:"started"`
 	Ended    time.Time `json:"ended,omitzero"`
 	ExitCode *int      `json:"exit_code,omitempty"`
+	// Instructions says which standing instructions the agent was given:
+	// "the box's standing instructions" or the owner's file.
+	Instructions string `json:"instructions,omitempty"`
 }
 
 type runningTurn struct {
@@ -145,7 +148,6 @@ func (r *Runtime) beginTurn(ls *liveSession, text string) (*runningTurn, []histo
 		return nil, nil, fmt.Errorf("the turn could not be recorded, so it did not start: %w", err)
 	}
 	ls.events.emit("message", rt.t.ID, "", map[string]string{"role": "user", "text": text})
-	ls.events.emit("turn.state", rt.t.ID, "", map[string]string{"state": StateRunning})
 	return rt, history, nil
 }
 
@@ -174,6 +176,16 @@ type turnOutput struct {
 // its token and credentials, and the goroutines that read and end it.
 func (r *Runtime) runWorker(ls *liveSession, rt *runningTurn, history []historyItem) error {
 	id := ls.s.ID
+	text, source := "", "the box's standing instructions"
+	if r.cfg.Instructions != nil {
+		if t, s := r.cfg.Instructions(); t != "" {
+			text, source = t, s
+		}
+	}
+	ls.mu.Lock()
+	rt.t.Instructions = source
+	ls.mu.Unlock()
+	ls.events.emit("turn.state", rt.t.ID, "", map[string]string{"state": StateRunning, "instructions": source})
 	if _, err := r.groupOf(ls); err != nil {
 		return err
 	}
@@ -216,7 +228,7 @@ func (r *Runtime) runWorker(ls *liveSession, rt *runningTurn, history []historyI
 	rt.stdin = stdin
 	rt.cmd, rt.worker = w.Cmd, w
 	rt.ctx, rt.cancel = context.WithCancel(ls.ctx)
-	input, err := json.Marshal(map[string]any{"session": id, "turn": rt.t.ID, "history": history, "message": rt.t.Message})
+	input, err := json.Marshal(map[string]any{"session": id, "turn": rt.t.ID, "history": history, "message": rt.t.Message, "instructions": text})
 	if err != nil {
 		w.Release()
 		return err

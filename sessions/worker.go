@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	agentpkg "github.com/lowkeyhq/lowkey/sessions/agent"
 )
 
 // workDir is a session's working directory, the agent account's, made
@@ -35,7 +37,7 @@ func (r *Runtime) home(work string) string {
 // workerEnv is the clean environment of every turn and job: nothing of
 // the box's own leaks in.
 func (r *Runtime) workerEnv(work string, extra ...string) []string {
-	env := []string{"PATH=" + workerPath, "HOME=" + r.home(work), "LANG=C.UTF-8"}
+	env := []string{"PATH=" + r.path(), "HOME=" + r.home(work), "LANG=C.UTF-8"}
 	if u := r.cfg.Boundary.User(); u != "" {
 		env = append(env, "USER="+u, "LOGNAME="+u)
 	}
@@ -46,14 +48,14 @@ func (r *Runtime) workerEnv(work string, extra ...string) []string {
 // whether it is the box's own program (the built-in agents).
 func (r *Runtime) workerCommand(agent string) (argv []string, own bool, err error) {
 	switch {
-	case agent == "builtin" || agent == "openai":
+	case agent == "builtin" || agent == "openai" || agentpkg.Presets[agent] != nil:
 		if r.cfg.WorkerBin == "" {
 			return nil, false, errors.New("no worker binary configured")
 		}
 		return []string{r.cfg.WorkerBin, "agent", agent}, true, nil
 	case strings.HasPrefix(agent, "exec:"):
 		line := strings.TrimPrefix(agent, "exec:")
-		if argv := plainCommand(line); argv != nil {
+		if argv := plainCommand(line, r.path()); argv != nil {
 			return argv, false, nil
 		}
 		return []string{"/bin/sh", "-c", line}, false, nil
@@ -65,7 +67,7 @@ func (r *Runtime) workerCommand(agent string) (argv []string, own bool, err erro
 // spaces (no quotes, variables, globs, redirections or builtins) into
 // its words, so it can run without a shell in between, as make does.
 // Anything else returns nil and goes through /bin/sh -c.
-func plainCommand(line string) []string {
+func plainCommand(line, path string) []string {
 	for _, c := range line {
 		ok := c == ' ' || c == '/' || c == '.' || c == '_' || c == '-' || c == ',' || c == ':' || c == '+' || c == '@' || c == '%' || c == '=' ||
 			'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
@@ -77,26 +79,36 @@ func plainCommand(line string) []string {
 	if len(argv) == 0 || strings.Contains(argv[0], "=") || shellBuiltins[argv[0]] {
 		return nil
 	}
-	path := lookWorkerPath(argv[0])
-	if path == "" {
+	found := lookPath(path, argv[0])
+	if found == "" {
 		return nil // the shell's "not found" message says it best
 	}
-	argv[0] = path
+	argv[0] = found
 	return argv
 }
 
-// workerPath is the PATH every turn and job gets.
+// workerPath is the PATH turns and jobs get when the box names none: the
+// system's directories.
 const workerPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// lookWorkerPath finds a program the way the worker's shell would.
-func lookWorkerPath(name string) string {
+// path is the PATH every turn and job gets: the box's --agent-path, else
+// the system's directories.
+func (r *Runtime) path() string {
+	if r.cfg.AgentPath != "" {
+		return r.cfg.AgentPath
+	}
+	return workerPath
+}
+
+// lookPath finds a program on path the way the worker's shell would.
+func lookPath(path, name string) string {
 	if strings.Contains(name, "/") {
 		if syscall.Access(name, 1) == nil {
 			return name
 		}
 		return ""
 	}
-	for _, dir := range filepath.SplitList(workerPath) {
+	for _, dir := range filepath.SplitList(path) {
 		p := filepath.Join(dir, name)
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && syscall.Access(p, 1) == nil {
 			return p

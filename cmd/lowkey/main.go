@@ -24,6 +24,7 @@ import (
 	"github.com/lowkeyhq/lowkey/internal/admin"
 	"github.com/lowkeyhq/lowkey/internal/bench"
 	"github.com/lowkeyhq/lowkey/internal/cli"
+	"github.com/lowkeyhq/lowkey/sessions"
 	"github.com/lowkeyhq/lowkey/sessions/agent"
 	"github.com/lowkeyhq/lowkey/sessions/sandbox"
 )
@@ -73,6 +74,7 @@ func run(args []string, o cli.IO) int {
 		"version":        version,
 		"data":           defaultData(),
 		"agent_user":     sandbox.DefaultAgentUser,
+		"runtimes":       strings.Join(sessions.Runtimes, ","),
 		"link_rounds":    strconv.Itoa(bench.DefaultLinkRounds),
 		"link_bulk_runs": strconv.Itoa(bench.DefaultLinkBulkRuns),
 		"link_isolated":  strconv.Itoa(bench.DefaultLinkIsolated),
@@ -129,6 +131,7 @@ type hubCmd struct {
 	NoMDNS        bool   `name:"no-mdns" help:"Do not advertise on the LAN."`
 	SessionMemory size   `default:"512MiB" placeholder:"SIZE" help:"Default memory budget of a session (512MiB, 2GiB, or bytes) (default: ${default})."`
 	AgentUser     string `default:"${agent_user}" placeholder:"NAME" help:"The account turns and jobs run as when the hub runs as root (made when it is the default and missing) (default: ${default})."`
+	AgentPath     string `placeholder:"DIRS" help:"Where agent CLIs (claude) are found: the PATH of turns and jobs (default: the system's directories)."`
 	WorkDir       string `placeholder:"DIR" help:"Where the sessions' working directories go, outside --data (default: /var/lib/lowkey-work as root, DATA-work otherwise)."`
 }
 
@@ -139,7 +142,7 @@ func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
 	cfg := hub.Config{
 		DataDir: g.Data, Listen: c.Listen, PagesListen: c.PagesListen, PagesOrigin: c.PagesOrigin,
 		Name: c.Name, TLSCert: c.TLSCert, TLSKey: c.TLSKey, NoMDNS: c.NoMDNS,
-		SessionMemory: int64(c.SessionMemory), AgentUser: c.AgentUser, WorkDir: c.WorkDir,
+		SessionMemory: int64(c.SessionMemory), AgentUser: c.AgentUser, AgentPath: c.AgentPath, WorkDir: c.WorkDir,
 		Version: version, Logger: logger(o.Err),
 	}
 	h, err := hub.Start(cfg)
@@ -317,7 +320,7 @@ type secretsCmd struct {
 
 type secretsSetCmd struct {
 	Name string `arg:"" help:"The credential's name (agents see it by this name)."`
-	For  string `name:"for" default:"all" enum:"builtin,openai,exec,all" help:"The runtime that gets it: builtin, openai, exec or all (default: ${default})."`
+	For  string `name:"for" default:"all" enum:"${runtimes},all" help:"The runtime that gets it: ${runtimes} or all (default: ${default})."`
 }
 
 func (c *secretsSetCmd) Run(g *lowkey, o *cli.IO) error {

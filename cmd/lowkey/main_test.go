@@ -45,7 +45,7 @@ func lk(t *testing.T, stdin string, args ...string) result {
 // itself, so a command added later is held to the same tests.
 func commands(t *testing.T) []string {
 	t.Helper()
-	parser, err := kong.New(&lowkey{}, kong.Vars{"data": "d", "agent_user": "a", "link_rounds": "1", "link_bulk_runs": "1", "link_isolated": "1", "browser_rounds": "1"})
+	parser, err := kong.New(&lowkey{}, kong.Vars{"data": "d", "agent_user": "a", "runtimes": "builtin,exec", "link_rounds": "1", "link_bulk_runs": "1", "link_isolated": "1", "browser_rounds": "1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestWrongCommandLinesAreRefusedWithUsage(t *testing.T) {
 		{[]string{"secrets"}, "expected one of"},
 		{[]string{"secrets", "set"}, `expected "<name>"`},
 		{[]string{"secrets", "rm"}, `expected "<name>"`},
-		{[]string{"secrets", "set", "X", "--for", "nobody"}, `--for must be one of "builtin","openai","exec","all"`},
+		{[]string{"secrets", "set", "X", "--for", "nobody"}, `--for must be one of "builtin","openai","exec","claude","all"`},
 		{[]string{"secrets", "list", "X"}, "unexpected argument X"},
 		{[]string{"pair-code", "extra"}, "unexpected argument extra"},
 		{[]string{"pair-code", "--ttl", "90"}, `missing unit in duration "90"`},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -67,4 +68,21 @@ func Xvfb(t testing.TB, w, h int) string {
 	}
 	t.Fatal("no free X display number")
 	return ""
+}
+
+// AgentCLIs is the directory of the agent CLIs from npm (claude), as
+// .ci/run installs them: $LOWKEY_AGENT_CLIS, else
+// /var/cache/lowkey/agent-clis. It returns the directory of their
+// programs, which every account can read.
+func AgentCLIs(t testing.TB, bin string) string {
+	t.Helper()
+	root := os.Getenv("LOWKEY_AGENT_CLIS")
+	if root == "" {
+		root = "/var/cache/lowkey/agent-clis"
+	}
+	dir := filepath.Join(root, "node_modules", ".bin")
+	if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
+		Missing(t, bin+" from npm in "+root+" (see .ci/run)")
+	}
+	return dir
 }

@@ -25,6 +25,17 @@ type Input struct {
 		Text string `json:"text"`
 	} `json:"history"`
 	Message string `json:"message"`
+	// Instructions are the box's standing instructions for this turn
+	// (the owner's DATA/instructions.md, else Standing).
+	Instructions string `json:"instructions,omitempty"`
+}
+
+// instructions are the turn's standing instructions.
+func (in Input) instructions() string {
+	if in.Instructions != "" {
+		return in.Instructions
+	}
+	return Standing
 }
 
 // Credentials is the content of the credentials file.
@@ -73,10 +84,10 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	return b.base.RoundTrip(r)
 }
 
-// Main runs the worker named by args[0] ("builtin" or "openai").
+// Main runs the worker named by args[0]: "builtin", "openai" or a preset.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) != 1 || (args[0] != "builtin" && args[0] != "openai") {
-		fmt.Fprintln(stderr, "usage: agent builtin|openai (the box runs this for a turn)")
+	if len(args) != 1 || (args[0] != "builtin" && args[0] != "openai" && Presets[args[0]] == nil) {
+		fmt.Fprintln(stderr, "usage: agent builtin|openai|claude (the box runs this for a turn)")
 		return 2
 	}
 	w := &worker{out: stdout, nudges: make(chan struct{}, 8)}
@@ -109,6 +120,15 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	ctx := context.Background()
+	if p := Presets[args[0]]; p != nil {
+		reply, err := runPreset(ctx, p, w.in, w.creds, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		w.say(reply)
+		return 0
+	}
 	client := mcp.NewClient(&mcp.Implementation{Name: "lowkey-agent", Version: "1"}, nil)
 	tr := &mcp.StreamableClientTransport{Endpoint: os.Getenv("LOWKEY_MCP_URL"), DisableStandaloneSSE: true,
 		HTTPClient: &http.Client{Transport: bearer{tok: w.creds.MCPToken, base: http.DefaultTransport}}}

@@ -1,0 +1,175 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lowkeyhq/lowkey/hub"
+	"github.com/lowkeyhq/lowkey/internal/admin"
+	"github.com/lowkeyhq/lowkey/internal/local"
+	"github.com/lowkeyhq/lowkey/internal/modeltest"
+	"github.com/lowkeyhq/lowkey/internal/testenv"
+	"github.com/lowkeyhq/lowkey/sessions"
+)
+
+// presetBox is a box whose agents' PATH holds the CLIs from npm, with a
+// paired companion, and a scripted model server.
+func presetBox(t *testing.T, bin string) (*local.Pair, api) {
+	t.Helper()
+	requireCgroups(t)
+	dir := testenv.AgentCLIs(t, bin)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := local.Start(ctx, t.TempDir(), local.Options{Logger: quiet(), Hub: func(c *hub.Config) {
+		c.AgentPath = dir + ":/usr/local/bin:/usr/bin:/bin"
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p, ownerAPI(t, p)
+}
+
+func setSecret(t *testing.T, p *local.Pair, name, value, forRuntime string) {
+	t.Helper()
+	if err := admin.New(hub.SocketPath(p.HubDir)).Do("PUT", "/admin/secrets/"+name, map[string]string{"value": value, "for": forRuntime}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// outputs are a turn's progress lines so far.
+func outputs(s *stream, turn string) []string {
+	var out []string
+	for _, e := range s.seen {
+		if e.Type != "turn.output" || e.Turn != turn {
+			continue
+		}
+		var l struct{ Text string }
+		if json.Unmarshal(e.Data, &l) == nil {
+			out = append(out, l.Text)
+		}
+	}
+	return out
+}
+
+// Claude Code, the real CLI, runs a turn against a scripted Anthropic API:
+// it calls the box's shell.run, device.list, device.action (sys.info on the
+// paired laptop) and confirm (answered here), then answers with text that
+// quotes what they returned; each call shows in the thread as it happens;
+// it was given the box's standing instructions; a second turn continues
+// the first.
+func TestClaudePresetRunsARealTurn(t *testing.T) {
+	p, a := presetBox(t, "claude")
+	script := []modeltest.Step{
+		{Tool: "shell.run", Args: map[string]any{"command": "echo box-says-hi", "wait_seconds": 30}},
+		{Tool: "device.list", Args: map[string]any{}},
+		{Tool: "device.action", Args: map[string]any{"device": p.DeviceID, "action": "sys.info"}},
+		{Tool: "confirm", Args: map[string]any{"question": "May I finish the turn?"}},
+		{Reply: func(results []string) string {
+			return "RESULTS " + strings.Join(results, " || ")
+		}},
+	}
+	m := modeltest.NewAnthropic(script)
+	defer m.Close()
+	setSecret(t, p, "ANTHROPIC_API_KEY", "sk-ant-test-0000", "claude")
+	setSecret(t, p, "ANTHROPIC_BASE_URL", m.URL, "claude")
+	sid := newAgentSession(t, a, map[string]any{"agent": "claude"})
+	es := follow(t, a, sid, 0)
+	turn := say(t, a, sid, "check the box and my laptop")
+	e := es.until(120*time.Second, func(e sessions.Event) bool {
+		return e.Type == "confirm.open" || (e.Type == "turn.state" && e.Turn == turn && !strings.Contains(string(e.Data), `"running"`))
+	})
+	if e.Type != "confirm.open" {
+		t.Fatalf("the turn ended before it asked: %s\n%s", e.Data, strings.Join(outputs(es, turn), "\n"))
+	}
+	var c sessions.Confirmation
+	if err := json.Unmarshal(e.Data, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Summary != "May I finish the turn?" {
+		t.Errorf("the question: %q", c.Summary)
+	}
+	if status, _, raw := a.do("POST", "/api/v1/sessions/"+sid+"/confirmations/"+c.ID, map[string]string{"answer": "yes"}); status != 200 {
+		t.Fatalf("answer: %d %s", status, raw)
+	}
+	end := es.until(120*time.Second, func(e sessions.Event) bool {
+		return e.Type == "turn.state" && e.Turn == turn && !strings.Contains(string(e.Data), `"running"`)
+	})
+	tr := getTurn(t, a, sid, turn)
+	lines := strings.Join(outputs(es, turn), "\n")
+	if tr.State != sessions.StateDone {
+		t.Fatalf("turn %s: %s %s\n%s", tr.State, tr.Detail, end.Data, lines)
+	}
+	host := strings.TrimSpace(mustHostname(t))
+	for _, want := range []string{"box-says-hi", `"devices"`, p.DeviceID, host, `"answer":"yes"`} {
+		if !strings.Contains(tr.Reply, want) {
+			t.Errorf("the reply does not quote %q: %s", want, tr.Reply)
+		}
+	}
+	// Each call showed in the thread, in order, as it happened.
+	last := -1
+	for _, tool := range []string{"→ shell.run", "→ device.list", "→ device.action", "→ confirm"} {
+		i := strings.Index(lines, tool)
+		if i <= last {
+			t.Errorf("%q is not in the thread after the one before:\n%s", tool, lines)
+		}
+		last = i
+	}
+	t.Logf("the thread:\n%s\nthe reply: %.400s", lines, tr.Reply)
+	reqs := m.Requests()
+	if len(reqs) != 5 || !strings.Contains(reqs[0].System, "call confirm with a one-line question") {
+		t.Fatalf("claude was not given the box's standing instructions (%d requests): %.300s", len(reqs), reqs[0].System)
+	}
+	if tr.Instructions != "the box's standing instructions" {
+		t.Errorf("the turn says it ran with %q", tr.Instructions)
+	}
+
+	// The second turn continues the first: the model sees the first message.
+	m.Rewind([]modeltest.Step{{Reply: func([]string) string { return "again" }}})
+	turn2 := say(t, a, sid, "and once more")
+	es.until(120*time.Second, func(e sessions.Event) bool {
+		return e.Type == "turn.state" && e.Turn == turn2 && !strings.Contains(string(e.Data), `"running"`)
+	})
+	if tr := getTurn(t, a, sid, turn2); tr.State != sessions.StateDone || tr.Reply != "again" {
+		t.Fatalf("second turn: %s %s %q", tr.State, tr.Detail, tr.Reply)
+	}
+	reqs = m.Requests()
+	if seen := strings.Join(reqs[len(reqs)-1].Messages, "\n"); !strings.Contains(seen, "check the box and my laptop") || !strings.Contains(seen, "and once more") {
+		t.Errorf("the second turn's model did not see the first turn: %s", seen)
+	}
+}
+
+// The preset fails the turn with its reason when its key is missing, and
+// when its CLI is not installed.
+func TestClaudePresetSaysWhatIsMissing(t *testing.T) {
+	_, a := presetBox(t, "claude")
+	sid := newAgentSession(t, a, map[string]any{"agent": "claude"})
+	es := follow(t, a, sid, 0)
+	turn := say(t, a, sid, "hello")
+	es.until(60*time.Second, turnState(turn, sessions.StateFailed))
+	if tr := getTurn(t, a, sid, turn); !strings.Contains(strings.Join(outputs(es, turn), "\n"), "lowkey secrets set ANTHROPIC_API_KEY") {
+		t.Errorf("missing key: %s\n%v", tr.Detail, outputs(es, turn))
+	}
+	// A box whose agents' PATH has no claude.
+	_, b := startBox(t, nil)
+	sid = newAgentSession(t, b, map[string]any{"agent": "claude"})
+	es = follow(t, b, sid, 0)
+	turn = say(t, b, sid, "hello")
+	es.until(60*time.Second, turnState(turn, sessions.StateFailed))
+	if got := strings.Join(outputs(es, turn), "\n"); !strings.Contains(got, "npm install -g @anthropic-ai/claude-code") {
+		t.Errorf("missing CLI: %s", got)
+	}
+}
+
+func mustHostname(t *testing.T) string {
+	t.Helper()
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}

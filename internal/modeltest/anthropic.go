@@ -1,0 +1,215 @@
+package modeltest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+)
+
+// Step is one answer of the script: a call of one of the box's tools (by
+// the box's name, "shell.run"), or, when Tool is "", the final text, made
+// from the tools' results so far.
+type Step struct {
+	Tool  string
+	Args  map[string]any
+	Reply func(results []string) string
+}
+
+// Request is what the CLI sent for one step of its main loop.
+type Request struct {
+	System   string
+	Messages []string // each message's text, tool results included
+	Tools    []string
+}
+
+// Anthropic is a scripted Anthropic Messages API.
+type Anthropic struct {
+	URL string
+
+	mu       sync.Mutex
+	script   []Step
+	next     int
+	results  []string
+	requests []Request
+	srv      *httptest.Server
+}
+
+// NewAnthropic starts the server; Close stops it.
+func NewAnthropic(script []Step) *Anthropic {
+	a := &Anthropic{script: script}
+	a.srv = httptest.NewServer(http.HandlerFunc(a.serve))
+	a.URL = a.srv.URL
+	return a
+}
+
+// Close stops the server.
+func (a *Anthropic) Close() { a.srv.Close() }
+
+// Requests are the main-loop requests so far.
+func (a *Anthropic) Requests() []Request {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]Request(nil), a.requests...)
+}
+
+// Rewind starts the script again (a second turn), keeping the requests.
+func (a *Anthropic) Rewind(script []Step) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.script, a.next, a.results = script, 0, nil
+}
+
+type anthropicRequest struct {
+	Stream   bool            `json:"stream"`
+	Model    string          `json:"model"`
+	System   json.RawMessage `json:"system"`
+	Messages []struct {
+		Role    string          `json:"role"`
+		Content json.RawMessage `json:"content"`
+	} `json:"messages"`
+	Tools []struct {
+		Name string `json:"name"`
+	} `json:"tools"`
+}
+
+// text is the words of a content field: a string, or blocks of text and
+// tool results.
+func text(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var blocks []struct {
+		Type    string          `json:"type"`
+		Text    string          `json:"text"`
+		Content json.RawMessage `json:"content"`
+	}
+	if json.Unmarshal(raw, &blocks) != nil {
+		return string(raw)
+	}
+	var b strings.Builder
+	for _, bl := range blocks {
+		b.WriteString(bl.Text)
+		if bl.Type == "tool_result" {
+			b.WriteString(text(bl.Content))
+		}
+	}
+	return b.String()
+}
+
+// boxTool finds the name the CLI gave one of the box's tools.
+func boxTool(tools []string, box string) string {
+	want := strings.NewReplacer(".", "", "_", "", "-", "").Replace(box)
+	for _, t := range tools {
+		i := strings.LastIndex(t, "__")
+		if strings.NewReplacer(".", "", "_", "", "-", "").Replace(t[i+2:]) == want {
+			return t
+		}
+	}
+	return ""
+}
+
+func (a *Anthropic) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/v1/messages" {
+		http.NotFound(w, r)
+		return
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var req anthropicRequest
+	if err := json.Unmarshal(b, &req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var tools []string
+	for _, t := range req.Tools {
+		tools = append(tools, t.Name)
+	}
+	a.mu.Lock()
+	if boxTool(tools, "shell.run") == "" || a.next >= len(a.script) {
+		// A side request of the CLI (a title, a summary): a word will do.
+		a.mu.Unlock()
+		a.answer(w, req, "", nil, "ok")
+		return
+	}
+	rec := Request{System: text(req.System), Tools: tools}
+	for _, m := range req.Messages {
+		rec.Messages = append(rec.Messages, text(m.Content))
+	}
+	if a.next > 0 && len(req.Messages) > 0 {
+		a.results = append(a.results, rec.Messages[len(rec.Messages)-1])
+	}
+	a.requests = append(a.requests, rec)
+	step := a.script[a.next]
+	a.next++
+	results := append([]string(nil), a.results...)
+	a.mu.Unlock()
+	if step.Tool != "" {
+		a.answer(w, req, boxTool(tools, step.Tool), step.Args, "")
+		return
+	}
+	a.answer(w, req, "", nil, step.Reply(results))
+}
+
+// answer streams one message: a tool call, or text.
+func (a *Anthropic) answer(w http.ResponseWriter, req anthropicRequest, tool string, args map[string]any, say string) {
+	a.mu.Lock()
+	id := fmt.Sprintf("toolu_%d", a.next)
+	a.mu.Unlock()
+	block := map[string]any{"type": "text", "text": ""}
+	delta := map[string]any{"type": "text_delta", "text": say}
+	stop := "end_turn"
+	if tool != "" {
+		in, err := json.Marshal(args)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		block = map[string]any{"type": "tool_use", "id": id, "name": tool, "input": map[string]any{}}
+		delta = map[string]any{"type": "input_json_delta", "partial_json": string(in)}
+		stop = "tool_use"
+	}
+	usage := map[string]any{"input_tokens": 10, "output_tokens": 5}
+	if !req.Stream {
+		content := map[string]any{"type": "text", "text": say}
+		if tool != "" {
+			content = map[string]any{"type": "tool_use", "id": id, "name": tool, "input": args}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"id": "msg_" + id, "type": "message", "role": "assistant", "model": req.Model,
+			"content": []any{content}, "stop_reason": stop, "stop_sequence": nil, "usage": usage})
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	events := []struct {
+		name string
+		data map[string]any
+	}{
+		{"message_start", map[string]any{"type": "message_start", "message": map[string]any{"id": "msg_" + id, "type": "message", "role": "assistant",
+			"model": req.Model, "content": []any{}, "stop_reason": nil, "stop_sequence": nil, "usage": usage}}},
+		{"content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": block}},
+		{"content_block_delta", map[string]any{"type": "content_block_delta", "index": 0, "delta": delta}},
+		{"content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}},
+		{"message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": usage}},
+		{"message_stop", map[string]any{"type": "message_stop"}},
+	}
+	for _, e := range events {
+		b, err := json.Marshal(e.data)
+		if err != nil {
+			return
+		}
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.name, b); err != nil {
+			return
+		}
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+}
