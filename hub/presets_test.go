@@ -173,3 +173,27 @@ func mustHostname(t *testing.T) string {
 	}
 	return h
 }
+
+// A tool call longer than the CLIs' own 60 s default: a 90 s shell.run
+// through Claude Code ends with its output, and the turn is not stalled.
+func TestClaudePresetWaitsOnALongTool(t *testing.T) {
+	t.Parallel()
+	p, a := presetBox(t, "claude")
+	m := modeltest.NewAnthropic([]modeltest.Step{
+		{Tool: "shell.run", Args: map[string]any{"command": "sleep 90; echo slept-ninety", "wait_seconds": 120}},
+		{Reply: func(results []string) string { return strings.Join(results, "") }},
+	})
+	defer m.Close()
+	setSecret(t, p, "ANTHROPIC_API_KEY", "sk-ant-test-0000", "claude")
+	setSecret(t, p, "ANTHROPIC_BASE_URL", m.URL, "claude")
+	sid := newAgentSession(t, a, map[string]any{"agent": "claude"})
+	es := follow(t, a, sid, 0)
+	turn := say(t, a, sid, "take your time")
+	es.until(5*time.Minute, func(e sessions.Event) bool {
+		return e.Type == "turn.state" && e.Turn == turn && !strings.Contains(string(e.Data), `"running"`)
+	})
+	tr := getTurn(t, a, sid, turn)
+	if tr.State != sessions.StateDone || !strings.Contains(tr.Reply, "slept-ninety") || len(tr.Stalls) != 0 {
+		t.Fatalf("turn %s %s stalls %v: %.300s\n%s", tr.State, tr.Detail, tr.Stalls, tr.Reply, strings.Join(outputs(es, turn), "\n"))
+	}
+}
