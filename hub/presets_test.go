@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -129,15 +130,25 @@ func TestClaudePresetRunsARealTurn(t *testing.T) {
 	}
 
 	// The second turn continues the first: the model sees the first message.
+	// The owner has written instructions of their own by then: they hold
+	// from this turn on.
+	if err := os.WriteFile(filepath.Join(p.HubDir, "instructions.md"), []byte("OWNER-RULES: answer in one word."), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	m.Rewind([]modeltest.Step{{Reply: func([]string) string { return "again" }}})
 	turn2 := say(t, a, sid, "and once more")
 	es.until(120*time.Second, func(e sessions.Event) bool {
 		return e.Type == "turn.state" && e.Turn == turn2 && !strings.Contains(string(e.Data), `"running"`)
 	})
-	if tr := getTurn(t, a, sid, turn2); tr.State != sessions.StateDone || tr.Reply != "again" {
-		t.Fatalf("second turn: %s %s %q", tr.State, tr.Detail, tr.Reply)
+	if tr := getTurn(t, a, sid, turn2); tr.State != sessions.StateDone || tr.Reply != "again" || !strings.Contains(tr.Instructions, "instructions.md") {
+		t.Fatalf("second turn: %s %s %q, instructions %q", tr.State, tr.Detail, tr.Reply, tr.Instructions)
 	}
 	reqs = m.Requests()
+	// (Claude Code keeps a conversation's system prompt when it goes on:
+	// the new instructions come with the message.)
+	if seen := strings.Join(reqs[len(reqs)-1].Messages, "\n"); !strings.Contains(seen, "OWNER-RULES") {
+		t.Errorf("the second turn's model was not given the owner's instructions: %.500s", seen)
+	}
 	if seen := strings.Join(reqs[len(reqs)-1].Messages, "\n"); !strings.Contains(seen, "check the box and my laptop") || !strings.Contains(seen, "and once more") {
 		t.Errorf("the second turn's model did not see the first turn: %s", seen)
 	}

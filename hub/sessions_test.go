@@ -602,6 +602,10 @@ func TestOpenAIRuntimeDrivesDeviceTools(t *testing.T) {
 	if len(model.requests) != 3 || model.auth[0] != "Bearer "+secretValue || model.requests[0]["model"] != "scripted" {
 		t.Fatalf("the model saw %d requests, auth %q", len(model.requests), model.auth)
 	}
+	// It ran with the box's standing instructions as its system message.
+	if sys, _ := json.Marshal(model.requests[0]["messages"]); !strings.Contains(string(sys), "call confirm with a one-line question") {
+		t.Errorf("the model was not given the standing instructions: %.300s", sys)
+	}
 	tools, _ := json.Marshal(model.requests[0]["tools"])
 	for _, name := range []string{"device__action", "shell__run", "confirm", "job__stop"} {
 		if !strings.Contains(string(tools), `"`+name+`"`) {

@@ -35,6 +35,7 @@ type Anthropic struct {
 	next     int
 	results  []string
 	requests []Request
+	all      []Request
 	srv      *httptest.Server
 }
 
@@ -54,6 +55,13 @@ func (a *Anthropic) Requests() []Request {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]Request(nil), a.requests...)
+}
+
+// All are every request so far, the CLI's side requests included.
+func (a *Anthropic) All() []Request {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]Request(nil), a.all...)
 }
 
 // Rewind starts the script again (a second turn), keeping the requests.
@@ -132,16 +140,17 @@ func (a *Anthropic) serve(w http.ResponseWriter, r *http.Request) {
 	for _, t := range req.Tools {
 		tools = append(tools, t.Name)
 	}
+	rec := Request{System: text(req.System), Tools: tools}
+	for _, m := range req.Messages {
+		rec.Messages = append(rec.Messages, text(m.Content))
+	}
 	a.mu.Lock()
+	a.all = append(a.all, rec)
 	if boxTool(tools, "shell.run") == "" || a.next >= len(a.script) {
 		// A side request of the CLI (a title, a summary): a word will do.
 		a.mu.Unlock()
 		a.answer(w, req, "", nil, "ok")
 		return
-	}
-	rec := Request{System: text(req.System), Tools: tools}
-	for _, m := range req.Messages {
-		rec.Messages = append(rec.Messages, text(m.Content))
 	}
 	if a.next > 0 && len(req.Messages) > 0 {
 		a.results = append(a.results, rec.Messages[len(rec.Messages)-1])

@@ -19,7 +19,7 @@ var claude = &Preset{
 		if err != nil {
 			return nil, err
 		}
-		args := []string{"-p", r.in.Message, "--output-format", "stream-json", "--verbose",
+		args := []string{"-p", r.prompt(), "--output-format", "stream-json", "--verbose",
 			"--mcp-config", cfg, "--strict-mcp-config", "--allowedTools", "mcp__lowkey",
 			"--append-system-prompt", r.in.instructions()}
 		if r.resume {

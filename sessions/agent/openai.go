@@ -80,7 +80,7 @@ func (w *worker) openai(ctx context.Context) (string, error) {
 		tools = append(tools, ct)
 		names[ct.Function.Name] = t.Name
 	}
-	msgs := []chatMessage{{Role: "system", Content: str("You are an agent on the user's own server (the box). You can run shell commands there and, when the conversation's toggles allow, drive the user's paired computers through the tools. Ask with the confirm tool before anything hard to undo.")}}
+	msgs := []chatMessage{{Role: "system", Content: str(w.in.instructions())}}
 	for _, h := range w.in.History {
 		role := h.Role
 		if role != "assistant" {

@@ -3,6 +3,8 @@ package agent
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,13 +57,17 @@ Before a step that is hard to undo (deleting, overwriting, sending, paying, publ
 
 // presetRun is one turn of a preset.
 type presetRun struct {
-	p        *Preset
-	in       Input
-	creds    *Credentials
-	mcpURL   string
-	home     string // the CLI's own state lives here, not in the work dir
-	private  string // a directory only this turn reads: the CLI's MCP config
-	resume   bool   // a turn of this session ran the CLI before
+	p       *Preset
+	in      Input
+	creds   *Credentials
+	mcpURL  string
+	home    string // the CLI's own state lives here, not in the work dir
+	private string // a directory only this turn reads: the CLI's MCP config
+	resume  bool   // a turn of this session ran the CLI before
+	// renewed: the standing instructions changed since the CLI's
+	// conversation began (a continued conversation keeps the ones it
+	// started with, so the message carries the new ones).
+	renewed  bool
 	progress io.Writer
 
 	mu        sync.Mutex
@@ -97,10 +103,14 @@ func runPreset(ctx context.Context, p *Preset, in Input, creds *Credentials, pro
 		return "", err
 	}
 	defer os.RemoveAll(private)
+	// The conversation's mark holds the instructions it began with.
 	started := filepath.Join(state, p.Name+".started")
-	_, statErr := os.Stat(started)
+	began, statErr := os.ReadFile(started)
+	sum := sha256.Sum256([]byte(in.instructions()))
+	now := hex.EncodeToString(sum[:])
 	r := &presetRun{p: p, in: in, creds: creds, mcpURL: os.Getenv("LOWKEY_MCP_URL"), home: home, private: private,
 		resume: statErr == nil, progress: progress}
+	r.renewed = r.resume && strings.TrimSpace(string(began)) != now
 	args, err := p.args(r)
 	if err != nil {
 		return "", err
@@ -143,8 +153,10 @@ func runPreset(ctx context.Context, p *Preset, in Input, creds *Credentials, pro
 	case !r.connected:
 		return "", fmt.Errorf("the box's tools did not connect to %s, so the turn cannot use them", p.Bin)
 	}
-	if err := os.WriteFile(started, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
-		return "", err
+	if !r.resume || r.renewed {
+		if err := os.WriteFile(started, []byte(now+"\n"), 0o600); err != nil {
+			return "", err
+		}
 	}
 	return r.reply, nil
 }
@@ -157,6 +169,15 @@ func missingKey(p *Preset, secrets map[string]string) string {
 		}
 	}
 	return fmt.Sprintf("the %s agent needs the box secret %s: set it on the box with \"lowkey secrets set %s\"", p.Name, strings.Join(p.Keys, " or "), p.Keys[0])
+}
+
+// prompt is the message for the CLI, with the new standing instructions
+// before it when they changed during its conversation.
+func (r *presetRun) prompt() string {
+	if !r.renewed {
+		return r.in.Message
+	}
+	return "(The box's standing instructions have changed. From now on:\n" + r.in.instructions() + ")\n\n" + r.in.Message
 }
 
 // fail ends the turn with why, stopping the CLI.
