@@ -57,14 +57,38 @@ func outputs(s *stream, turn string) []string {
 	return out
 }
 
-// Claude Code, the real CLI, runs a turn against a scripted Anthropic API:
-// it calls the box's shell.run, device.list, device.action (sys.info on the
-// paired laptop) and confirm (answered here), then answers with text that
-// quotes what they returned; each call shows in the thread as it happens;
-// it was given the box's standing instructions; a second turn continues
-// the first.
-func TestClaudePresetRunsARealTurn(t *testing.T) {
-	p, a := presetBox(t, "claude")
+// presetCase is one preset and the API its CLI speaks.
+type presetCase struct {
+	name    string
+	server  func([]modeltest.Step) *modeltest.Script
+	secrets func(url string) map[string]string
+}
+
+var presetCases = []presetCase{
+	{"claude", func(s []modeltest.Step) *modeltest.Script { return modeltest.NewAnthropic(s).Script },
+		func(url string) map[string]string {
+			return map[string]string{"ANTHROPIC_API_KEY": "sk-ant-test-0000", "ANTHROPIC_BASE_URL": url}
+		}},
+	{"codex", func(s []modeltest.Step) *modeltest.Script { return modeltest.NewResponses(s).Script },
+		func(url string) map[string]string {
+			return map[string]string{"OPENAI_API_KEY": "sk-test-0000", "OPENAI_BASE_URL": url + "/v1", "OPENAI_MODEL": "scripted"}
+		}},
+}
+
+// Each preset's real CLI runs a turn against a scripted model API: it calls
+// the box's shell.run, device.list, device.action (sys.info on the paired
+// laptop) and confirm (answered here), then answers with text that quotes
+// what they returned; each call shows in the thread as it happens; it was
+// given the box's standing instructions; a second turn continues the
+// first, with the owner's instructions by then.
+func TestPresetsRunARealTurn(t *testing.T) {
+	for _, pc := range presetCases {
+		t.Run(pc.name, func(t *testing.T) { realTurn(t, pc) })
+	}
+}
+
+func realTurn(t *testing.T, pc presetCase) {
+	p, a := presetBox(t, pc.name)
 	script := []modeltest.Step{
 		{Tool: "shell.run", Args: map[string]any{"command": "echo box-says-hi", "wait_seconds": 30}},
 		{Tool: "device.list", Args: map[string]any{}},
@@ -74,18 +98,23 @@ func TestClaudePresetRunsARealTurn(t *testing.T) {
 			return "RESULTS " + strings.Join(results, " || ")
 		}},
 	}
-	m := modeltest.NewAnthropic(script)
+	m := pc.server(script)
 	defer m.Close()
-	setSecret(t, p, "ANTHROPIC_API_KEY", "sk-ant-test-0000", "claude")
-	setSecret(t, p, "ANTHROPIC_BASE_URL", m.URL, "claude")
-	sid := newAgentSession(t, a, map[string]any{"agent": "claude"})
+	for k, v := range pc.secrets(m.URL) {
+		setSecret(t, p, k, v, pc.name)
+	}
+	sid := newAgentSession(t, a, map[string]any{"agent": pc.name})
 	es := follow(t, a, sid, 0)
 	turn := say(t, a, sid, "check the box and my laptop")
 	e := es.until(120*time.Second, func(e sessions.Event) bool {
 		return e.Type == "confirm.open" || (e.Type == "turn.state" && e.Turn == turn && !strings.Contains(string(e.Data), `"running"`))
 	})
 	if e.Type != "confirm.open" {
-		t.Fatalf("the turn ended before it asked: %s\n%s", e.Data, strings.Join(outputs(es, turn), "\n"))
+		var tools []string
+		for _, r := range m.All() {
+			tools = append(tools, strings.Join(r.Tools, ","))
+		}
+		t.Fatalf("the turn ended before it asked: %s\n%s\ntools offered: %v", e.Data, strings.Join(outputs(es, turn), "\n"), tools)
 	}
 	var c sessions.Confirmation
 	if err := json.Unmarshal(e.Data, &c); err != nil {
@@ -154,25 +183,32 @@ func TestClaudePresetRunsARealTurn(t *testing.T) {
 	}
 }
 
-// The preset fails the turn with its reason when its key is missing, and
+// Each preset fails the turn with its reason when its key is missing, and
 // when its CLI is not installed.
-func TestClaudePresetSaysWhatIsMissing(t *testing.T) {
-	_, a := presetBox(t, "claude")
-	sid := newAgentSession(t, a, map[string]any{"agent": "claude"})
-	es := follow(t, a, sid, 0)
-	turn := say(t, a, sid, "hello")
-	es.until(60*time.Second, turnState(turn, sessions.StateFailed))
-	if tr := getTurn(t, a, sid, turn); !strings.Contains(strings.Join(outputs(es, turn), "\n"), "lowkey secrets set ANTHROPIC_API_KEY") {
-		t.Errorf("missing key: %s\n%v", tr.Detail, outputs(es, turn))
-	}
-	// A box whose agents' PATH has no claude.
-	_, b := startBox(t, nil)
-	sid = newAgentSession(t, b, map[string]any{"agent": "claude"})
-	es = follow(t, b, sid, 0)
-	turn = say(t, b, sid, "hello")
-	es.until(60*time.Second, turnState(turn, sessions.StateFailed))
-	if got := strings.Join(outputs(es, turn), "\n"); !strings.Contains(got, "npm install -g @anthropic-ai/claude-code") {
-		t.Errorf("missing CLI: %s", got)
+func TestPresetsSayWhatIsMissing(t *testing.T) {
+	for _, pc := range []struct{ name, key, npm string }{
+		{"claude", "ANTHROPIC_API_KEY", "@anthropic-ai/claude-code"},
+		{"codex", "OPENAI_API_KEY", "@openai/codex"},
+	} {
+		t.Run(pc.name, func(t *testing.T) {
+			_, a := presetBox(t, pc.name)
+			sid := newAgentSession(t, a, map[string]any{"agent": pc.name})
+			es := follow(t, a, sid, 0)
+			turn := say(t, a, sid, "hello")
+			es.until(60*time.Second, turnState(turn, sessions.StateFailed))
+			if got := strings.Join(outputs(es, turn), "\n"); !strings.Contains(got, "lowkey secrets set "+pc.key) {
+				t.Errorf("missing key: %s", got)
+			}
+			// A box whose agents' PATH has no such CLI.
+			_, b := startBox(t, nil)
+			sid = newAgentSession(t, b, map[string]any{"agent": pc.name})
+			es = follow(t, b, sid, 0)
+			turn = say(t, b, sid, "hello")
+			es.until(60*time.Second, turnState(turn, sessions.StateFailed))
+			if got := strings.Join(outputs(es, turn), "\n"); !strings.Contains(got, "npm install -g "+pc.npm) {
+				t.Errorf("missing CLI: %s", got)
+			}
+		})
 	}
 }
 
@@ -186,18 +222,27 @@ func mustHostname(t *testing.T) string {
 }
 
 // A tool call longer than the CLIs' own 60 s default: a 90 s shell.run
-// through Claude Code ends with its output, and the turn is not stalled.
-func TestClaudePresetWaitsOnALongTool(t *testing.T) {
-	t.Parallel()
-	p, a := presetBox(t, "claude")
-	m := modeltest.NewAnthropic([]modeltest.Step{
+// through each preset ends with its output, and the turn is not stalled.
+func TestPresetsWaitOnALongTool(t *testing.T) {
+	for _, pc := range presetCases {
+		t.Run(pc.name, func(t *testing.T) {
+			t.Parallel()
+			longTool(t, pc)
+		})
+	}
+}
+
+func longTool(t *testing.T, pc presetCase) {
+	p, a := presetBox(t, pc.name)
+	m := pc.server([]modeltest.Step{
 		{Tool: "shell.run", Args: map[string]any{"command": "sleep 90; echo slept-ninety", "wait_seconds": 120}},
 		{Reply: func(results []string) string { return strings.Join(results, "") }},
 	})
 	defer m.Close()
-	setSecret(t, p, "ANTHROPIC_API_KEY", "sk-ant-test-0000", "claude")
-	setSecret(t, p, "ANTHROPIC_BASE_URL", m.URL, "claude")
-	sid := newAgentSession(t, a, map[string]any{"agent": "claude"})
+	for k, v := range pc.secrets(m.URL) {
+		setSecret(t, p, k, v, pc.name)
+	}
+	sid := newAgentSession(t, a, map[string]any{"agent": pc.name})
 	es := follow(t, a, sid, 0)
 	turn := say(t, a, sid, "take your time")
 	es.until(5*time.Minute, func(e sessions.Event) bool {

@@ -5,70 +5,19 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 )
-
-// Step is one answer of the script: a call of one of the box's tools (by
-// the box's name, "shell.run"), or, when Tool is "", the final text, made
-// from the tools' results so far.
-type Step struct {
-	Tool  string
-	Args  map[string]any
-	Reply func(results []string) string
-}
-
-// Request is what the CLI sent for one step of its main loop.
-type Request struct {
-	System   string
-	Messages []string // each message's text, tool results included
-	Tools    []string
-}
 
 // Anthropic is a scripted Anthropic Messages API.
 type Anthropic struct {
-	URL string
-
-	mu       sync.Mutex
-	script   []Step
-	next     int
-	results  []string
-	requests []Request
-	all      []Request
-	srv      *httptest.Server
+	*Script
 }
 
 // NewAnthropic starts the server; Close stops it.
-func NewAnthropic(script []Step) *Anthropic {
-	a := &Anthropic{script: script}
-	a.srv = httptest.NewServer(http.HandlerFunc(a.serve))
-	a.URL = a.srv.URL
+func NewAnthropic(steps []Step) *Anthropic {
+	a := &Anthropic{Script: &Script{steps: steps}}
+	a.start(a.serve)
 	return a
-}
-
-// Close stops the server.
-func (a *Anthropic) Close() { a.srv.Close() }
-
-// Requests are the main-loop requests so far.
-func (a *Anthropic) Requests() []Request {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]Request(nil), a.requests...)
-}
-
-// All are every request so far, the CLI's side requests included.
-func (a *Anthropic) All() []Request {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]Request(nil), a.all...)
-}
-
-// Rewind starts the script again (a second turn), keeping the requests.
-func (a *Anthropic) Rewind(script []Step) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.script, a.next, a.results = script, 0, nil
 }
 
 type anthropicRequest struct {
@@ -109,18 +58,6 @@ func text(raw json.RawMessage) string {
 	return b.String()
 }
 
-// boxTool finds the name the CLI gave one of the box's tools.
-func boxTool(tools []string, box string) string {
-	want := strings.NewReplacer(".", "", "_", "", "-", "").Replace(box)
-	for _, t := range tools {
-		i := strings.LastIndex(t, "__")
-		if strings.NewReplacer(".", "", "_", "", "-", "").Replace(t[i+2:]) == want {
-			return t
-		}
-	}
-	return ""
-}
-
 func (a *Anthropic) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/v1/messages" {
 		http.NotFound(w, r)
@@ -144,34 +81,21 @@ func (a *Anthropic) serve(w http.ResponseWriter, r *http.Request) {
 	for _, m := range req.Messages {
 		rec.Messages = append(rec.Messages, text(m.Content))
 	}
-	a.mu.Lock()
-	a.all = append(a.all, rec)
-	if boxTool(tools, "shell.run") == "" || a.next >= len(a.script) {
+	step, results, main := a.take(rec)
+	switch {
+	case !main:
 		// A side request of the CLI (a title, a summary): a word will do.
-		a.mu.Unlock()
 		a.answer(w, req, "", nil, "ok")
-		return
-	}
-	if a.next > 0 && len(req.Messages) > 0 {
-		a.results = append(a.results, rec.Messages[len(rec.Messages)-1])
-	}
-	a.requests = append(a.requests, rec)
-	step := a.script[a.next]
-	a.next++
-	results := append([]string(nil), a.results...)
-	a.mu.Unlock()
-	if step.Tool != "" {
+	case step.Tool != "":
 		a.answer(w, req, boxTool(tools, step.Tool), step.Args, "")
-		return
+	default:
+		a.answer(w, req, "", nil, step.Reply(results))
 	}
-	a.answer(w, req, "", nil, step.Reply(results))
 }
 
 // answer streams one message: a tool call, or text.
 func (a *Anthropic) answer(w http.ResponseWriter, req anthropicRequest, tool string, args map[string]any, say string) {
-	a.mu.Lock()
-	id := fmt.Sprintf("toolu_%d", a.next)
-	a.mu.Unlock()
+	id := fmt.Sprintf("toolu_%d", a.calls())
 	block := map[string]any{"type": "text", "text": ""}
 	delta := map[string]any{"type": "text_delta", "text": say}
 	stop := "end_turn"

@@ -47,6 +47,7 @@ type Preset struct {
 // Presets are the agent CLIs the box knows by name.
 var Presets = map[string]*Preset{
 	"claude": claude,
+	"codex":  codex,
 }
 
 // Standing are the box's standing instructions for every agent, unless the
@@ -75,6 +76,7 @@ type presetRun struct {
 	failed    string // why the turn fails, when the CLI's output says so
 	connected bool   // the CLI said the box's tools connected
 	kill      func()
+	cleanup   []string // files of this turn to remove after it
 }
 
 // toolTimeout is how long a CLI waits on one of the box's tools: a
@@ -112,6 +114,11 @@ func runPreset(ctx context.Context, p *Preset, in Input, creds *Credentials, pro
 		resume: statErr == nil, progress: progress}
 	r.renewed = r.resume && strings.TrimSpace(string(began)) != now
 	args, err := p.args(r)
+	defer func() {
+		for _, f := range r.cleanup {
+			_ = os.Remove(f)
+		}
+	}()
 	if err != nil {
 		return "", err
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -141,12 +142,16 @@ func sweep(g Group) (int, error) {
 	return len(procs), g.Delete()
 }
 
+// probes numbers this process's probes: two boxes in one process (tests)
+// may probe at once.
+var probes atomic.Int64
+
 func probeWrite(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	probe := filepath.Join(dir, fmt.Sprintf("probe-%d", os.Getpid()))
-	if err := os.Mkdir(probe, 0o755); err != nil && !os.IsExist(err) {
+	probe := filepath.Join(dir, fmt.Sprintf("probe-%d-%d", os.Getpid(), probes.Add(1)))
+	if err := os.Mkdir(probe, 0o755); err != nil {
 		return err
 	}
 	return os.Remove(probe)
