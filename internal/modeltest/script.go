@@ -24,7 +24,8 @@ type Request struct {
 }
 
 // boxTool finds the name the CLI gave one of the box's tools: after the
-// server's prefix (mcp__lowkey__, lowkey__), dots and underscores aside.
+// server's prefix (mcp__lowkey__, lowkey__, mcp_lowkey_), dots and
+// underscores aside.
 func boxTool(tools []string, box string) string {
 	norm := strings.NewReplacer(".", "", "_", "", "-", "")
 	want := norm.Replace(box)
@@ -32,6 +33,8 @@ func boxTool(tools []string, box string) string {
 		name := t
 		if i := strings.LastIndex(t, "__"); i >= 0 {
 			name = t[i+2:]
+		} else if rest, ok := strings.CutPrefix(t, "mcp_lowkey_"); ok {
+			name = rest
 		}
 		if name != "" && norm.Replace(name) == want {
 			return t
@@ -88,6 +91,13 @@ func (s *Script) calls() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.next
+}
+
+// side records a request that is not a step of the script.
+func (s *Script) side(rec Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.all = append(s.all, rec)
 }
 
 // take records a request and gives the step to answer it with, and the

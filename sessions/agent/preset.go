@@ -9,12 +9,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // Preset is a real agent CLI the box runs for a turn, with all the glue a
@@ -39,6 +43,10 @@ type Preset struct {
 	// Versions are the CLI versions this preset is tested with.
 	Versions string
 
+	// precheck: the CLI does not say whether the box's tools connected,
+	// so the box asks its MCP server with the turn's token first.
+	precheck bool
+
 	args  func(r *presetRun) ([]string, error)
 	env   func(r *presetRun) []string
 	parse func(r *presetRun, line []byte)
@@ -48,6 +56,7 @@ type Preset struct {
 var Presets = map[string]*Preset{
 	"claude": claude,
 	"codex":  codex,
+	"gemini": gemini,
 }
 
 // Standing are the box's standing instructions for every agent, unless the
@@ -105,6 +114,8 @@ func runPreset(ctx context.Context, p *Preset, in Input, creds *Credentials, pro
 		return "", err
 	}
 	defer os.RemoveAll(private)
+	// Restricted writes: the CLI's own config may hold the turn's token.
+	syscall.Umask(0o077)
 	// The conversation's mark holds the instructions it began with.
 	started := filepath.Join(state, p.Name+".started")
 	began, statErr := os.ReadFile(started)
@@ -113,6 +124,12 @@ func runPreset(ctx context.Context, p *Preset, in Input, creds *Credentials, pro
 	r := &presetRun{p: p, in: in, creds: creds, mcpURL: os.Getenv("LOWKEY_MCP_URL"), home: home, private: private,
 		resume: statErr == nil, progress: progress}
 	r.renewed = r.resume && strings.TrimSpace(string(began)) != now
+	if p.precheck {
+		if err := checkMCP(ctx, r.mcpURL, creds.MCPToken); err != nil {
+			return "", fmt.Errorf("the box's tools did not connect for %s, so the turn stops here: %w", p.Bin, err)
+		}
+		r.connected = true
+	}
 	args, err := p.args(r)
 	defer func() {
 		for _, f := range r.cleanup {
@@ -166,6 +183,21 @@ func runPreset(ctx context.Context, p *Preset, in Input, creds *Credentials, pro
 		}
 	}
 	return r.reply, nil
+}
+
+// checkMCP lists the box's tools with the turn's token.
+func checkMCP(ctx context.Context, url, token string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c := mcp.NewClient(&mcp.Implementation{Name: "lowkey-preset-check", Version: "1"}, nil)
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, DisableStandaloneSSE: true,
+		HTTPClient: &http.Client{Transport: bearer{tok: token, base: http.DefaultTransport}}}, nil)
+	if err != nil {
+		return err
+	}
+	defer cs.Close()
+	_, err = cs.ListTools(ctx, nil)
+	return err
 }
 
 // missingKey says which secret to set when none of the preset's keys is.
