@@ -74,6 +74,10 @@ var presetCases = []presetCase{
 		func(url string) map[string]string {
 			return map[string]string{"OPENAI_API_KEY": "sk-test-0000", "OPENAI_BASE_URL": url + "/v1", "OPENAI_MODEL": "scripted"}
 		}},
+	{"opencode", func(s []modeltest.Step) *modeltest.Script { return modeltest.NewChat(s).Script },
+		func(url string) map[string]string {
+			return map[string]string{"OPENAI_API_KEY": "sk-test-0000", "OPENAI_BASE_URL": url + "/v1", "OPENAI_MODEL": "scripted"}
+		}},
 	{"gemini", func(s []modeltest.Step) *modeltest.Script { return modeltest.NewGemini(s).Script },
 		func(url string) map[string]string {
 			return map[string]string{"GEMINI_API_KEY": "gm-test-0000", "GOOGLE_GEMINI_BASE_URL": url, "GEMINI_MODEL": "scripted"}
@@ -197,6 +201,7 @@ func TestPresetsSayWhatIsMissing(t *testing.T) {
 		{"claude", "ANTHROPIC_API_KEY", "@anthropic-ai/claude-code"},
 		{"codex", "OPENAI_API_KEY", "@openai/codex"},
 		{"gemini", "GEMINI_API_KEY", "@google/gemini-cli"},
+		{"opencode", "OPENAI_API_KEY", "opencode-ai"},
 	} {
 		t.Run(pc.name, func(t *testing.T) {
 			_, a := presetBox(t, pc.name)

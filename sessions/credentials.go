@@ -74,7 +74,7 @@ func (r *Runtime) dropToken(tok string) {
 
 // runtimeName is the runtime a session's secrets are chosen by.
 // Runtimes are the names a secret may be given to ("all" besides).
-var Runtimes = []string{"builtin", "openai", "exec", "claude", "codex", "gemini"}
+var Runtimes = []string{"builtin", "openai", "exec", "claude", "codex", "gemini", "opencode"}
 
 func runtimeName(agent string) string {
 	if strings.HasPrefix(agent, "exec:") {

@@ -107,7 +107,7 @@ func TestWrongCommandLinesAreRefusedWithUsage(t *testing.T) {
 		{[]string{"secrets"}, "expected one of"},
 		{[]string{"secrets", "set"}, `expected "<name>"`},
 		{[]string{"secrets", "rm"}, `expected "<name>"`},
-		{[]string{"secrets", "set", "X", "--for", "nobody"}, `--for must be one of "builtin","openai","exec","claude","codex","gemini","all"`},
+		{[]string{"secrets", "set", "X", "--for", "nobody"}, `--for must be one of "builtin","openai","exec","claude","codex","gemini","opencode","all"`},
 		{[]string{"secrets", "list", "X"}, "unexpected argument X"},
 		{[]string{"pair-code", "extra"}, "unexpected argument extra"},
 		{[]string{"pair-code", "--ttl", "90"}, `missing unit in duration "90"`},

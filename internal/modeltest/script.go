@@ -24,7 +24,7 @@ type Request struct {
 }
 
 // boxTool finds the name the CLI gave one of the box's tools: after the
-// server's prefix (mcp__lowkey__, lowkey__, mcp_lowkey_), dots and
+// server's prefix (mcp__lowkey__, lowkey__, mcp_lowkey_, lowkey_), dots and
 // underscores aside.
 func boxTool(tools []string, box string) string {
 	norm := strings.NewReplacer(".", "", "_", "", "-", "")
@@ -34,6 +34,8 @@ func boxTool(tools []string, box string) string {
 		if i := strings.LastIndex(t, "__"); i >= 0 {
 			name = t[i+2:]
 		} else if rest, ok := strings.CutPrefix(t, "mcp_lowkey_"); ok {
+			name = rest
+		} else if rest, ok := strings.CutPrefix(t, "lowkey_"); ok {
 			name = rest
 		}
 		if name != "" && norm.Replace(name) == want {

@@ -54,9 +54,10 @@ type Preset struct {
 
 // Presets are the agent CLIs the box knows by name.
 var Presets = map[string]*Preset{
-	"claude": claude,
-	"codex":  codex,
-	"gemini": gemini,
+	"claude":   claude,
+	"codex":    codex,
+	"gemini":   gemini,
+	"opencode": opencode,
 }
 
 // Standing are the box's standing instructions for every agent, unless the
@@ -86,6 +87,9 @@ type presetRun struct {
 	connected bool   // the CLI said the box's tools connected
 	kill      func()
 	cleanup   []string // files of this turn to remove after it
+	config    string   // the CLI's configuration for this turn, when it takes a path
+	// sessionSaved: the CLI's own conversation ID is kept for the next turn.
+	sessionSaved bool
 }
 
 // toolTimeout is how long a CLI waits on one of the box's tools: a
@@ -241,7 +245,7 @@ func (r *presetRun) show(format string, a ...any) {
 // boxTool is a box tool's name as a CLI spells it: mcp__lowkey__shell_run
 // or lowkey__shell.run become shell.run.
 func boxTool(name string) string {
-	for _, prefix := range []string{"mcp__lowkey__", "lowkey__", "lowkey_", "mcp_lowkey_"} {
+	for _, prefix := range []string{"mcp__lowkey__", "lowkey__", "mcp_lowkey_", "lowkey_"} {
 		if rest, ok := strings.CutPrefix(name, prefix); ok {
 			return strings.Replace(rest, "_", ".", 1)
 		}
