@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -286,6 +287,18 @@ func TestMCPTokenOpensOnlyItsSession(t *testing.T) {
 }
 
 type bearerAuth struct{ token string }
+
+// bearerVia is bearerAuth over a transport of the test's choosing.
+type bearerVia struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (b bearerVia) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.base.RoundTrip(r)
+}
 
 func (b bearerAuth) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
@@ -801,6 +814,32 @@ func TestMCPToolsAnswerObjectsAndCountAsActivity(t *testing.T) {
 	}
 	if tr := getTurn(t, a, sid, turn); tr.State != sessions.StateRunning || len(tr.Stalls) != 0 {
 		t.Fatalf("the turn waiting on the box's tool: %s, stalls %v", tr.State, tr.Stalls)
+	}
+
+	// A client that gives up on response headers after 5 s (as some MCP
+	// clients do) still gets a 12 s tool's answer, with progress on the way
+	// when it asked for it.
+	var progressed atomic.Int32
+	impatient := mcp.NewClient(&mcp.Implementation{Name: "impatient", Version: "1"}, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) { progressed.Add(1) },
+	})
+	hc := &http.Client{Transport: bearerVia{token, &http.Transport{ResponseHeaderTimeout: 5 * time.Second}}}
+	ics, err := impatient.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: url, DisableStandaloneSSE: true, HTTPClient: hc}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ics.Close()
+	params := &mcp.CallToolParams{Name: "shell.run", Arguments: map[string]any{"command": "sleep 12; echo patient", "wait_seconds": 60}}
+	params.SetProgressToken("p-1")
+	res, err := ics.CallTool(context.Background(), params)
+	if err != nil || res.IsError {
+		t.Fatalf("a 12 s tool for a client with a 5 s header timeout: %v %+v", err, res)
+	}
+	if card, _ := res.StructuredContent.(map[string]any); !strings.Contains(fmt.Sprint(card["stdout_tail"]), "patient") {
+		t.Fatalf("card: %v", card)
+	}
+	if progressed.Load() == 0 {
+		t.Error("no progress came while the tool ran")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -28,8 +29,59 @@ func (r *Runtime) MCPHandler() http.Handler {
 			_, _ = w.Write([]byte(`{"error":{"code":"unauthorized","message":"an MCP token from the turn's credentials file is required"}}`))
 			return
 		}
+		if req.Method == http.MethodPost && strings.Contains(req.Header.Get("Accept"), "text/event-stream") {
+			body, ok := toolCall(req)
+			req.Body = io.NopCloser(bytes.NewReader(body))
+			if ok {
+				h.ServeHTTP(earlyStream(w), req)
+				return
+			}
+		}
 		h.ServeHTTP(w, req)
 	})
+}
+
+// toolCall reads a POST's body and says whether it is one tools/call (the
+// caller gives the body back for the handler to read).
+func toolCall(req *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		return body, false
+	}
+	var msg struct {
+		Method string `json:"method"`
+	}
+	return body, json.Unmarshal(body, &msg) == nil && msg.Method == "tools/call"
+}
+
+// earlyStream answers a tools/call with its SSE headers at once (and a
+// comment, so proxies pass them on): a client that gives up on headers
+// it has not had after some seconds still gets a long tool's answer. The
+// MCP handler then writes the events on the stream; the headers it sets
+// are the same, and go nowhere.
+func earlyStream(w http.ResponseWriter) http.ResponseWriter {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache, no-transform")
+	h.Set("Connection", "keep-alive")
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.WriteString(w, ": ok\n\n"); err == nil {
+		_ = http.NewResponseController(w).Flush()
+	}
+	return &streamed{ResponseWriter: w, header: http.Header{}}
+}
+
+// streamed is a response whose headers are already sent.
+type streamed struct {
+	http.ResponseWriter
+	header http.Header
+}
+
+func (s *streamed) Header() http.Header { return s.header }
+func (s *streamed) WriteHeader(int)     {}
+func (s *streamed) Flush()              { _ = http.NewResponseController(s.ResponseWriter).Flush() }
+func (s *streamed) Unwrap() http.ResponseWriter {
+	return s.ResponseWriter
 }
 
 type deviceActionIn struct {
@@ -200,8 +252,42 @@ func forSession[In, Out any](r *Runtime, f func(ctx context.Context, id string, 
 		}
 		done := r.busy(id)
 		defer done()
+		if req != nil && req.Session != nil && req.Params != nil {
+			if token := req.Params.GetProgressToken(); token != nil {
+				stop := progress(ctx, req.Session, token)
+				defer stop()
+			}
+		}
 		return f(ctx, id, in)
 	}
+}
+
+// progressEvery is how often a running tool says it still is.
+const progressEvery = 10 * time.Second
+
+// progress tells a client that asked for it (a progress token) that the
+// tool is still running, until stop.
+func progress(ctx context.Context, ss *mcp.ServerSession, token any) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		start := time.Now()
+		t := time.NewTicker(progressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := ss.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: token,
+				Progress: time.Since(start).Seconds(), Message: "still running"}); err != nil {
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // Confirm asks the person on the session's confirm card. A Cancel also
