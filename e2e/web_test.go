@@ -178,6 +178,15 @@ func TestWebAppEndToEnd(t *testing.T) {
 
 	// A conversation: browser access on, the agent opens a page there.
 	w.click(`a[href="#/"]`)
+	// The agents on offer: the box's own, and the presets whose CLI this
+	// box lacks shown as such (disabled, with what to install).
+	w.el("#new-agent")
+	offered := w.page.MustEval(`() => [...document.querySelectorAll("#new-agent option")].map(o => o.value + "|" + o.disabled + "|" + o.textContent + "|" + o.title).join("\n")`).String()
+	for _, want := range []string{"builtin|false|Built-in", "claude|true|Claude Code (not installed)|claude is not installed on the box: npm install -g @anthropic-ai/claude-code"} {
+		if !strings.Contains(offered, want) {
+			t.Errorf("the agents offered do not include %q:\n%s", want, offered)
+		}
+	}
 	w.clickText("button", "New conversation")
 	w.el("#message")
 	w.click(`input[data-toggle="browser"]`)

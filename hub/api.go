@@ -17,6 +17,7 @@ import (
 	"github.com/lowkeyhq/lowkey/hub/web"
 	"github.com/lowkeyhq/lowkey/pairing"
 	"github.com/lowkeyhq/lowkey/sessions"
+	"github.com/lowkeyhq/lowkey/sessions/agent"
 )
 
 // routes is the whole HTTP surface in one table. The admin socket serves
@@ -37,6 +38,7 @@ func (h *Hub) routes(admin bool) http.Handler {
 		"GET /api/v1/devices":                                 {member, h.getDevices},
 		"DELETE /api/v1/devices/{id}":                         {owner, h.deleteDevice},
 		"GET /api/v1/sessions":                                {member, h.getSessions},
+		"GET /api/v1/agents":                                  {member, h.getAgents},
 		"POST /api/v1/sessions":                               {member, h.postSession},
 		"GET /api/v1/sessions/{id}":                           {member, h.getSession},
 		"PATCH /api/v1/sessions/{id}":                         {member, h.patchSession},
@@ -186,8 +188,21 @@ func (h *Hub) deleteDevice(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": true})
 }
 
-// memberRuntimes are the agents a member may start a session with.
-var memberRuntimes = map[string]bool{"builtin": true, "openai": true}
+// memberRuntimes are the agents a member may start a session with: the
+// box's own and the presets (programs the box knows), not exec: (any
+// program, the owner's choice).
+var memberRuntimes = func() map[string]bool {
+	m := map[string]bool{"builtin": true, "openai": true}
+	for name := range agent.Presets {
+		m[name] = true
+	}
+	return m
+}()
+
+// getAgents lists the agents a session may run, with what each needs.
+func (h *Hub) getAgents(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"agents": h.runtime.Agents()})
+}
 
 func (h *Hub) postSession(w http.ResponseWriter, r *http.Request) {
 	var req sessions.NewRequest
@@ -201,7 +216,7 @@ func (h *Hub) postSession(w http.ResponseWriter, r *http.Request) {
 	}
 	// An exec: agent is any program the box will run: the owner's choice.
 	if p, _ := r.Context().Value(principalKey{}).(principal); p.role != RoleOwner && !memberRuntimes[s.Agent] {
-		fail(w, errcode.OwnerOnly, "only the box's owner can choose the agent "+strconv.Quote(s.Agent)+"; members use builtin or openai")
+		fail(w, errcode.OwnerOnly, "only the box's owner can choose the agent "+strconv.Quote(s.Agent)+"; members use builtin, openai or a preset")
 		return
 	}
 	if err := h.store.Put("session/"+s.ID, s); err != nil {

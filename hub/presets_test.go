@@ -266,3 +266,39 @@ func longTool(t *testing.T, pc presetCase) {
 		t.Fatalf("turn %s %s stalls %v: %.300s\n%s", tr.State, tr.Detail, tr.Stalls, tr.Reply, strings.Join(outputs(es, turn), "\n"))
 	}
 }
+
+// The box says which agents it can run: every preset whose CLI is on the
+// agents' PATH, and for one that is not, what to install.
+func TestAgentsListSaysWhichCLIsAreInstalled(t *testing.T) {
+	list := func(a api) map[string]sessions.AgentInfo {
+		t.Helper()
+		status, _, raw := a.do("GET", "/api/v1/agents", nil)
+		if status != 200 {
+			t.Fatalf("agents: %d %s", status, raw)
+		}
+		var out struct{ Agents []sessions.AgentInfo }
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]sessions.AgentInfo{}
+		for _, ag := range out.Agents {
+			m[ag.Name] = ag
+		}
+		return m
+	}
+	_, with := presetBox(t, "claude")
+	got := list(with)
+	for _, name := range []string{"builtin", "openai", "claude", "codex", "gemini", "opencode"} {
+		if !got[name].Available || got[name].Label == "" {
+			t.Errorf("%s on a box with the CLIs: %+v", name, got[name])
+		}
+	}
+	if !strings.Contains(got["claude"].Note, "ANTHROPIC_API_KEY") {
+		t.Errorf("claude's note: %q", got["claude"].Note)
+	}
+	_, without := startBox(t, nil)
+	got = list(without)
+	if got["claude"].Available || !strings.Contains(got["claude"].Note, "npm install -g @anthropic-ai/claude-code") || !got["builtin"].Available {
+		t.Errorf("on a box without the CLIs: %+v", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -125,4 +126,38 @@ var shellBuiltins = map[string]bool{
 	"trap": true, "type": true, "ulimit": true, "umask": true, "unalias": true, "unset": true, "wait": true,
 	"if": true, "then": true, "else": true, "elif": true, "fi": true, "case": true, "esac": true, "for": true,
 	"while": true, "until": true, "do": true, "done": true, "function": true, "select": true,
+}
+
+// AgentInfo is one agent a session may run, as the web app offers it.
+type AgentInfo struct {
+	Name      string `json:"name"`
+	Label     string `json:"label"`
+	Available bool   `json:"available"`
+	// Why it is not (a CLI not installed), or what it needs (its key).
+	Note string `json:"note,omitempty"`
+}
+
+// Agents are the runtimes and presets a session may use, and whether this
+// box has what each needs to run.
+func (r *Runtime) Agents() []AgentInfo {
+	out := []AgentInfo{
+		{Name: "builtin", Label: "Built-in (no model: commands and the browser by rule)", Available: true},
+		{Name: "openai", Label: "OpenAI-compatible model", Available: true, Note: "needs the box secret OPENAI_API_KEY (and OPENAI_BASE_URL for another server)"},
+	}
+	names := make([]string, 0, len(agentpkg.Presets))
+	for name := range agentpkg.Presets {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		p := agentpkg.Presets[name]
+		a := AgentInfo{Name: name, Label: p.Label, Available: lookPath(r.path(), p.Bin) != ""}
+		if a.Available {
+			a.Note = "needs the box secret " + strings.Join(p.Keys, " or ")
+		} else {
+			a.Note = p.Bin + " is not installed on the box: npm install -g " + p.Package + ", or start the hub with --agent-path DIR"
+		}
+		out = append(out, a)
+	}
+	return out
 }

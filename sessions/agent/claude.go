@@ -7,7 +7,7 @@ import (
 
 // claude is Claude Code in print mode with its stream of JSON events.
 var claude = &Preset{
-	Name: "claude", Bin: "claude", Package: "@anthropic-ai/claude-code",
+	Name: "claude", Label: "Claude Code", Bin: "claude", Package: "@anthropic-ai/claude-code",
 	Keys:     []string{"ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"},
 	Pass:     []string{"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_CODE_OAUTH_TOKEN"},
 	Memory:   1 << 30,

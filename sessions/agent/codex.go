@@ -11,7 +11,7 @@ import (
 
 // codex is Codex in exec mode with its JSONL events.
 var codex = &Preset{
-	Name: "codex", Bin: "codex", Package: "@openai/codex",
+	Name: "codex", Label: "Codex", Bin: "codex", Package: "@openai/codex",
 	Keys:     []string{"OPENAI_API_KEY"},
 	Pass:     []string{"OPENAI_API_KEY"},
 	Memory:   1 << 30,

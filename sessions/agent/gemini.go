@@ -8,7 +8,7 @@ import (
 
 // gemini is Gemini CLI in headless mode with its stream of JSON events.
 var gemini = &Preset{
-	Name: "gemini", Bin: "gemini", Package: "@google/gemini-cli",
+	Name: "gemini", Label: "Gemini CLI", Bin: "gemini", Package: "@google/gemini-cli",
 	Keys:     []string{"GEMINI_API_KEY"},
 	Pass:     []string{"GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL"},
 	Memory:   1 << 30,

@@ -9,7 +9,7 @@ import (
 
 // opencode is opencode's run command with its JSON events.
 var opencode = &Preset{
-	Name: "opencode", Bin: "opencode", Package: "opencode-ai",
+	Name: "opencode", Label: "opencode", Bin: "opencode", Package: "opencode-ai",
 	Keys:     []string{"OPENAI_API_KEY", "ANTHROPIC_API_KEY"},
 	Pass:     []string{"OPENAI_API_KEY", "ANTHROPIC_API_KEY"},
 	Memory:   1 << 30,

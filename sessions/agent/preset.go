@@ -30,6 +30,7 @@ import (
 // tools did not connect.
 type Preset struct {
 	Name    string // the session's agent: "claude"
+	Label   string // how people know it: "Claude Code"
 	Bin     string // the program, found on the worker's PATH
 	Package string // where it comes from, for the message when it is missing
 	// Keys are the box secrets the CLI authenticates with; one must be set.

@@ -105,10 +105,17 @@ function showLogin() {
 }
 
 async function conversationList(current) {
-  const list = await api("GET", "/api/v1/sessions");
+  const [list, agents] = await Promise.all([api("GET", "/api/v1/sessions"), api("GET", "/api/v1/agents")]);
+  // The agents this box can run, and those it cannot yet, with why.
+  const pick = el("select", { id: "new-agent", "aria-label": "Agent for a new conversation" },
+    agents.agents.map(a => el("option", { value: a.name, disabled: a.available ? null : "", title: a.note || "",
+      text: a.available ? a.label : `${a.label} (not installed)` })));
+  const why = el("p", { class: "muted small", id: "new-agent-note", text: agents.agents[0] ? agents.agents[0].note || "" : "" });
+  pick.onchange = () => { const a = agents.agents.find(x => x.name === pick.value); why.textContent = a ? a.note || "" : ""; };
   const nav = el("nav", { class: "convs", "aria-label": "Conversations" },
+    pick, why,
     el("button", { type: "button", class: "primary", onclick: async () => {
-      const s = await api("POST", "/api/v1/sessions", { title: "New conversation" });
+      const s = await api("POST", "/api/v1/sessions", { title: "New conversation", agent: pick.value });
       location.hash = "#/c/" + s.id;
     }, text: "New conversation" }),
     el("ul", {}, list.map(s => el("li", {}, el("a", { href: "#/c/" + s.id, "aria-current": s.id === current ? "page" : null, text: s.title })))));
