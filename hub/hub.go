@@ -41,6 +41,8 @@ type Config struct {
 	// AgentPath is the PATH of turns and jobs, where agent CLIs such as
 	// claude are found (default: the system's directories).
 	AgentPath string
+	// AgentBins are explicit paths of presets' CLIs, by preset name.
+	AgentBins map[string]string
 	// Listen is the web app and API address (default 127.0.0.1:7780).
 	Listen string
 	// PagesListen is where published pages are served, on their own
@@ -265,7 +267,7 @@ func Start(cfg Config) (*Hub, error) {
 		WorkDir: h.cfg.WorkDir, BoxID: h.id.ID() + ":" + h.dataDirAbs(), Boundary: h.boundary, Mask: h.mask, Secrets: h.secretsFor,
 		Devices: agentDevices{h}, Pages: agentPages{h},
 		Confirms: h.confirms, StallAfter: cfg.StallAfter, ConfirmTimeout: cfg.ConfirmTimeout, Metrics: h.metrics.runtime, Logger: h.log,
-		AgentPath: cfg.AgentPath, Instructions: h.instructions,
+		AgentPath: cfg.AgentPath, AgentBins: cfg.AgentBins, Instructions: h.instructions,
 	})
 	h.confirms.OnChange = h.runtime.ConfirmOpened
 	h.srv = newServer(h.routes(false))

@@ -296,9 +296,49 @@ func TestAgentsListSaysWhichCLIsAreInstalled(t *testing.T) {
 	if !strings.Contains(got["claude"].Note, "ANTHROPIC_API_KEY") {
 		t.Errorf("claude's note: %q", got["claude"].Note)
 	}
+	// A CLI at a path of its own (--agent-bin), off the agents' PATH.
+	dir := testenv.AgentCLIs(t, "claude")
+	_, named := startBox(t, func(c *hub.Config) { c.AgentBins = map[string]string{"claude": filepath.Join(dir, "claude")} })
+	got = list(named)
+	if !got["claude"].Available || got["codex"].Available {
+		t.Errorf("with --agent-bin claude=…: %+v", got)
+	}
 	_, without := startBox(t, nil)
 	got = list(without)
 	if got["claude"].Available || !strings.Contains(got["claude"].Note, "npm install -g @anthropic-ai/claude-code") || !got["builtin"].Available {
 		t.Errorf("on a box without the CLIs: %+v", got)
+	}
+}
+
+// A preset's CLI named by its path (--agent-bin) runs a turn though it is
+// not on the agents' PATH.
+func TestPresetCLIAtAPathOfItsOwn(t *testing.T) {
+	requireCgroups(t)
+	dir := testenv.AgentCLIs(t, "claude")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := local.Start(ctx, t.TempDir(), local.Options{Logger: quiet(), Hub: func(c *hub.Config) {
+		c.AgentBins = map[string]string{"claude": filepath.Join(dir, "claude")}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	a := ownerAPI(t, p)
+	m := modeltest.NewAnthropic([]modeltest.Step{
+		{Tool: "shell.run", Args: map[string]any{"command": "echo by-path"}},
+		{Reply: func(r []string) string { return strings.Join(r, "") }},
+	})
+	defer m.Close()
+	setSecret(t, p, "ANTHROPIC_API_KEY", "sk-ant-test-0000", "claude")
+	setSecret(t, p, "ANTHROPIC_BASE_URL", m.URL, "claude")
+	sid := newAgentSession(t, a, map[string]any{"agent": "claude"})
+	es := follow(t, a, sid, 0)
+	turn := say(t, a, sid, "go")
+	es.until(120*time.Second, func(e sessions.Event) bool {
+		return e.Type == "turn.state" && e.Turn == turn && !strings.Contains(string(e.Data), `"running"`)
+	})
+	if tr := getTurn(t, a, sid, turn); tr.State != sessions.StateDone || !strings.Contains(tr.Reply, "by-path") {
+		t.Fatalf("turn %s %s: %.200s\n%v", tr.State, tr.Detail, tr.Reply, outputs(es, turn))
 	}
 }

@@ -58,6 +58,8 @@ type Config struct {
 	// AgentPath is the PATH of turns and jobs, where agent CLIs are found
 	// (default: the system's directories).
 	AgentPath string
+	// AgentBins are explicit paths of presets' CLIs, by preset name.
+	AgentBins map[string]string
 	// Instructions returns the box's standing instructions for agents and
 	// where they come from ("" and "": the built-in ones).
 	Instructions func() (text, source string)

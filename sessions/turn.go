@@ -215,7 +215,7 @@ func (r *Runtime) runWorker(ls *liveSession, rt *runningTurn, history []historyI
 	work := r.workDir(id)
 	w, err := r.cfg.Boundary.Command(sandbox.Spec{
 		Argv: argv, Dir: work, OwnBinary: own, Credentials: creds, CredentialsDir: r.cfg.SecretDir,
-		Env: r.workerEnv(work, "LOWKEY_SESSION="+id, "LOWKEY_TURN="+rt.t.ID, "LOWKEY_MCP_URL="+r.cfg.MCPURL),
+		Env: r.workerEnv(work, append([]string{"LOWKEY_SESSION=" + id, "LOWKEY_TURN=" + rt.t.ID, "LOWKEY_MCP_URL=" + r.cfg.MCPURL}, r.agentBin(ls.s.Agent)...)...),
 	}, rt.group)
 	if err != nil {
 		return err

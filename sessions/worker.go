@@ -128,6 +128,23 @@ var shellBuiltins = map[string]bool{
 	"while": true, "until": true, "do": true, "done": true, "function": true, "select": true,
 }
 
+// agentBin is the environment that names a preset's CLI when the box was
+// given its path (--agent-bin claude=/opt/claude/bin/claude).
+func (r *Runtime) agentBin(agent string) []string {
+	if p := r.cfg.AgentBins[agent]; p != "" {
+		return []string{agentpkg.BinEnv + "=" + p}
+	}
+	return nil
+}
+
+// presetBin is where a preset's CLI is on this box, "" when nowhere.
+func (r *Runtime) presetBin(p *agentpkg.Preset) string {
+	if path := r.cfg.AgentBins[p.Name]; path != "" {
+		return lookPath("", path)
+	}
+	return lookPath(r.path(), p.Bin)
+}
+
 // AgentInfo is one agent a session may run, as the web app offers it.
 type AgentInfo struct {
 	Name      string `json:"name"`
@@ -151,11 +168,11 @@ func (r *Runtime) Agents() []AgentInfo {
 	sort.Strings(names)
 	for _, name := range names {
 		p := agentpkg.Presets[name]
-		a := AgentInfo{Name: name, Label: p.Label, Available: lookPath(r.path(), p.Bin) != ""}
+		a := AgentInfo{Name: name, Label: p.Label, Available: r.presetBin(p) != ""}
 		if a.Available {
 			a.Note = "needs the box secret " + strings.Join(p.Keys, " or ")
 		} else {
-			a.Note = p.Bin + " is not installed on the box: npm install -g " + p.Package + ", or start the hub with --agent-path DIR"
+			a.Note = p.Bin + " is not installed on the box: npm install -g " + p.Package + ", or start the hub with --agent-path DIR or --agent-bin " + p.Name + "=PATH"
 		}
 		out = append(out, a)
 	}

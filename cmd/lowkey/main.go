@@ -122,27 +122,33 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 type hubCmd struct {
-	Listen        string `default:"127.0.0.1:7780" placeholder:"ADDR" help:"Web app and API address (default: ${default})."`
-	PagesListen   string `default:"127.0.0.1:7781" placeholder:"ADDR" help:"Published pages address, their own origin (\"\" serves none) (default: ${default})."`
-	PagesOrigin   string `placeholder:"URL" help:"URL people reach published pages at, when it is another host name (must not be the hub's origin)."`
-	Name          string `placeholder:"NAME" help:"The box's name on the LAN (default: host name)."`
-	TLSCert       string `name:"tls-cert" type:"existingfile" placeholder:"FILE" help:"HTTPS certificate file (default beyond loopback: one made from the box's identity)."`
-	TLSKey        string `name:"tls-key" type:"existingfile" placeholder:"FILE" help:"HTTPS key file, with --tls-cert."`
-	NoMDNS        bool   `name:"no-mdns" help:"Do not advertise on the LAN."`
-	SessionMemory size   `default:"512MiB" placeholder:"SIZE" help:"Default memory budget of a session (512MiB, 2GiB, or bytes) (default: ${default})."`
-	AgentUser     string `default:"${agent_user}" placeholder:"NAME" help:"The account turns and jobs run as when the hub runs as root (made when it is the default and missing) (default: ${default})."`
-	AgentPath     string `placeholder:"DIRS" help:"Where agent CLIs (claude) are found: the PATH of turns and jobs (default: the system's directories)."`
-	WorkDir       string `placeholder:"DIR" help:"Where the sessions' working directories go, outside --data (default: /var/lib/lowkey-work as root, DATA-work otherwise)."`
+	Listen        string            `default:"127.0.0.1:7780" placeholder:"ADDR" help:"Web app and API address (default: ${default})."`
+	PagesListen   string            `default:"127.0.0.1:7781" placeholder:"ADDR" help:"Published pages address, their own origin (\"\" serves none) (default: ${default})."`
+	PagesOrigin   string            `placeholder:"URL" help:"URL people reach published pages at, when it is another host name (must not be the hub's origin)."`
+	Name          string            `placeholder:"NAME" help:"The box's name on the LAN (default: host name)."`
+	TLSCert       string            `name:"tls-cert" type:"existingfile" placeholder:"FILE" help:"HTTPS certificate file (default beyond loopback: one made from the box's identity)."`
+	TLSKey        string            `name:"tls-key" type:"existingfile" placeholder:"FILE" help:"HTTPS key file, with --tls-cert."`
+	NoMDNS        bool              `name:"no-mdns" help:"Do not advertise on the LAN."`
+	SessionMemory size              `default:"512MiB" placeholder:"SIZE" help:"Default memory budget of a session (512MiB, 2GiB, or bytes) (default: ${default})."`
+	AgentUser     string            `default:"${agent_user}" placeholder:"NAME" help:"The account turns and jobs run as when the hub runs as root (made when it is the default and missing) (default: ${default})."`
+	AgentPath     string            `placeholder:"DIRS" help:"Where agent CLIs (claude) are found: the PATH of turns and jobs (default: the system's directories)."`
+	AgentBin      map[string]string `placeholder:"PRESET=PATH" help:"A preset's CLI at a path of its own (--agent-bin claude=/opt/claude/bin/claude); repeatable."`
+	WorkDir       string            `placeholder:"DIR" help:"Where the sessions' working directories go, outside --data (default: /var/lib/lowkey-work as root, DATA-work otherwise)."`
 }
 
 func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return &cli.UsageError{Msg: "--tls-cert and --tls-key go together"}
 	}
+	for name := range c.AgentBin {
+		if agent.Presets[name] == nil {
+			return &cli.UsageError{Msg: fmt.Sprintf("--agent-bin %s=…: there is no preset %q", name, name)}
+		}
+	}
 	cfg := hub.Config{
 		DataDir: g.Data, Listen: c.Listen, PagesListen: c.PagesListen, PagesOrigin: c.PagesOrigin,
 		Name: c.Name, TLSCert: c.TLSCert, TLSKey: c.TLSKey, NoMDNS: c.NoMDNS,
-		SessionMemory: int64(c.SessionMemory), AgentUser: c.AgentUser, AgentPath: c.AgentPath, WorkDir: c.WorkDir,
+		SessionMemory: int64(c.SessionMemory), AgentUser: c.AgentUser, AgentPath: c.AgentPath, AgentBins: c.AgentBin, WorkDir: c.WorkDir,
 		Version: version, Logger: logger(o.Err),
 	}
 	h, err := hub.Start(cfg)

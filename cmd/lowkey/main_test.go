@@ -126,6 +126,8 @@ func TestWrongCommandLinesAreRefusedWithUsage(t *testing.T) {
 		{[]string{"hub", "--session-memory", "lots"}, `"lots" is not a size: use a number of bytes or units like 512MiB`},
 		{[]string{"hub", "--tls-cert", "/etc/hostname", "--data", dir}, "--tls-cert and --tls-key go together"},
 		{[]string{"completion", "tcsh"}, `must be one of "bash","zsh","fish"`},
+		{[]string{"hub", "--agent-bin", "claud=/usr/bin/true", "--data", dir}, `there is no preset "claud"`},
+		{[]string{"hub", "--agent-bin", "claude", "--data", dir}, "--agent-bin"},
 	} {
 		r := lk(t, "", tc.args...)
 		if r.code != cli.ExitUsage || !strings.Contains(r.err, tc.says) || !strings.Contains(r.err, "Usage: lowkey") || r.out != "" {

@@ -93,15 +93,22 @@ type presetRun struct {
 	sessionSaved bool
 }
 
+// BinEnv names a preset's CLI by its path when the box was told it.
+const BinEnv = "LOWKEY_AGENT_BIN"
+
 // toolTimeout is how long a CLI waits on one of the box's tools: a
 // confirm waits for a person, a shell.run up to ten minutes.
 const toolTimeout = time.Hour
 
 // runPreset runs one turn of a preset and returns the CLI's last answer.
 func runPreset(ctx context.Context, p *Preset, in Input, creds *Credentials, progress io.Writer) (string, error) {
-	bin, err := exec.LookPath(p.Bin)
+	name := p.Bin
+	if given := os.Getenv(BinEnv); given != "" {
+		name = given
+	}
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		return "", fmt.Errorf("the %s agent needs %s, which is not installed on the box (npm install -g %s), or give the hub --agent-path with the directory it is in", p.Name, p.Bin, p.Package)
+		return "", fmt.Errorf("the %s agent needs %s, which is not installed on the box (npm install -g %s), or give the hub --agent-path with the directory it is in, or --agent-bin %s=PATH", p.Name, name, p.Package, p.Name)
 	}
 	if missing := missingKey(p, creds.Secrets); missing != "" {
 		return "", errors.New(missing)
