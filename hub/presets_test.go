@@ -99,7 +99,7 @@ func TestPresetsRunARealTurn(t *testing.T) {
 func realTurn(t *testing.T, pc presetCase) {
 	p, a := presetBox(t, pc.name)
 	script := []modeltest.Step{
-		{Tool: "shell.run", Args: map[string]any{"command": "echo box-says-hi", "wait_seconds": 30}},
+		{Tool: "shell.run", Args: map[string]any{"command": "echo box-says-hi", "wait_seconds": 30}, Say: "Looking at the box first."},
 		{Tool: "device.list", Args: map[string]any{}},
 		{Tool: "device.action", Args: map[string]any{"device": p.DeviceID, "action": "sys.info"}},
 		{Tool: "confirm", Args: map[string]any{"question": "May I finish the turn?"}},
@@ -151,9 +151,14 @@ func realTurn(t *testing.T, pc presetCase) {
 			t.Errorf("the reply does not quote %q: %s", want, tr.Reply)
 		}
 	}
-	// Each call showed in the thread, in order, as it happened.
+	// Each call showed in the thread, in order, as it happened (and the
+	// words before the first, where the API carries both).
 	last := -1
-	for _, tool := range []string{"→ shell.run", "→ device.list", "→ device.action", "→ confirm"} {
+	steps := []string{"→ shell.run", "→ device.list", "→ device.action", "→ confirm"}
+	if pc.name == "claude" {
+		steps = append([]string{"Looking at the box first."}, steps...)
+	}
+	for _, tool := range steps {
 		i := strings.Index(lines, tool)
 		if i <= last {
 			t.Errorf("%q is not in the thread after the one before:\n%s", tool, lines)

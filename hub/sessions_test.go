@@ -23,6 +23,7 @@ import (
 
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/admin"
+	"github.com/lowkeyhq/lowkey/internal/modeltest"
 	"github.com/lowkeyhq/lowkey/sessions"
 	"github.com/lowkeyhq/lowkey/sessions/cgroup"
 )
@@ -854,5 +855,65 @@ func TestNudgingAWorkerThatClosedItsInputIsAConflict(t *testing.T) {
 	status, m, raw := a.do("POST", "/api/v1/sessions/"+sid+"/turns/"+turn+"/nudge", nil)
 	if status != http.StatusConflict || errCode(m) != "closed" || !strings.Contains(string(raw), "cancel the turn") {
 		t.Fatalf("nudge: %d %s", status, raw)
+	}
+}
+
+// The openai runtime against a streaming server (chunks as OpenAI, Ollama
+// and vLLM send them): it drives the browser on the laptop, a screenshot
+// reaches the model as an image, and the reply is the model's words alone
+// (the tool calls show in the thread, not in the reply).
+func TestOpenAIRuntimeStreamsAndShowsTheModelScreenshots(t *testing.T) {
+	for _, oneChunk := range []bool{false, true} {
+		t.Run(fmt.Sprintf("one chunk %v", oneChunk), func(t *testing.T) { openAIStreams(t, oneChunk) })
+	}
+}
+
+func openAIStreams(t *testing.T, oneChunk bool) {
+	requireCgroups(t)
+	p := startControlPair(t, nil, nil)
+	m := modeltest.NewChat([]modeltest.Step{
+		{Tool: "device.action", Args: map[string]any{"device": p.DeviceID, "action": "browser.navigate", "args": map[string]string{"url": pageServer(t)}}},
+		{Tool: "device.action", Args: map[string]any{"device": p.DeviceID, "action": "browser.screenshot", "args": map[string]any{}}},
+		{Reply: func([]string) string { return "I saw the page." }},
+	})
+	if oneChunk {
+		m.OneChunk()
+	}
+	defer m.Close()
+	adm := admin.New(hub.SocketPath(p.HubDir))
+	for k, v := range map[string]string{"OPENAI_API_KEY": secretValue, "OPENAI_BASE_URL": m.URL + "/v1", "OPENAI_MODEL": "scripted"} {
+		if err := adm.Do("PUT", "/admin/secrets/"+k, map[string]string{"value": v}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := ownerAPI(t, p)
+	sid := newAgentSession(t, a, map[string]any{"agent": "openai"})
+	s := session{a: a, id: sid, dev: p.DeviceID}
+	s.access(true, false)
+	ev := follow(t, a, sid, 0)
+	tid := say(t, a, sid, "look at the form page on my laptop")
+	ev.until(60*time.Second, func(e sessions.Event) bool {
+		return e.Type == "turn.state" && e.Turn == tid && !strings.Contains(string(e.Data), `"running"`)
+	})
+	tr := getTurn(t, a, sid, tid)
+	if tr.State != sessions.StateDone || tr.Reply != "I saw the page." {
+		t.Fatalf("turn %s %s, reply %q", tr.State, tr.Detail, tr.Reply)
+	}
+	var progress []string
+	for _, e := range ev.seen {
+		var l struct{ Stream, Text string }
+		if e.Type == "turn.output" && json.Unmarshal(e.Data, &l) == nil && l.Stream == "stderr" {
+			progress = append(progress, l.Text)
+		}
+	}
+	if strings.Count(strings.Join(progress, "\n"), "→ device.action") != 2 {
+		t.Errorf("the calls in the thread: %v", progress)
+	}
+	reqs := m.Requests()
+	if len(reqs) != 3 || !reqs[0].Stream || reqs[2].Images != 1 || reqs[1].Images != 0 {
+		for _, r := range reqs {
+			t.Logf("request: stream %v, images %d", r.Stream, r.Images)
+		}
+		t.Fatalf("the model's requests: %d", len(reqs))
 	}
 }

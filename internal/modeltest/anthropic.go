@@ -87,7 +87,7 @@ func (a *Anthropic) serve(w http.ResponseWriter, r *http.Request) {
 		// A side request of the CLI (a title, a summary): a word will do.
 		a.answer(w, req, "", nil, "ok")
 	case step.Tool != "":
-		a.answer(w, req, boxTool(tools, step.Tool), step.Args, "")
+		a.answer(w, req, boxTool(tools, step.Tool), step.Args, step.Say)
 	default:
 		a.answer(w, req, "", nil, step.Reply(results))
 	}
@@ -121,18 +121,27 @@ func (a *Anthropic) answer(w http.ResponseWriter, req anthropicRequest, tool str
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
-	events := []struct {
+	type event struct {
 		name string
 		data map[string]any
-	}{
-		{"message_start", map[string]any{"type": "message_start", "message": map[string]any{"id": "msg_" + id, "type": "message", "role": "assistant",
-			"model": req.Model, "content": []any{}, "stop_reason": nil, "stop_sequence": nil, "usage": usage}}},
-		{"content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": block}},
-		{"content_block_delta", map[string]any{"type": "content_block_delta", "index": 0, "delta": delta}},
-		{"content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}},
-		{"message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": usage}},
-		{"message_stop", map[string]any{"type": "message_stop"}},
 	}
+	events := []event{{"message_start", map[string]any{"type": "message_start", "message": map[string]any{"id": "msg_" + id, "type": "message", "role": "assistant",
+		"model": req.Model, "content": []any{}, "stop_reason": nil, "stop_sequence": nil, "usage": usage}}}}
+	index := 0
+	if tool != "" && say != "" {
+		// Words before the call, in a block of their own.
+		events = append(events,
+			event{"content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": map[string]any{"type": "text", "text": ""}}},
+			event{"content_block_delta", map[string]any{"type": "content_block_delta", "index": 0, "delta": map[string]any{"type": "text_delta", "text": say}}},
+			event{"content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}})
+		index = 1
+	}
+	events = append(events,
+		event{"content_block_start", map[string]any{"type": "content_block_start", "index": index, "content_block": block}},
+		event{"content_block_delta", map[string]any{"type": "content_block_delta", "index": index, "delta": delta}},
+		event{"content_block_stop", map[string]any{"type": "content_block_stop", "index": index}},
+		event{"message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": usage}},
+		event{"message_stop", map[string]any{"type": "message_stop"}})
 	for _, e := range events {
 		b, err := json.Marshal(e.data)
 		if err != nil {

@@ -12,6 +12,15 @@ import (
 // opencode's OpenAI-compatible provider speaks.
 type Chat struct {
 	*Script
+	oneChunk bool // under Script.mu
+}
+
+// OneChunk makes each answer one chunk with its finish reason, as vLLM
+// sends tool calls; else the delta comes, then the finish.
+func (c *Chat) OneChunk() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.oneChunk = true
 }
 
 // NewChat starts the server; Close stops it.
@@ -50,7 +59,7 @@ func (c *Chat) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	var rec Request
+	rec := Request{Stream: req.Stream}
 	for _, t := range req.Tools {
 		rec.Tools = append(rec.Tools, t.Function.Name)
 	}
@@ -60,6 +69,7 @@ func (c *Chat) serve(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		rec.Messages = append(rec.Messages, text(m.Content))
+		rec.Images += strings.Count(string(m.Content), `"type":"image_url"`)
 	}
 	step, results, main := c.take(rec)
 	var delta map[string]any
@@ -91,10 +101,18 @@ func (c *Chat) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
-	for _, chunk := range []map[string]any{
+	chunks := []map[string]any{
 		{"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": req.Model, "choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": nil}}},
 		{"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": req.Model, "choices": []any{map[string]any{"index": 0, "delta": map[string]any{}, "finish_reason": finish}}, "usage": usage},
-	} {
+	}
+	c.mu.Lock()
+	one := c.oneChunk
+	c.mu.Unlock()
+	if one {
+		chunks = []map[string]any{{"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": req.Model,
+			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}, "usage": usage}}
+	}
+	for _, chunk := range chunks {
 		out, err := json.Marshal(chunk)
 		if err != nil {
 			return

@@ -13,6 +13,7 @@ import (
 type Step struct {
 	Tool  string
 	Args  map[string]any
+	Say   string // words before the call, where the API allows both
 	Reply func(results []string) string
 }
 
@@ -21,24 +22,18 @@ type Request struct {
 	System   string
 	Messages []string // each message's text, tool results included
 	Tools    []string
+	Images   int  // images among the messages
+	Stream   bool // whether the answer was asked for as a stream
 }
 
-// boxTool finds the name the CLI gave one of the box's tools: after the
-// server's prefix (mcp__lowkey__, lowkey__, mcp_lowkey_, lowkey_), dots and
-// underscores aside.
+// boxTool finds the name the CLI gave one of the box's tools, however it
+// spells it (mcp__lowkey__shell_run, mcp_lowkey_shell.run, lowkey_shell_run,
+// shell__run): its letters end with the box's name's.
 func boxTool(tools []string, box string) string {
 	norm := strings.NewReplacer(".", "", "_", "", "-", "")
 	want := norm.Replace(box)
 	for _, t := range tools {
-		name := t
-		if i := strings.LastIndex(t, "__"); i >= 0 {
-			name = t[i+2:]
-		} else if rest, ok := strings.CutPrefix(t, "mcp_lowkey_"); ok {
-			name = rest
-		} else if rest, ok := strings.CutPrefix(t, "lowkey_"); ok {
-			name = rest
-		}
-		if name != "" && norm.Replace(name) == want {
+		if strings.HasSuffix(norm.Replace(t), want) {
 			return t
 		}
 	}

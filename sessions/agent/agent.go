@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,6 +71,7 @@ type worker struct {
 	mcp    *mcp.ClientSession
 	nudges chan struct{}
 	out    io.Writer
+	errOut io.Writer // progress: shown in the thread, not the reply
 	mu     sync.Mutex
 }
 
@@ -90,7 +92,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: agent builtin|openai|claude (the box runs this for a turn)")
 		return 2
 	}
-	w := &worker{out: stdout, nudges: make(chan struct{}, 8)}
+	w := &worker{out: stdout, errOut: stderr, nudges: make(chan struct{}, 8)}
 	rd := bufio.NewReader(stdin)
 	line, err := rd.ReadBytes('\n')
 	if err != nil && len(line) == 0 {
@@ -155,6 +157,38 @@ func (w *worker) say(s string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	fmt.Fprintln(w.out, s)
+}
+
+// progress is a line in the thread that is not the reply.
+func (w *worker) progress(s string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fmt.Fprintln(w.errOut, s)
+}
+
+// callSeeing runs one MCP tool and returns its text and its images.
+func (w *worker) callSeeing(ctx context.Context, tool string, args any) (string, []chatPart, error) {
+	res, err := w.mcp.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		return "", nil, err
+	}
+	var sb strings.Builder
+	var images []chatPart
+	for _, c := range res.Content {
+		switch c := c.(type) {
+		case *mcp.TextContent:
+			sb.WriteString(c.Text)
+		case *mcp.ImageContent:
+			p := chatPart{Type: "image_url", ImageURL: &struct {
+				URL string `json:"url"`
+			}{URL: "data:" + c.MIMEType + ";base64," + base64.StdEncoding.EncodeToString(c.Data)}}
+			images = append(images, p)
+		}
+	}
+	if res.IsError {
+		return "", nil, errors.New(sb.String())
+	}
+	return sb.String(), images, nil
 }
 
 // call runs one MCP tool and returns its text.

@@ -51,6 +51,7 @@ type claudeEvent struct {
 	Message struct {
 		Content []struct {
 			Type      string          `json:"type"`
+			Text      string          `json:"text"`
 			ID        string          `json:"id"`
 			Name      string          `json:"name"`
 			Input     json.RawMessage `json:"input"`
@@ -87,8 +88,11 @@ func parseClaude(r *presetRun, line []byte) {
 		}
 	case "assistant":
 		for _, c := range e.Message.Content {
-			if c.Type == "tool_use" {
-				r.show("→ %s %s", boxTool(c.Name), c.Input)
+			switch c.Type {
+			case "text":
+				r.said(c.Text)
+			case "tool_use":
+				r.calls(boxTool(c.Name), c.Input)
 			}
 		}
 	case "user":

@@ -97,7 +97,7 @@ func parseCodex(r *presetRun, line []byte) {
 		r.mu.Unlock()
 	case "item.started":
 		if e.Item.Type == "mcp_tool_call" {
-			r.show("→ %s %s", e.Item.Tool, e.Item.Arguments)
+			r.calls(e.Item.Tool, e.Item.Arguments)
 		}
 	case "item.completed":
 		switch e.Item.Type {
@@ -108,9 +108,7 @@ func parseCodex(r *presetRun, line []byte) {
 				r.show("← done")
 			}
 		case "agent_message":
-			r.mu.Lock()
-			r.reply = e.Item.Text
-			r.mu.Unlock()
+			r.said(e.Item.Text)
 		case "error":
 			if strings.Contains(e.Item.Message, "MCP") || strings.Contains(e.Item.Message, "lowkey") {
 				r.fail("the box's tools did not connect to codex: " + e.Item.Message)

@@ -84,7 +84,7 @@ func parseGemini(r *presetRun, line []byte) {
 	}
 	switch e.Type {
 	case "tool_use":
-		r.show("→ %s %s", boxTool(e.ToolName), e.Parameters)
+		r.calls(boxTool(e.ToolName), e.Parameters)
 	case "tool_result":
 		if e.Status == "success" {
 			r.show("← done")

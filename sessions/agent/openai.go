@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -25,10 +26,33 @@ const (
 const maxSteps = 24
 
 type chatMessage struct {
-	Role       string     `json:"role"`
-	Content    *string    `json:"content"`
+	Role    string  `json:"role"`
+	Content *string `json:"content"`
+	// Parts, when set, are the content instead: text and images (what a
+	// screenshot becomes for a model that sees).
+	Parts      []chatPart `json:"-"`
 	ToolCalls  []toolCall `json:"tool_calls,omitempty"`
 	ToolCallID string     `json:"tool_call_id,omitempty"`
+}
+
+type chatPart struct {
+	Type     string `json:"type"`
+	Text     string `json:"text,omitempty"`
+	ImageURL *struct {
+		URL string `json:"url"`
+	} `json:"image_url,omitempty"`
+}
+
+// MarshalJSON writes Parts as the content when there are parts.
+func (m chatMessage) MarshalJSON() ([]byte, error) {
+	type plain chatMessage
+	if len(m.Parts) == 0 {
+		return json.Marshal(plain(m))
+	}
+	return json.Marshal(struct {
+		plain
+		Content []chatPart `json:"content"`
+	}{plain(m), m.Parts})
 }
 
 type toolCall struct {
@@ -91,8 +115,15 @@ func (w *worker) openai(ctx context.Context) (string, error) {
 	msgs = append(msgs, chatMessage{Role: "user", Content: str(w.in.Message)})
 	client := &http.Client{Timeout: 5 * time.Minute}
 	for step := 0; step < maxSteps; step++ {
-		body, _ := json.Marshal(map[string]any{"model": model, "messages": msgs, "tools": tools})
-		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/chat/completions", bytes.NewReader(body))
+		// No tool_choice: Ollama's and vLLM's servers refuse or ignore it.
+		body, err := json.Marshal(map[string]any{"model": model, "messages": msgs, "tools": tools, "stream": true})
+		if err != nil {
+			return "", err
+		}
+		req, err := http.NewRequestWithContext(ctx, "POST", base+"/chat/completions", bytes.NewReader(body))
+		if err != nil {
+			return "", err
+		}
 		req.Header.Set("Content-Type", "application/json")
 		if key != "" {
 			req.Header.Set("Authorization", "Bearer "+key)
@@ -102,20 +133,11 @@ func (w *worker) openai(ctx context.Context) (string, error) {
 			// The error names the endpoint, never the key.
 			return "", fmt.Errorf("the model endpoint %s: %w", base, err)
 		}
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		m, err := readChat(resp)
 		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return "", fmt.Errorf("the model endpoint %s answered %s: %.300s", base, resp.Status, raw)
+		if err != nil {
+			return "", fmt.Errorf("the model endpoint %s: %w", base, err)
 		}
-		var out struct {
-			Choices []struct {
-				Message chatMessage `json:"message"`
-			} `json:"choices"`
-		}
-		if err := json.Unmarshal(raw, &out); err != nil || len(out.Choices) == 0 {
-			return "", fmt.Errorf("the model endpoint %s sent no choices: %.300s", base, raw)
-		}
-		m := out.Choices[0].Message
 		msgs = append(msgs, m)
 		if len(m.ToolCalls) == 0 {
 			if m.Content == nil {
@@ -123,14 +145,21 @@ func (w *worker) openai(ctx context.Context) (string, error) {
 			}
 			return *m.Content, nil
 		}
+		var seen []chatPart
 		for _, tc := range m.ToolCalls {
 			name := names[tc.Function.Name]
-			// The tool's name only: its arguments can hold what the person
-			// typed (a password for a form) and are the box's to record.
-			w.say("→ " + name)
+			// The tool's name only, and not in the reply: its arguments can
+			// hold what the person typed (a password for a form) and are
+			// the box's to record.
+			w.progress("→ " + name)
 			var args map[string]any
-			_ = json.Unmarshal([]byte(tc.Function.Arguments), &args)
-			result, err := w.call(ctx, name, args)
+			if tc.Function.Arguments != "" {
+				if err := json.Unmarshal([]byte(tc.Function.Arguments), &args); err != nil {
+					msgs = append(msgs, chatMessage{Role: "tool", ToolCallID: tc.ID, Content: str("error: the arguments are not JSON: " + err.Error())})
+					continue
+				}
+			}
+			result, images, err := w.callSeeing(ctx, name, args)
 			if err != nil {
 				result = "error: " + err.Error()
 			}
@@ -138,7 +167,103 @@ func (w *worker) openai(ctx context.Context) (string, error) {
 				result = result[:20000] + "…(cut)"
 			}
 			msgs = append(msgs, chatMessage{Role: "tool", ToolCallID: tc.ID, Content: str(result)})
+			seen = append(seen, images...)
+		}
+		if len(seen) > 0 {
+			// A tool message carries text only: what the tools showed comes
+			// as the person's, for a model that sees.
+			msgs = append(msgs, chatMessage{Role: "user", Parts: append([]chatPart{{Type: "text", Text: "What the tools showed:"}}, seen...)})
 		}
 	}
 	return "", fmt.Errorf("stopped after %d tool calls without an answer", maxSteps)
+}
+
+// readChat reads one answer of a chat completions endpoint: a stream of
+// chunks (content deltas; tool calls in pieces by index, or whole in the
+// last chunk, as vLLM sends them), or, from a server that does not stream,
+// one message.
+func readChat(resp *http.Response) (chatMessage, error) {
+	if resp.StatusCode != http.StatusOK {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return chatMessage{}, fmt.Errorf("answered %s: %.300s", resp.Status, raw)
+	}
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		if err != nil {
+			return chatMessage{}, err
+		}
+		var out struct {
+			Choices []struct {
+				Message chatMessage `json:"message"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal(raw, &out); err != nil || len(out.Choices) == 0 {
+			return chatMessage{}, fmt.Errorf("sent no choices: %.300s", raw)
+		}
+		return out.Choices[0].Message, nil
+	}
+	m := chatMessage{Role: "assistant"}
+	var content strings.Builder
+	got := false
+	calls := map[int]*toolCall{}
+	order := []int{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data:")
+		data = strings.TrimSpace(data)
+		if !ok || data == "" {
+			continue
+		}
+		if data == "[DONE]" {
+			break
+		}
+		var chunk struct {
+			Choices []struct {
+				Delta struct {
+					Content   *string `json:"content"`
+					ToolCalls []struct {
+						Index    int    `json:"index"`
+						ID       string `json:"id"`
+						Function struct {
+							Name      string `json:"name"`
+							Arguments string `json:"arguments"`
+						} `json:"function"`
+					} `json:"tool_calls"`
+				} `json:"delta"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal([]byte(data), &chunk); err != nil {
+			return chatMessage{}, fmt.Errorf("sent a chunk that is not JSON: %.200s", data)
+		}
+		for _, c := range chunk.Choices {
+			if c.Delta.Content != nil {
+				content.WriteString(*c.Delta.Content)
+				got = true
+			}
+			for _, d := range c.Delta.ToolCalls {
+				tc, ok := calls[d.Index]
+				if !ok {
+					tc = &toolCall{Type: "function"}
+					calls[d.Index] = tc
+					order = append(order, d.Index)
+				}
+				if d.ID != "" {
+					tc.ID = d.ID
+				}
+				tc.Function.Name += d.Function.Name
+				tc.Function.Arguments += d.Function.Arguments
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return chatMessage{}, err
+	}
+	if got {
+		m.Content = str(content.String())
+	}
+	for _, i := range order {
+		m.ToolCalls = append(m.ToolCalls, *calls[i])
+	}
+	return m, nil
 }

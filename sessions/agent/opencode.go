@@ -99,16 +99,14 @@ func parseOpencode(r *presetRun, line []byte) {
 	}
 	switch {
 	case e.Type == "tool_use" || e.Part.Type == "tool":
-		r.show("→ %s %s", boxTool(e.Part.Tool), e.Part.State.Input)
+		r.calls(boxTool(e.Part.Tool), e.Part.State.Input)
 		if e.Part.State.Status == "error" {
 			r.show("← error: %s", e.Part.State.Error)
 		} else {
 			r.show("← done")
 		}
 	case e.Type == "text":
-		r.mu.Lock()
-		r.reply = e.Part.Text
-		r.mu.Unlock()
+		r.said(e.Part.Text)
 	case e.Type == "error":
 		r.fail("opencode: " + string(e.Error))
 	}

@@ -241,6 +241,30 @@ func (r *presetRun) fail(why string) {
 	r.kill()
 }
 
+// said keeps the CLI's latest words: the reply, unless a tool call comes
+// after them.
+func (r *presetRun) said(text string) {
+	if strings.TrimSpace(text) == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reply = text
+}
+
+// calls shows a tool call in the thread; words the CLI said before it were
+// not its answer, so they show too, as they happened.
+func (r *presetRun) calls(tool string, args []byte) {
+	r.mu.Lock()
+	before := r.reply
+	r.reply = ""
+	r.mu.Unlock()
+	if before != "" {
+		r.show("%s", before)
+	}
+	r.show("→ %s %s", tool, args)
+}
+
 // show puts a progress line in the thread (not in the reply).
 func (r *presetRun) show(format string, a ...any) {
 	line := fmt.Sprintf(format, a...)
