@@ -595,11 +595,8 @@ func TestOpenAIRuntimeDrivesDeviceTools(t *testing.T) {
 	model := &fakeModel{device: p.DeviceID, url: pageServer(t)}
 	srv := httptest.NewServer(model)
 	defer srv.Close()
-	adm := admin.New(hub.SocketPath(p.HubDir))
 	for k, v := range map[string]string{"OPENAI_API_KEY": secretValue, "OPENAI_BASE_URL": srv.URL, "OPENAI_MODEL": "scripted"} {
-		if err := adm.Do("PUT", "/admin/secrets/"+k, map[string]string{"value": v}, nil); err != nil {
-			t.Fatal(err)
-		}
+		setSecret(t, p, k, v, "all")
 	}
 	a := ownerAPI(t, p)
 	sid := newAgentSession(t, a, map[string]any{"agent": "openai"})
@@ -880,11 +877,8 @@ func openAIStreams(t *testing.T, oneChunk bool) {
 		m.OneChunk()
 	}
 	defer m.Close()
-	adm := admin.New(hub.SocketPath(p.HubDir))
 	for k, v := range map[string]string{"OPENAI_API_KEY": secretValue, "OPENAI_BASE_URL": m.URL + "/v1", "OPENAI_MODEL": "scripted"} {
-		if err := adm.Do("PUT", "/admin/secrets/"+k, map[string]string{"value": v}, nil); err != nil {
-			t.Fatal(err)
-		}
+		setSecret(t, p, k, v, "all")
 	}
 	a := ownerAPI(t, p)
 	sid := newAgentSession(t, a, map[string]any{"agent": "openai"})

@@ -3,7 +3,6 @@ package modeltest
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 )
@@ -63,14 +62,8 @@ func (a *Anthropic) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
 	var req anthropicRequest
-	if err := json.Unmarshal(b, &req); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	if !readJSON(w, r, &req) {
 		return
 	}
 	var tools []string
@@ -143,15 +136,8 @@ func (a *Anthropic) answer(w http.ResponseWriter, req anthropicRequest, tool str
 		event{"message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": usage}},
 		event{"message_stop", map[string]any{"type": "message_stop"}})
 	for _, e := range events {
-		b, err := json.Marshal(e.data)
-		if err != nil {
+		if sendEvent(w, e.name, e.data) != nil {
 			return
-		}
-		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.name, b); err != nil {
-			return
-		}
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
 		}
 	}
 }

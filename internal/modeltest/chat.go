@@ -3,7 +3,6 @@ package modeltest
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 )
@@ -49,14 +48,8 @@ func (c *Chat) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
 	var req chatRequest
-	if err := json.Unmarshal(b, &req); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	if !readJSON(w, r, &req) {
 		return
 	}
 	rec := Request{Stream: req.Stream}
@@ -113,11 +106,7 @@ func (c *Chat) serve(w http.ResponseWriter, r *http.Request) {
 			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}, "usage": usage}}
 	}
 	for _, chunk := range chunks {
-		out, err := json.Marshal(chunk)
-		if err != nil {
-			return
-		}
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", out); err != nil {
+		if sendEvent(w, "", chunk) != nil {
 			return
 		}
 	}

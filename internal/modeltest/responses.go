@@ -3,7 +3,6 @@ package modeltest
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 )
@@ -75,14 +74,8 @@ func (r *Responses) serve(w http.ResponseWriter, req *http.Request) {
 		http.NotFound(w, req)
 		return
 	}
-	b, err := io.ReadAll(req.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
 	var rq responsesRequest
-	if err := json.Unmarshal(b, &rq); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	if !readJSON(w, req, &rq) {
 		return
 	}
 	rec := Request{System: rq.Instructions}
@@ -159,15 +152,8 @@ func (r *Responses) answer(w http.ResponseWriter, rq responsesRequest, tool stri
 		map[string]any{"type": "response.completed", "response": done})
 	w.Header().Set("Content-Type", "text/event-stream")
 	for _, e := range events {
-		b, err := json.Marshal(e)
-		if err != nil {
+		if sendEvent(w, e["type"].(string), e) != nil {
 			return
-		}
-		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e["type"], b); err != nil {
-			return
-		}
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
 		}
 	}
 }

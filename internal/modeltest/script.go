@@ -1,6 +1,9 @@
 package modeltest
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -114,4 +117,39 @@ func (s *Script) take(rec Request) (step Step, results []string, main bool) {
 	step = s.steps[s.next]
 	s.next++
 	return step, append([]string(nil), s.results...), true
+}
+
+// readJSON reads a request's body into v; a body that is not JSON is
+// answered 400 and false.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	b, err := io.ReadAll(r.Body)
+	if err == nil {
+		err = json.Unmarshal(b, v)
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+// sendEvent writes one server-sent event ("" names none: data only) and
+// flushes it.
+func sendEvent(w http.ResponseWriter, name string, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	if name != "" {
+		if _, err := fmt.Fprintf(w, "event: %s\n", name); err != nil {
+			return err
+		}
+	}
+	if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
+		return err
+	}
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	return nil
 }
