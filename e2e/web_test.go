@@ -212,7 +212,27 @@ func TestWebAppEndToEnd(t *testing.T) {
 			t.Fatal("the acting indicator stayed after the turn ended")
 		}
 	}
-	// The focus pane shows the page the agent opened.
+	// The focus pane says what the agent did and looks only when the person
+	// asks: opening a conversation never acts on the computer.
+	w.waitText(`The agent ran browser\.navigate on laptop\. Refresh to look\.`, 10*time.Second)
+	token := strings.TrimSpace(mustRun(t, "", "lowkey", "token", "--data", b.data))
+	sid := strings.TrimPrefix(w.page.MustEval(`() => location.hash`).String(), "#/c/")
+	auditRows := func() int {
+		status, raw := apiDo(t, "GET", "http://"+b.addr+"/api/v1/audit?session="+sid, token, "")
+		var recs []any
+		if status != 200 || json.Unmarshal(raw, &recs) != nil {
+			t.Fatalf("audit: %d %s", status, raw)
+		}
+		return len(recs)
+	}
+	before := auditRows()
+	w.page.MustReload()
+	w.waitText(`Opened "Form"`, 15*time.Second)
+	w.waitText(`The agent ran browser\.navigate on laptop\. Refresh to look\.`, 10*time.Second)
+	if after := auditRows(); after != before {
+		t.Fatalf("reloading the conversation acted on the computer: %d audit records, %d before", after, before)
+	}
+	w.clickText(".focus button", "Refresh")
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		r, _ := w.page.Eval(`() => { const i = document.getElementById("focus-img"); return !!i && !i.hidden && i.naturalWidth > 0 }`)
@@ -227,6 +247,31 @@ func TestWebAppEndToEnd(t *testing.T) {
 	}
 	w.waitText(`Form on laptop|A form page`, 5*time.Second)
 	w.shot("page opened")
+
+	// One truth for every viewer: a member on the same conversation, in a
+	// browser context of their own, and the owner see each other's toggle
+	// changes on the pages they hold, without reloading.
+	apiJSON(t, "POST", "http://"+b.addr+"/api/v1/users", token, `{"name":"bob","password":"another horse battery"}`, 201)
+	bob := &webUI{t: t, page: br.MustIncognito().MustPage(""), dir: w.dir}
+	bob.page = bob.page.Timeout(5 * time.Minute)
+	if err := bob.page.Navigate(base + "/#/c/" + sid); err != nil {
+		t.Fatal(err)
+	}
+	bob.fill(`input[name="name"]`, "bob")
+	bob.fill(`input[name="password"]`, "another horse battery")
+	bob.clickText("button", "Sign in")
+	bob.waitText(`on, by ada`, 10*time.Second)
+	bob.click(`input[data-toggle="browser"]`)
+	w.waitText(`Device control in this conversation\s+laptop\s+online\s+Browser access\s+Desktop access\s+off`, 5*time.Second)
+	if w.page.MustEval(`() => document.querySelector('input[data-toggle="browser"]').checked`).Bool() {
+		t.Fatal("the owner's page still shows browser access on after the member turned it off")
+	}
+	w.click(`input[data-toggle="browser"]`)
+	bob.waitText(`on, by ada`, 5*time.Second)
+	if !bob.page.MustEval(`() => document.querySelector('input[data-toggle="browser"]').checked`).Bool() {
+		t.Fatal("the member's page does not show the owner's toggle")
+	}
+	bob.shot("member sees the owner's toggle")
 
 	// Stop a running turn.
 	w.say("think 60")

@@ -85,6 +85,10 @@ func (h *Hub) dropGrants(device string) {
 		// A grant left behind names a computer that can no longer link.
 		if err := h.store.Delete(k); err != nil {
 			h.log.Error("could not remove a grant of an unpaired computer", "key", k, "err", err)
+			continue
+		}
+		if session, _, ok := strings.Cut(strings.TrimPrefix(k, "grant/"), "/"); ok {
+			h.runtime.Emit(session, "grant.changed", devicectl.Grant{Conversation: session, Device: device})
 		}
 	}
 }
@@ -141,6 +145,8 @@ func (h *Hub) putAccess(w http.ResponseWriter, r *http.Request) {
 	}
 	h.pushGrants(devID)
 	h.checkLive(devID)
+	// Every page on this conversation sees the change at once.
+	h.runtime.Emit(s.ID, "grant.changed", g)
 	h.log.Info("device access changed", "session", s.ID, "device", devID, "browser", g.Browser, "desktop", g.Desktop, "by", g.By)
 	writeJSON(w, http.StatusOK, g)
 }

@@ -238,8 +238,11 @@ async function showConversation(id) {
       case "device.action":
         thread.append(el("li", { class: "action " + d.outcome }, `${d.action} on ${deviceName(devices, d.device)}: ${d.outcome}${d.detail ? " (" + d.detail + ")" : ""}`));
         toggles.acting(d.device, d, ((d.who || "").match(/\(turn (t-[0-9a-z]+)\)/) || [])[1]);
-        if (d.outcome === "done" && d.action.startsWith("browser.") && d.action !== "browser.screenshot") focus.refresh(d.device);
+        // Opening or reloading a page replays these: it never acts on the
+        // computer itself (that is the person's click on Refresh).
+        if (d.outcome === "done" && d.action.startsWith("browser.")) focus.noted(d);
         break;
+      case "grant.changed": toggles.changed(d); break;
       case "session.warning": banner.hidden = false; banner.textContent = d.message; break;
       case "session.killed": thread.append(el("li", { class: "action failed", text: "All work in this conversation was stopped." })); break;
       case "session.renamed": title.textContent = d.title; break;
@@ -288,7 +291,7 @@ function deviceToggles(sid, devices, grants) {
       indicator.hidden = true; setWho({});
     } });
     indicator.append("Agent acting on this computer ", stopNow);
-    rows[d.id] = { indicator };
+    rows[d.id] = { indicator, setWho };
     node.append(el("div", { class: "device-row" }, el("strong", { text: d.name }), el("span", { class: d.online ? "online" : "offline", text: d.online ? "online" : "offline" }),
       box("browser", "Browser access"), box("desktop", "Desktop access"), who, indicator));
   }
@@ -309,6 +312,14 @@ function deviceToggles(sid, devices, grants) {
       for (const r of Object.values(rows)) {
         if (r.turn === turn) { r.indicator.hidden = true; r.turn = null; }
       }
+    },
+    // Someone (here or on another page) changed a toggle: show the truth.
+    changed(g) {
+      const r = rows[g.device];
+      if (!r) return;
+      node.querySelectorAll(`input[data-device="${g.device}"]`).forEach(i => { i.checked = !!g[i.dataset.toggle]; });
+      r.setWho(g.browser || g.desktop ? g : {});
+      if (!g.browser && !g.desktop) r.indicator.hidden = true;
     },
   };
 }
@@ -359,6 +370,12 @@ function focusPane(sid, devices) {
   const node = el("aside", { class: "focus", "aria-label": "Focus pane" }, el("h2", { text: "Focus" }), pick, tabs, img, caption, el("h3", { text: "Pages" }), pages);
   return {
     node, refresh,
+    // An agent's browser action: said, not looked at (a look is an action
+    // of its own, the person's).
+    noted(d) {
+      if (pick.value !== d.device) return;
+      caption.textContent = `The agent ran ${d.action} on ${deviceName(devices, d.device)}. Refresh to look.`;
+    },
     addPage(u) { pages.append(el("li", {}, el("a", { href: u, target: "_blank", rel: "noopener noreferrer", text: u }))); },
   };
 }
