@@ -149,6 +149,11 @@ func TestWebAppEndToEnd(t *testing.T) {
 	w.fill(`input[name="name"]`, "ada")
 	w.fill(`input[name="password"]`, "correct horse battery")
 	w.shot("setup")
+	// The header (Conversations, Devices, Sign out) is not there before
+	// anyone has signed in.
+	if w.page.MustEval(`() => { const h = document.getElementById("top"); return !!h && h.getClientRects().length > 0 }`).Bool() {
+		t.Fatal("the header shows on the setup page")
+	}
 	w.clickText("button", "Create and sign in")
 	w.waitText(`ada \(owner\)`, 10*time.Second)
 
@@ -256,6 +261,9 @@ func TestWebAppEndToEnd(t *testing.T) {
 	bob.page = bob.page.Timeout(5 * time.Minute)
 	if err := bob.page.Navigate(base + "/#/c/" + sid); err != nil {
 		t.Fatal(err)
+	}
+	if bob.page.MustEval(`() => { const h = document.getElementById("top"); return !!h && h.getClientRects().length > 0 }`).Bool() {
+		t.Fatal("the header shows on the sign-in page")
 	}
 	bob.fill(`input[name="name"]`, "bob")
 	bob.fill(`input[name="password"]`, "another horse battery")

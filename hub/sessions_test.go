@@ -23,7 +23,9 @@ import (
 
 	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/admin"
+	"github.com/lowkeyhq/lowkey/internal/local"
 	"github.com/lowkeyhq/lowkey/internal/modeltest"
+	"github.com/lowkeyhq/lowkey/internal/testenv"
 	"github.com/lowkeyhq/lowkey/sessions"
 	"github.com/lowkeyhq/lowkey/sessions/cgroup"
 )
@@ -909,5 +911,35 @@ func openAIStreams(t *testing.T, oneChunk bool) {
 			t.Logf("request: stream %v, images %d", r.Stream, r.Images)
 		}
 		t.Fatalf("the model's requests: %d", len(reqs))
+	}
+}
+
+// The message box's own example works on a box whose computer is called
+// demo-laptop: "my laptop" is the one whose toggle is on; a name that
+// matches no computer says so instead of blaming a toggle.
+func TestBuiltinAgentFindsMyLaptop(t *testing.T) {
+	requireCgroups(t)
+	testenv.RequireBrowser(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := local.Start(ctx, t.TempDir(), local.Options{Logger: quiet(), Name: "demo-laptop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	a := ownerAPI(t, p)
+	sid := newAgentSession(t, a, nil)
+	session{a: a, id: sid, dev: p.DeviceID}.access(true, false)
+	ev := follow(t, a, sid, 0)
+	page := pageServer(t)
+	tid := say(t, a, sid, "open "+page+" on my laptop")
+	ev.until(30*time.Second, turnState(tid, sessions.StateDone))
+	if tr := getTurn(t, a, sid, tid); !strings.Contains(tr.Reply, `Opened "Form"`) {
+		t.Fatalf("reply %q", tr.Reply)
+	}
+	tid = say(t, a, sid, "open "+page+" on the-printer")
+	ev.until(30*time.Second, turnState(tid, sessions.StateFailed))
+	if got := string(mustJSON(ev.seen)); !strings.Contains(got, `no computer called \"the-printer\"`) {
+		t.Fatalf("a name that matches no computer: %s", got[max(0, len(got)-600):])
 	}
 }

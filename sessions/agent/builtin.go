@@ -164,6 +164,9 @@ func trailingComputer(rest string) string {
 	return ""
 }
 
+// genericComputer are the words that name no computer in particular.
+var genericComputer = map[string]bool{"laptop": true, "computer": true, "desktop": true, "machine": true, "pc": true, "mac": true}
+
 // pickDevice chooses the computer: by name when given, else the only one
 // with the toggle on.
 func (w *worker) pickDevice(ctx context.Context, name, toggle string) (device, error) {
@@ -177,24 +180,35 @@ func (w *worker) pickDevice(ctx context.Context, name, toggle string) (device, e
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		return device{}, fmt.Errorf("the box's device list did not read: %w", err)
 	}
-	var fit []device
+	var fit, named []device
 	for _, d := range list.Devices {
 		on := (toggle == "browser" && d.Browser) || (toggle == "desktop" && d.Desktop)
 		if name != "" && (strings.EqualFold(d.Name, name) || strings.EqualFold(d.ID, name)) {
 			// Named: ask anyway, and let the box say no if the toggle is off.
 			return d, nil
 		}
-		if name == "" && on {
+		// "my laptop" for a computer called demo-laptop or Ada's Laptop.
+		if name != "" && strings.Contains(strings.ToLower(d.Name), strings.ToLower(name)) {
+			named = append(named, d)
+		}
+		if on {
 			fit = append(fit, d)
 		}
 	}
+	switch {
+	case len(named) == 1:
+		return named[0], nil
+	case len(named) > 1:
+		return device{}, fmt.Errorf("several computers are called like %q: say which by its whole name", name)
+	case name != "" && !genericComputer[strings.ToLower(name)]:
+		return device{}, fmt.Errorf("no computer called %q is paired with this box", name)
+	}
+	// No name, or "my laptop": the one computer whose toggle is on.
 	switch {
 	case len(fit) == 1:
 		return fit[0], nil
 	case len(fit) > 1:
 		return device{}, fmt.Errorf("several computers have %s access on; say which: on NAME", toggle)
-	case name != "":
-		return device{}, fmt.Errorf("%s access is off for %q in this conversation: turn it on first", toggle, name)
 	}
 	return device{}, fmt.Errorf("no computer has %s access on in this conversation: turn it on first", toggle)
 }
