@@ -280,6 +280,22 @@ func TestWebAppEndToEnd(t *testing.T) {
 		t.Fatal("the member's page does not show the owner's toggle")
 	}
 	bob.shot("member sees the owner's toggle")
+	// The tab says which box this is; a member's People page says who
+	// manages people, and that conversations are shared.
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if title := bob.page.MustEval(`() => document.title`).String(); title != host+" — Lowkey" {
+		t.Errorf("the page title is %q, want the box's name", title)
+	}
+	if err := bob.page.Navigate(base + "/#/people"); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitText(`Only the box's owner adds and removes people\.\s+Every conversation on this box is shared`, 5*time.Second)
+	if n := bob.page.MustEval(`() => document.querySelectorAll("main form").length`).Int(); n != 0 {
+		t.Errorf("a member's People page offers %d forms", n)
+	}
 
 	// Stop a running turn.
 	w.say("think 60")

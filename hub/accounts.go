@@ -293,7 +293,7 @@ func checkNewUser(c credentials) error {
 }
 
 func (h *Hub) me(w http.ResponseWriter, u User, ws webSession) {
-	writeJSON(w, http.StatusOK, map[string]string{"name": u.Name, "role": u.Role, "csrf": ws.CSRF})
+	writeJSON(w, http.StatusOK, map[string]string{"name": u.Name, "role": u.Role, "csrf": ws.CSRF, "box": h.cfg.Name})
 }
 
 // postSetup creates the owner with the one-time link's token.
@@ -391,7 +391,7 @@ func (h *Hub) getMe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, _ := r.Context().Value(principalKey{}).(principal)
-	writeJSON(w, http.StatusOK, map[string]string{"name": p.name, "role": p.role, "csrf": ""})
+	writeJSON(w, http.StatusOK, map[string]string{"name": p.name, "role": p.role, "csrf": "", "box": h.cfg.Name})
 }
 
 func (h *Hub) getUsers(w http.ResponseWriter, r *http.Request) {

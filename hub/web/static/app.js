@@ -64,6 +64,11 @@ async function route() {
   }
   $("#top").hidden = false;
   $("#who").textContent = state.me.name + (state.me.role === "owner" ? " (owner)" : "");
+  if (state.me.box) {
+    // Which box this is, in the tab and the header.
+    document.title = `${state.me.box} — Lowkey`;
+    $(".brand").textContent = `Lowkey · ${state.me.box}`;
+  }
   document.querySelectorAll("[data-owner]").forEach(e => e.hidden = state.me.role !== "owner");
   const conv = h.match(/^\/c\/(.+)$/);
   if (conv) return showConversation(conv[1]);
@@ -433,6 +438,12 @@ async function showAudit() {
 }
 
 async function showPeople() {
+  if (state.me.role !== "owner") {
+    main(el("section", { class: "page" }, el("h1", { text: "People" }),
+      el("p", { text: "Only the box's owner adds and removes people." }),
+      el("p", { class: "muted", text: "Every conversation on this box is shared with everyone who can sign in to it." })));
+    return;
+  }
   const list = el("ul");
   async function load() {
     const us = await api("GET", "/api/v1/users");
