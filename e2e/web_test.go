@@ -313,6 +313,11 @@ func TestWebAppEndToEnd(t *testing.T) {
 	w.shot("confirm card")
 	w.clickText(".confirm button", "Yes")
 	w.waitText(`You answered yes\.`, 10*time.Second)
+	// The card itself says who answered, and no longer asks.
+	card := w.el(".confirm").MustText()
+	if !strings.Contains(card, "Answered yes by ada.") || strings.Contains(card, "counts as no") {
+		t.Errorf("the answered card: %q", card)
+	}
 
 	// Toggle off: the next action is refused, and the thread says so.
 	w.click(`input[data-toggle="browser"]`)

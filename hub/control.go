@@ -185,7 +185,7 @@ func (h *Hub) postConfirmation(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	err := h.confirms.Answer(s.ID, r.PathValue("cid"), req.Answer)
+	err := h.confirms.Answer(s.ID, r.PathValue("cid"), req.Answer, who(r))
 	switch {
 	case errors.Is(err, sessions.ErrBadAnswer):
 		fail(w, errcode.BadRequest, err.Error())

@@ -17,6 +17,9 @@ type Confirmation struct {
 	Summary  string    `json:"summary"`
 	Deadline time.Time `json:"deadline"`
 	Answer   string    `json:"answer,omitempty"`
+	// By is who answered; "" when nobody did (no in time, or the turn
+	// ended first).
+	By string `json:"by,omitempty"`
 }
 
 // Answers a person can give.
@@ -46,8 +49,11 @@ type Confirmations struct {
 
 type waiting struct {
 	c      Confirmation
-	answer chan string
+	answer chan reply
 }
+
+// reply is an answer and who gave it.
+type reply struct{ answer, by string }
 
 type closedQ struct {
 	session string
@@ -63,17 +69,16 @@ func NewConfirmations() *Confirmations {
 // ctx (a No). It never returns yes by failure.
 func (cs *Confirmations) Ask(ctx context.Context, session, kind, summary string, timeout time.Duration) (string, Confirmation) {
 	w := &waiting{c: Confirmation{ID: "c-" + randomID(), Session: session, Kind: kind, Summary: summary, Deadline: time.Now().Add(timeout).UTC()},
-		answer: make(chan string, 1)}
+		answer: make(chan reply, 1)}
 	cs.mu.Lock()
 	cs.open[w.c.ID] = w
 	cs.mu.Unlock()
 	cs.changed(w.c)
-	answer := AnswerNo
+	got := reply{answer: AnswerNo}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
-	case a := <-w.answer:
-		answer = a
+	case got = <-w.answer:
 	case <-t.C:
 	case <-ctx.Done():
 	}
@@ -87,14 +92,13 @@ func (cs *Confirmations) Ask(ctx context.Context, session, kind, summary string,
 	}
 	// An answer that raced the deadline still counts if it got in first.
 	select {
-	case a := <-w.answer:
-		answer = a
+	case got = <-w.answer:
 	default:
 	}
 	cs.mu.Unlock()
-	w.c.Answer = answer
+	w.c.Answer, w.c.By = got.answer, got.by
 	cs.changed(w.c)
-	return answer, w.c
+	return got.answer, w.c
 }
 
 func (cs *Confirmations) changed(c Confirmation) {
@@ -103,8 +107,8 @@ func (cs *Confirmations) changed(c Confirmation) {
 	}
 }
 
-// Answer answers an open question.
-func (cs *Confirmations) Answer(session, id, answer string) error {
+// Answer answers an open question in the name of by.
+func (cs *Confirmations) Answer(session, id, answer, by string) error {
 	if answer != AnswerYes && answer != AnswerNo && answer != AnswerCancel {
 		return ErrBadAnswer
 	}
@@ -121,7 +125,7 @@ func (cs *Confirmations) Answer(session, id, answer string) error {
 		return ErrConfirmationClosed
 	}
 	select {
-	case w.answer <- answer:
+	case w.answer <- reply{answer, by}:
 		delete(cs.open, id)
 		cs.closed[id] = closedQ{session: session, at: time.Now()}
 		return nil

@@ -20,19 +20,19 @@ func TestConfirmationAnswers(t *testing.T) {
 		}
 	}
 	ch, id := ask(time.Minute)
-	if err := cs.Answer("s2", id, AnswerYes); !errors.Is(err, ErrNoConfirmation) {
+	if err := cs.Answer("s2", id, AnswerYes, "ada"); !errors.Is(err, ErrNoConfirmation) {
 		t.Fatalf("answered from another session: %v", err)
 	}
-	if err := cs.Answer("s1", id, "sure"); !errors.Is(err, ErrBadAnswer) {
+	if err := cs.Answer("s1", id, "sure", "ada"); !errors.Is(err, ErrBadAnswer) {
 		t.Fatalf("bad answer: %v", err)
 	}
-	if err := cs.Answer("s1", id, AnswerYes); err != nil {
+	if err := cs.Answer("s1", id, AnswerYes, "ada"); err != nil {
 		t.Fatal(err)
 	}
 	if a := <-ch; a != AnswerYes {
 		t.Fatalf("got %s", a)
 	}
-	if err := cs.Answer("s1", id, AnswerNo); !errors.Is(err, ErrConfirmationClosed) {
+	if err := cs.Answer("s1", id, AnswerNo, "ada"); !errors.Is(err, ErrConfirmationClosed) {
 		t.Fatalf("second answer: %v", err)
 	}
 	// Unanswered: no, and closed.
@@ -40,7 +40,7 @@ func TestConfirmationAnswers(t *testing.T) {
 	if a := <-ch; a != AnswerNo {
 		t.Fatalf("expired to %s", a)
 	}
-	if err := cs.Answer("s1", id, AnswerYes); !errors.Is(err, ErrConfirmationClosed) {
+	if err := cs.Answer("s1", id, AnswerYes, "ada"); !errors.Is(err, ErrConfirmationClosed) {
 		t.Fatalf("late answer: %v", err)
 	}
 	// The asker going away is a no too.

@@ -205,12 +205,12 @@ async function showConversation(id) {
       el("button", { type: "button", class: "primary", onclick: () => answer("yes"), text: "Yes" }),
       el("button", { type: "button", onclick: () => answer("no"), text: "No" }),
       el("button", { type: "button", class: "danger", onclick: () => answer("cancel"), text: "Cancel" }));
-    const result = el("p", { class: "muted" });
+    const result = el("p", { class: "muted", role: "status" });
+    const deadline = el("p", { class: "muted", text: "No answer by " + new Date(c.deadline).toLocaleTimeString() + " counts as no." });
     const li = el("li", { class: "card confirm", "data-confirm": c.id, role: "group", "aria-label": "Confirmation" },
-      el("p", {}, el("strong", { text: "The agent asks: " }), c.summary),
-      el("p", { class: "muted", text: "No answer by " + new Date(c.deadline).toLocaleTimeString() + " counts as no." }), buttons, result);
+      el("p", {}, el("strong", { text: "The agent asks: " }), c.summary), deadline, buttons, result);
     thread.append(li);
-    return confirms[c.id] = { li, buttons, result };
+    return confirms[c.id] = { li, buttons, result, deadline };
   }
   function onEvent(e) {
     const d = e.data || {};
@@ -237,7 +237,9 @@ async function showConversation(id) {
       case "confirm.closed": {
         const c = confirmCard(d);
         c.buttons.remove();
-        c.result.textContent = "Answered: " + d.answer;
+        c.deadline.remove();
+        // Who answered, inside the card; nobody in time is a no.
+        c.result.textContent = d.by ? `Answered ${d.answer} by ${d.by}.` : `No answer in time: ${d.answer}.`;
         break;
       }
       case "device.action":
