@@ -307,6 +307,23 @@ func TestWebAppEndToEnd(t *testing.T) {
 	w.click("#stop")
 	w.waitText(`cancelled`, 5*time.Second)
 
+	// A running job's time goes on between its events; its Stop stops it.
+	w.say("start sleep 120")
+	w.waitText(`Run sleep 120 running`, 10*time.Second)
+	first := w.el(`li[data-job] .muted`).MustText()
+	ticked := false
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if w.el(`li[data-job] .muted`).MustText() != first {
+			ticked = true
+			break
+		}
+	}
+	if !ticked {
+		t.Errorf("a running job's time stays at %q", first)
+	}
+	w.clickText(`li[data-job] button`, "Stop")
+	w.waitText(`Run sleep 120 stopped`, 10*time.Second)
+
 	// Answer a confirm card.
 	w.say("confirm ready to go?")
 	w.waitText(`The agent asks: ready to go\?`, 10*time.Second)

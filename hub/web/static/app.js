@@ -194,7 +194,16 @@ async function showConversation(id) {
     }
     c.status.textContent = j.status + (j.exit_code !== undefined && j.exit_code !== null && j.status !== "running" ? " (" + j.exit_code + ")" : "") + (j.signal ? " (" + j.signal + ")" : "");
     c.stop.hidden = j.status !== "running";
-    c.elapsed.textContent = j.elapsed_ms !== undefined ? (j.elapsed_ms / 1000).toFixed(1) + " s" : "";
+    clearInterval(c.tick);
+    if (j.status === "running" && c.started) {
+      // A running job's time goes on between its events.
+      const show = () => { c.elapsed.textContent = Math.max(0, (Date.now() - c.started) / 1000).toFixed(0) + " s"; };
+      show();
+      c.tick = setInterval(show, 1000);
+      state.timers.push(c.tick);
+    } else {
+      c.elapsed.textContent = j.elapsed_ms !== undefined ? (j.elapsed_ms / 1000).toFixed(1) + " s" : "";
+    }
     if (j.preview) { c.preview.href = j.preview; c.preview.hidden = false; }
     return c;
   }
