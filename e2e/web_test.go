@@ -202,6 +202,12 @@ func TestWebAppEndToEnd(t *testing.T) {
 	}).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ["hidden"] }) }`)
 	w.say("open " + pageSrv.URL + " on laptop")
 	w.waitText(`Opened "Form"`, 30*time.Second)
+	// The reply shows once, as the agent's message, not again in the
+	// turn's output.
+	if n := w.page.MustEval(`() => (document.querySelector(".thread").innerText.match(/Opened "Form"/g) || []).length`).Int(); n != 1 {
+		w.shot("failed")
+		t.Errorf("the reply shows %d times in the thread", n)
+	}
 	// The indicator showed while the agent acted, and goes once its turn
 	// is over.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {

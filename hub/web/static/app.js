@@ -170,7 +170,10 @@ async function showConversation(id) {
     if (!turns[tid]) {
       const status = el("span", { class: "badge", text: "running" });
       const out = el("pre", { class: "output" });
-      turns[tid] = { li: el("li", { class: "turn", "data-turn": tid }, el("div", {}, "Turn ", status), out), status, out };
+      // The agent's own words as they come (its stdout); they go once its
+      // reply shows as a message, so the reply is not there twice.
+      const words = el("pre", { class: "output words" });
+      turns[tid] = { li: el("li", { class: "turn", "data-turn": tid }, el("div", {}, "Turn ", status), out, words), status, out, words };
       thread.append(turns[tid].li);
     }
     return turns[tid];
@@ -225,6 +228,7 @@ async function showConversation(id) {
     const d = e.data || {};
     switch (e.type) {
       case "message":
+        if (d.role === "assistant" && turns[e.turn]) turns[e.turn].words.remove();
         thread.append(el("li", { class: "msg " + d.role }, el("span", { class: "who", text: d.role === "user" ? "You" : "Agent" }), el("p", { text: d.text })));
         break;
       case "turn.state": {
@@ -236,7 +240,8 @@ async function showConversation(id) {
         break;
       }
       case "turn.output":
-        if (d.stream === "stderr" || !/^→ /.test(d.text)) turnBox(e.turn).out.append(d.text + "\n");
+        if (d.stream === "stderr") turnBox(e.turn).out.append(d.text + "\n");
+        else if (!/^→ /.test(d.text)) turnBox(e.turn).words.append(d.text + "\n");
         break;
       case "turn.nudged": turnBox(e.turn).out.append("(nudged)\n"); break;
       case "job.started": case "job.state": jobCard(d); break;
