@@ -548,6 +548,19 @@ func sessionPids(t *testing.T, sid string) []int {
 	return pids
 }
 
+// openAISession is a session of the openai runtime against the model at
+// url, browser access on for the pair's laptop, its events followed.
+func openAISession(t *testing.T, p *local.Pair, url string) (api, string, *stream) {
+	t.Helper()
+	for k, v := range map[string]string{"OPENAI_API_KEY": secretValue, "OPENAI_BASE_URL": url, "OPENAI_MODEL": "scripted"} {
+		setSecret(t, p, k, v, "all")
+	}
+	a := ownerAPI(t, p)
+	sid := newAgentSession(t, a, map[string]any{"agent": "openai"})
+	session{a: a, id: sid, dev: p.DeviceID}.access(true, false)
+	return a, sid, follow(t, a, sid, 0)
+}
+
 // fakeModel is an OpenAI-compatible endpoint that scripts tool calls.
 type fakeModel struct {
 	mu       sync.Mutex
@@ -597,14 +610,7 @@ func TestOpenAIRuntimeDrivesDeviceTools(t *testing.T) {
 	model := &fakeModel{device: p.DeviceID, url: pageServer(t)}
 	srv := httptest.NewServer(model)
 	defer srv.Close()
-	for k, v := range map[string]string{"OPENAI_API_KEY": secretValue, "OPENAI_BASE_URL": srv.URL, "OPENAI_MODEL": "scripted"} {
-		setSecret(t, p, k, v, "all")
-	}
-	a := ownerAPI(t, p)
-	sid := newAgentSession(t, a, map[string]any{"agent": "openai"})
-	s := session{a: a, id: sid, dev: p.DeviceID}
-	s.access(true, false)
-	ev := follow(t, a, sid, 0)
+	a, sid, ev := openAISession(t, p, srv.URL)
 	tid := say(t, a, sid, "open the form page on my laptop")
 	ev.until(30*time.Second, turnState(tid, sessions.StateDone))
 	if tr := getTurn(t, a, sid, tid); !strings.Contains(tr.Reply, "I opened Form.") {
@@ -879,14 +885,7 @@ func openAIStreams(t *testing.T, oneChunk bool) {
 		m.OneChunk()
 	}
 	defer m.Close()
-	for k, v := range map[string]string{"OPENAI_API_KEY": secretValue, "OPENAI_BASE_URL": m.URL + "/v1", "OPENAI_MODEL": "scripted"} {
-		setSecret(t, p, k, v, "all")
-	}
-	a := ownerAPI(t, p)
-	sid := newAgentSession(t, a, map[string]any{"agent": "openai"})
-	s := session{a: a, id: sid, dev: p.DeviceID}
-	s.access(true, false)
-	ev := follow(t, a, sid, 0)
+	a, sid, ev := openAISession(t, p, m.URL+"/v1")
 	tid := say(t, a, sid, "look at the form page on my laptop")
 	ev.until(60*time.Second, func(e sessions.Event) bool {
 		return e.Type == "turn.state" && e.Turn == tid && !strings.Contains(string(e.Data), `"running"`)
