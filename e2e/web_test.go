@@ -202,6 +202,11 @@ func TestWebAppEndToEnd(t *testing.T) {
 	}).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ["hidden"] }) }`)
 	w.say("open " + pageSrv.URL + " on laptop")
 	w.waitText(`Opened "Form"`, 30*time.Second)
+	// The first message named the conversation, in its header and in the
+	// sidebar, without a reload.
+	if side := w.el(`nav.convs a[aria-current="page"]`).MustText(); side != "open "+pageSrv.URL+" on laptop" {
+		t.Errorf("the sidebar names the conversation %q", side)
+	}
 	// The reply shows once, as the agent's message, not again in the
 	// turn's output.
 	if n := w.page.MustEval(`() => (document.querySelector(".thread").innerText.match(/Opened "Form"/g) || []).length`).Int(); n != 1 {

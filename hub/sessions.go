@@ -70,6 +70,15 @@ func (h *Hub) postMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, err := h.runtime.StartTurn(s.ID, req.Text)
+	if t != nil && s.Title == sessions.DefaultTitle {
+		// The first message names the conversation, everywhere it shows.
+		s.Title = sessions.TitleFrom(req.Text)
+		if perr := h.store.Put("session/"+s.ID, s); perr != nil {
+			h.log.Warn("could not title a conversation from its first message", "session", s.ID, "err", perr)
+		} else {
+			h.runtime.Emit(s.ID, "session.renamed", map[string]string{"title": s.Title})
+		}
+	}
 	switch {
 	case errors.Is(err, sessions.ErrBusy):
 		fail(w, errcode.Busy, err.Error())

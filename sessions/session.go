@@ -27,6 +27,23 @@ type NewRequest struct {
 	MemoryLimitBytes int64  `json:"memory_limit_bytes"`
 }
 
+// DefaultTitle is a conversation's title until its first message names it.
+const DefaultTitle = "New conversation"
+
+// TitleFrom is a title made from a first message: its first line, at most
+// 60 characters.
+func TitleFrom(text string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(text), "\n")
+	line = strings.TrimSpace(line)
+	if r := []rune(line); len(r) > 60 {
+		line = strings.TrimSpace(string(r[:60])) + "…"
+	}
+	if line == "" {
+		return DefaultTitle
+	}
+	return line
+}
+
 // MinMemory is the smallest budget a session may ask for.
 const MinMemory = 16 << 20
 
@@ -59,7 +76,7 @@ func New(req NewRequest, defaultMemory int64) (*Session, error) {
 	}
 	title := req.Title
 	if title == "" {
-		title = "New conversation"
+		title = DefaultTitle
 	}
 	return &Session{ID: "s-" + randomID(), Title: title, Agent: agent, MemoryLimitBytes: mem, CreatedAt: time.Now().UTC()}, nil
 }

@@ -120,7 +120,7 @@ async function conversationList(current) {
   const nav = el("nav", { class: "convs", "aria-label": "Conversations" },
     pick, why,
     el("button", { type: "button", class: "primary", onclick: async () => {
-      const s = await api("POST", "/api/v1/sessions", { title: "New conversation", agent: pick.value });
+      const s = await api("POST", "/api/v1/sessions", { agent: pick.value });
       location.hash = "#/c/" + s.id;
     }, text: "New conversation" }),
     el("ul", {}, list.map(s => el("li", {}, el("a", { href: "#/c/" + s.id, "aria-current": s.id === current ? "page" : null, text: s.title })))));
@@ -266,7 +266,13 @@ async function showConversation(id) {
       case "grant.changed": toggles.changed(d); break;
       case "session.warning": banner.hidden = false; banner.textContent = d.message; break;
       case "session.killed": thread.append(el("li", { class: "action failed", text: "All work in this conversation was stopped." })); break;
-      case "session.renamed": title.textContent = d.title; break;
+      case "session.renamed": {
+        // The title here and in the sidebar.
+        title.textContent = d.title;
+        const link = document.querySelector(`nav.convs a[href="#/c/${id}"]`);
+        if (link) link.textContent = d.title;
+        break;
+      }
     }
     thread.lastElementChild && thread.lastElementChild.scrollIntoView({ block: "nearest" });
   }
