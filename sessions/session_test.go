@@ -10,7 +10,7 @@ import (
 func TestTitleFromAFirstMessage(t *testing.T) {
 	for in, want := range map[string]string{
 		"open https://example.com on my laptop\nand then more": "open https://example.com on my laptop",
-		"   \n  ": DefaultTitle,
+		"   \n  ":               DefaultTitle,
 		strings.Repeat("é", 70): strings.Repeat("é", 60) + "…",
 	} {
 		if got := TitleFrom(in); got != want {
