@@ -367,7 +367,7 @@ func TestAdminSocketChecksWhoCalls(t *testing.T) {
 }
 
 // A member cannot choose an exec: agent (a program the box would run);
-// the built-in runtimes are theirs to use.
+// the built-in runtimes and the presets are theirs to use.
 func TestMembersCannotChooseExecAgents(t *testing.T) {
 	b := startBox(t, "", t.TempDir(), "127.0.0.1:0", "--no-mdns")
 	setup := b.waitFor(`#/setup/(\S+)`, 5*time.Second)
@@ -405,6 +405,9 @@ func TestMembersCannotChooseExecAgents(t *testing.T) {
 	}
 	if code, body := asBob(`{"agent":"builtin"}`); code != http.StatusCreated {
 		t.Fatalf("a member's builtin session: %d %s", code, body)
+	}
+	if code, body := asBob(`{"agent":"claude"}`); code != http.StatusCreated {
+		t.Fatalf("a member's preset session: %d %s", code, body)
 	}
 	apiJSON(t, "POST", base(b.addr)+"/api/v1/sessions", token, `{"agent":"exec:cat /etc/hostname"}`, http.StatusCreated)
 }

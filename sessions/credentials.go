@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	agentpkg "github.com/lowkeyhq/lowkey/sessions/agent"
 )
 
 // boxSecretDir makes this box's own directory for credential files under
@@ -72,10 +74,10 @@ func (r *Runtime) dropToken(tok string) {
 	r.mu.Unlock()
 }
 
-// runtimeName is the runtime a session's secrets are chosen by.
 // Runtimes are the names a secret may be given to ("all" besides).
-var Runtimes = []string{"builtin", "openai", "exec", "claude", "codex", "gemini", "opencode"}
+var Runtimes = append([]string{"builtin", "openai", "exec"}, agentpkg.PresetNames()...)
 
+// runtimeName is the runtime a session's secrets are chosen by.
 func runtimeName(agent string) string {
 	if strings.HasPrefix(agent, "exec:") {
 		return "exec"

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 
@@ -161,12 +160,7 @@ func (r *Runtime) Agents() []AgentInfo {
 		{Name: "builtin", Label: "Built-in (no model: commands and the browser by rule)", Available: true},
 		{Name: "openai", Label: "OpenAI-compatible model", Available: true, Note: "needs the box secret OPENAI_API_KEY (and OPENAI_BASE_URL for another server)"},
 	}
-	names := make([]string, 0, len(agentpkg.Presets))
-	for name := range agentpkg.Presets {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range agentpkg.PresetNames() {
 		p := agentpkg.Presets[name]
 		a := AgentInfo{Name: name, Label: p.Label, Available: r.presetBin(p) != ""}
 		if a.Available {

@@ -167,8 +167,7 @@ func Run(name, description string, grammar any, args []string, o IO, vars kong.V
 	if err != nil {
 		return usageFailure(parser, err, o)
 	}
-	bound := append([]any{}, extra...)
-	if err := ctx.Run(bound...); err != nil {
+	if err := ctx.Run(extra...); err != nil {
 		var ue *UsageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(o.Err, "%s: %s\n\n", name, ue.Msg)

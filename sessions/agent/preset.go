@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -59,6 +60,16 @@ var Presets = map[string]*Preset{
 	"codex":    codex,
 	"gemini":   gemini,
 	"opencode": opencode,
+}
+
+// PresetNames are the presets' names, sorted.
+func PresetNames() []string {
+	names := make([]string, 0, len(Presets))
+	for name := range Presets {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // Standing are the box's standing instructions for every agent, unless the
