@@ -151,6 +151,19 @@ func realTurn(t *testing.T, pc presetCase) {
 			t.Errorf("the reply does not quote %q: %s", want, tr.Reply)
 		}
 	}
+	// The CLI kept its own state in the agent account's home, not in the
+	// session's working directory (which pages may publish from).
+	m2 := regexp.MustCompile(`cwd\W+(/[\w./-]+)`).FindStringSubmatch(tr.Reply)
+	if m2 == nil {
+		t.Fatalf("no working directory in the reply: %.300s", tr.Reply)
+	}
+	entries, err := os.ReadDir(m2[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range entries {
+		t.Errorf("the CLI left %s in the session's working directory", en.Name())
+	}
 	// Each call showed in the thread, in order, as it happened (and the
 	// words before the first, where the API carries both).
 	last := -1
