@@ -434,6 +434,7 @@ func (h *Hub) postUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("member added", "name", u.Name, "by", who(r))
+	h.changed(UsersChanged)
 	u.Hash = nil
 	writeJSON(w, http.StatusCreated, u)
 }
@@ -470,5 +471,6 @@ func (h *Hub) deleteUser(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.log.Info("member removed", "name", name, "by", who(r))
+	h.changed(UsersChanged)
 	writeJSON(w, http.StatusOK, map[string]string{"removed": name})
 }

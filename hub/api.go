@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,7 +18,6 @@ import (
 	"github.com/lowkeyhq/lowkey/hub/web"
 	"github.com/lowkeyhq/lowkey/pairing"
 	"github.com/lowkeyhq/lowkey/sessions"
-	"github.com/lowkeyhq/lowkey/sessions/agent"
 )
 
 // routes is the whole HTTP surface in one table. The admin socket serves
@@ -35,6 +35,13 @@ func (h *Hub) routes(admin bool) http.Handler {
 		"POST /api/v1/users":                                  {owner, h.postUser},
 		"DELETE /api/v1/users/{name}":                         {owner, h.deleteUser},
 		"POST /api/v1/pairing/codes":                          {owner, h.postPairingCode(false)},
+		"GET /api/v1/pairing":                                 {owner, h.getPairing},
+		"GET /api/v1/events":                                  {member, h.getBoxEvents},
+		"GET /api/v1/secrets":                                 {owner, h.getSecrets},
+		"PUT /api/v1/secrets/{name}":                          {owner, h.putSecret},
+		"DELETE /api/v1/secrets/{name}":                       {owner, h.deleteSecret},
+		"GET /api/v1/settings":                                {member, h.getSettings},
+		"PUT /api/v1/settings":                                {owner, h.putSettings},
 		"GET /api/v1/devices":                                 {member, h.getDevices},
 		"DELETE /api/v1/devices/{id}":                         {owner, h.deleteDevice},
 		"GET /api/v1/sessions":                                {member, h.getSessions},
@@ -161,7 +168,9 @@ func (h *Hub) postPairingCode(fromBox bool) http.HandlerFunc {
 			return
 		}
 		h.log.Info("pairing window open", "expires", exp.Format(time.RFC3339), "from_box", fromBox)
-		writeJSON(w, http.StatusCreated, map[string]any{"code": pairing.FormatCode(code), "expires_at": exp.UTC()})
+		h.pairingChanged("")
+		hub, reach := h.pairAddress()
+		writeJSON(w, http.StatusCreated, map[string]any{"code": pairing.FormatCode(code), "expires_at": exp.UTC(), "hub": hub, "reach": reach})
 	}
 }
 
@@ -188,17 +197,6 @@ func (h *Hub) deleteDevice(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": true})
 }
 
-// memberRuntimes are the agents a member may start a session with: the
-// box's own and the presets (programs the box knows), not exec: (any
-// program, the owner's choice).
-var memberRuntimes = func() map[string]bool {
-	m := map[string]bool{"builtin": true, "openai": true}
-	for name := range agent.Presets {
-		m[name] = true
-	}
-	return m
-}()
-
 // getAgents lists the agents a session may run, with what each needs.
 func (h *Hub) getAgents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"agents": h.runtime.Agents()})
@@ -214,10 +212,18 @@ func (h *Hub) postSession(w http.ResponseWriter, r *http.Request) {
 		fail(w, errcode.BadRequest, err.Error())
 		return
 	}
-	// An exec: agent is any program the box will run: the owner's choice.
-	if p, _ := r.Context().Value(principalKey{}).(principal); p.role != RoleOwner && !memberRuntimes[s.Agent] {
-		fail(w, errcode.OwnerOnly, "only the box's owner can choose the agent "+strconv.Quote(s.Agent)+"; members use builtin, openai or a preset")
-		return
+	// An exec: agent is any program the box will run: the owner's choice;
+	// of the others, members have those the owner gave them.
+	if p, _ := r.Context().Value(principalKey{}).(principal); p.role != RoleOwner {
+		allowed, err := h.memberAgents()
+		if err != nil {
+			fail(w, errcode.Internal, "could not read which agents members may choose: "+err.Error())
+			return
+		}
+		if !slices.Contains(allowed, s.Agent) {
+			fail(w, errcode.OwnerOnly, "only the box's owner can choose the agent "+strconv.Quote(s.Agent)+"; members may choose "+strings.Join(allowed, ", "))
+			return
+		}
 	}
 	if err := h.store.Put("session/"+s.ID, s); err != nil {
 		fail(w, errcode.Internal, "could not save the session")
@@ -226,6 +232,7 @@ func (h *Hub) postSession(w http.ResponseWriter, r *http.Request) {
 	if err := h.runtime.Prepare(s.ID); err != nil {
 		h.log.Error("session budget", "session", s.ID, "err", err)
 	}
+	h.changed(SessionsChanged)
 	writeJSON(w, http.StatusCreated, map[string]string{"id": s.ID})
 }
 
@@ -399,6 +406,7 @@ func (h *Hub) patchSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.runtime.Emit(s.ID, "session.renamed", map[string]string{"title": s.Title})
+	h.changed(SessionsChanged)
 	writeJSON(w, http.StatusOK, s)
 }
 
@@ -463,8 +471,11 @@ func (h *Hub) deleteSession(w http.ResponseWriter, r *http.Request) {
 		h.log.Error("reading a deleted conversation's pages: they may still be published", "session", s.ID, "err", err)
 	}
 	for _, pg := range pgs {
-		_ = h.pages.Unpublish(pg.ID)
+		if err := h.pages.Unpublish(pg.ID); err != nil {
+			h.log.Error("a deleted conversation's page could not be unpublished", "session", s.ID, "page", pg.ID, "err", err)
+		}
 	}
 	h.log.Info("conversation deleted", "session", s.ID, "by", who(r))
+	h.changed(SessionsChanged)
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": s.ID})
 }

@@ -184,6 +184,7 @@ func (h *Hub) Revoke(id, reason string) error {
 		l.end()
 	}
 	h.log.Info("device revoked", "device", id, "name", d.Peer.Name, "reason", reason)
+	h.changed(DevicesChanged)
 	return nil
 }
 

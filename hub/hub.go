@@ -151,6 +151,8 @@ type Hub struct {
 
 	mu    sync.Mutex
 	links map[string]*live
+	// box is the stream of changes every open page holds.
+	box boxEvents
 	// devMu orders read-modify-writes of device records and grants: a
 	// late "last seen" must not write a revoked device back as paired,
 	// nor a toggle land on a computer being revoked.

@@ -65,6 +65,42 @@ type api struct {
 	t     *testing.T
 	base  string
 	token string
+	// A signed-in browser instead of the token: its cookie and CSRF token.
+	cookie, csrf string
+}
+
+// header is how a calls: by token, or as a signed-in browser.
+func (a api) header() http.Header {
+	h := http.Header{}
+	if a.token != "" {
+		h.Set("Authorization", "Bearer "+a.token)
+	}
+	if a.cookie != "" {
+		h.Set("Cookie", a.cookie)
+		h.Set("X-CSRF-Token", a.csrf)
+	}
+	return h
+}
+
+// member adds someone and signs them in as a browser would.
+func member(t *testing.T, owner api, name string) api {
+	t.Helper()
+	const pw = "a member's password"
+	if status, _, raw := owner.do("POST", "/api/v1/users", map[string]string{"name": name, "password": pw}); status != http.StatusCreated {
+		t.Fatalf("adding %s: %d %s", name, status, raw)
+	}
+	body, _ := json.Marshal(map[string]string{"name": name, "password": pw})
+	resp, err := http.Post(owner.base+"/api/v1/login", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var me struct{ CSRF string }
+	if err := json.NewDecoder(resp.Body).Decode(&me); err != nil || resp.StatusCode != http.StatusOK || len(resp.Cookies()) == 0 {
+		t.Fatalf("signing %s in: %d %v", name, resp.StatusCode, err)
+	}
+	c := resp.Cookies()[0]
+	return api{t: t, base: owner.base, cookie: c.Name + "=" + c.Value, csrf: me.CSRF}
 }
 
 func (a api) do(method, path string, body any) (int, map[string]any, []byte) {
@@ -79,9 +115,7 @@ func (a api) do(method, path string, body any) (int, map[string]any, []byte) {
 		rd = bytes.NewReader(j)
 	}
 	req, _ := http.NewRequest(method, a.base+path, rd)
-	if a.token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.token)
-	}
+	req.Header = a.header()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		a.t.Fatal(err)

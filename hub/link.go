@@ -93,6 +93,7 @@ func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("device online", "device", devID, "name", d.Peer.Name)
+	h.changed(DevicesChanged)
 	conn.Live.OnMessage(func(m webrtc.DataChannelMessage) { h.liveFrame(devID, m.Data) })
 	h.pushGrants(devID)
 	h.resumeLive(devID)
@@ -107,6 +108,7 @@ func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
 	conn.Wait()
 	h.touch(devID, time.Unix(0, l.seen.Load()))
 	h.log.Info("device offline", "device", devID, "why", conn.Err())
+	h.changed(DevicesChanged)
 }
 
 // keepAlive measures the link's round trip until the link ends.
@@ -144,9 +146,14 @@ func (h *Hub) describe(id string, l *live) {
 		return
 	}
 	caps, _ := json.Marshal(info.Capabilities)
-	_ = h.updatePaired(id, func(d *Device) {
+	err = h.updatePaired(id, func(d *Device) {
 		d.Platform, d.Capabilities, d.LastSeen = info.OS+"/"+info.Arch, caps, time.Now().UTC()
 	})
+	if err != nil {
+		h.log.Warn("could not save what the computer offers", "device", id, "err", err)
+		return
+	}
+	h.changed(DevicesChanged)
 }
 
 func (h *Hub) touch(id string, seen time.Time) {

@@ -32,7 +32,10 @@ func (h *Hub) handlePair(w http.ResponseWriter, r *http.Request) {
 		}
 		_, _, failures, total, locked := h.window.State()
 		level("pairing attempt failed", "remote", r.RemoteAddr, "err", err, "window_failures", failures, "total_failures", total, "locked", locked)
+		h.pairingChanged("")
 		return
 	}
 	h.log.Info("computer paired", "device", peer.ID, "name", peer.Name, "platform", peer.Platform)
+	h.pairingChanged(peer.Name)
+	h.changed(DevicesChanged)
 }

@@ -69,7 +69,7 @@ func (h *Hub) postMessage(w http.ResponseWriter, r *http.Request) {
 		fail(w, errcode.BadRequest, "text must be between 1 byte and 64 KiB")
 		return
 	}
-	t, err := h.runtime.StartTurn(s.ID, req.Text)
+	t, err := h.runtime.StartTurn(s.ID, req.Text, who(r))
 	if t != nil && s.Title == sessions.DefaultTitle {
 		// The first message names the conversation, everywhere it shows.
 		s.Title = sessions.TitleFrom(req.Text)
@@ -77,6 +77,7 @@ func (h *Hub) postMessage(w http.ResponseWriter, r *http.Request) {
 			h.log.Warn("could not title a conversation from its first message", "session", s.ID, "err", perr)
 		} else {
 			h.runtime.Emit(s.ID, "session.renamed", map[string]string{"title": s.Title})
+			h.changed(SessionsChanged)
 		}
 	}
 	switch {
@@ -330,6 +331,7 @@ func (h *Hub) putSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mask.Add(name, req.Value)
 	h.log.Info("secret stored", "name", name, "for", req.For)
+	h.changed(SettingsChanged)
 	writeJSON(w, http.StatusOK, map[string]string{"name": name, "for": req.For})
 }
 
@@ -367,12 +369,16 @@ func (h *Hub) deleteSecret(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The value stays masked while the box runs: it was shown to turns.
+	h.changed(SettingsChanged)
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
 }
 
 // instructionsFile is where the owner keeps the agents' standing
 // instructions, in place of the box's own.
 const instructionsFile = "instructions.md"
+
+// maxInstructions is the most the owner's instructions may hold.
+const maxInstructions = 64 << 10
 
 // instructions are the owner's standing instructions for agents, read for
 // every turn so an edit holds from the next one; "" when there are none.
@@ -384,7 +390,7 @@ func (h *Hub) instructions() (text, source string) {
 		}
 		return "", ""
 	}
-	if len(b) > 64<<10 {
+	if len(b) > maxInstructions {
 		h.log.Warn("the owner's instructions for agents are over 64 KiB; the box's own are used")
 		return "", ""
 	}

@@ -219,6 +219,17 @@ func (w *Window) notify() {
 	}
 }
 
+// Current is the open window's code, for the owner's pages to show; ok
+// is false when no code can pair now.
+func (w *Window) Current() (code string, expires time.Time, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.code == "" || !w.now().Before(w.expires) {
+		return "", time.Time{}, false
+	}
+	return w.code, w.expires, true
+}
+
 // State reports the window for display.
 func (w *Window) State() (open bool, expires time.Time, failures, total int, locked bool) {
 	w.mu.Lock()

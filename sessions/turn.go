@@ -32,9 +32,12 @@ const (
 
 // Turn is one run of the agent on one message.
 type Turn struct {
-	ID       string    `json:"id"`
-	Session  string    `json:"session"`
-	Message  string    `json:"message"`
+	ID      string `json:"id"`
+	Session string `json:"session"`
+	Message string `json:"message"`
+	// By is who sent the message (a person's name, "owner" for the API's
+	// token).
+	By       string    `json:"by,omitempty"`
 	State    string    `json:"state"`
 	Detail   string    `json:"detail,omitempty"`
 	Reply    string    `json:"reply,omitempty"`
@@ -108,12 +111,12 @@ const pipeRoom = 4 << 10
 
 // StartTurn runs the agent on a new message. It returns once the turn is
 // on disk and its worker has started (or failed to: the turn says why).
-func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
+func (r *Runtime) StartTurn(id, text, by string) (*Turn, error) {
 	ls, err := r.session(id)
 	if err != nil {
 		return nil, err
 	}
-	rt, history, err := r.beginTurn(ls, text)
+	rt, history, err := r.beginTurn(ls, text, by)
 	if err != nil {
 		return nil, err
 	}
@@ -128,13 +131,13 @@ func (r *Runtime) StartTurn(id, text string) (*Turn, error) {
 
 // beginTurn makes the session's turn, records it and tells the thread;
 // nothing starts that the box could not record.
-func (r *Runtime) beginTurn(ls *liveSession, text string) (*runningTurn, []historyItem, error) {
+func (r *Runtime) beginTurn(ls *liveSession, text, by string) (*runningTurn, []historyItem, error) {
 	ls.mu.Lock()
 	if ls.turn != nil {
 		ls.mu.Unlock()
 		return nil, nil, ErrBusy
 	}
-	rt := &runningTurn{t: Turn{ID: "t-" + randomID(), Session: ls.s.ID, Message: text, State: StateRunning, Started: time.Now().UTC()}, done: make(chan struct{}), last: time.Now()}
+	rt := &runningTurn{t: Turn{ID: "t-" + randomID(), Session: ls.s.ID, Message: text, By: by, State: StateRunning, Started: time.Now().UTC()}, done: make(chan struct{}), last: time.Now()}
 	ls.turn = rt
 	history := append([]historyItem(nil), recentHistory(ls.history)...)
 	ls.history = append(ls.history, historyItem{"user", text})
@@ -147,7 +150,7 @@ func (r *Runtime) beginTurn(ls *liveSession, text string) (*runningTurn, []histo
 		close(rt.done)
 		return nil, nil, fmt.Errorf("the turn could not be recorded, so it did not start: %w", err)
 	}
-	ls.events.emit("message", rt.t.ID, "", map[string]string{"role": "user", "text": text})
+	ls.events.emit("message", rt.t.ID, "", map[string]string{"role": "user", "text": text, "by": by})
 	return rt, history, nil
 }
 
