@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -246,6 +247,38 @@ func (w *webUI) noOverflow(name string) {
 	}
 }
 
+// watchErrors records every uncaught exception on the page; check fails
+// the test on any.
+func (w *webUI) watchErrors() (check func()) {
+	seen := w.errors()
+	return func() {
+		w.t.Helper()
+		for _, s := range seen() {
+			w.t.Errorf("an uncaught error on the page: %s", s)
+		}
+	}
+}
+
+// errors records the page's uncaught exceptions from now on.
+func (w *webUI) errors() func() []string {
+	var mu sync.Mutex
+	var seen []string
+	go w.page.EachEvent(func(e *proto.RuntimeExceptionThrown) {
+		mu.Lock()
+		text := e.ExceptionDetails.Text
+		if ex := e.ExceptionDetails.Exception; ex != nil {
+			text += " " + ex.Description
+		}
+		seen = append(seen, text)
+		mu.Unlock()
+	})()
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), seen...)
+	}
+}
+
 // acceptDialogs answers every confirm() on the page with OK.
 func (w *webUI) acceptDialogs() {
 	go w.page.EachEvent(func(e *proto.PageJavascriptDialogOpening) {
@@ -270,6 +303,7 @@ func TestWebAppEndToEnd(t *testing.T) {
 	br := openBrowser(t)
 	w := &webUI{t: t, page: br.MustPage(""), dir: artifacts(t)}
 	w.acceptDialogs()
+	defer w.watchErrors()()
 	w.page = w.page.Timeout(5 * time.Minute)
 	w.size(1280, 800)
 	if err := w.page.Navigate(setup); err != nil {
@@ -438,6 +472,7 @@ func TestWebAppEndToEnd(t *testing.T) {
 	// changes on the pages they hold, without reloading.
 	apiJSON(t, "POST", "http://"+b.addr+"/api/v1/users", token, `{"name":"bob","password":"another horse battery"}`, 201)
 	bob := &webUI{t: t, page: br.MustIncognito().MustPage(""), dir: w.dir}
+	defer bob.watchErrors()()
 	bob.page = bob.page.Timeout(5 * time.Minute)
 	bob.size(1280, 800)
 	if err := bob.page.Navigate(base + "/#/c/" + sid); err != nil {
@@ -609,6 +644,23 @@ func TestWebAppEndToEnd(t *testing.T) {
 	w.clickText(`li[data-device] button`, "Revoke")
 	w.waitText(`No paired computers yet`, 10*time.Second)
 	w.shot("revoked")
+
+	// Every page on a phone: nothing wider than the screen, nothing axe
+	// calls serious.
+	w.size(390, 844)
+	for _, page := range []string{"devices", "audit", "people", "settings"} {
+		w.click(`#top a[href="#/` + page + `"]`)
+		w.drawn()
+		w.noOverflow("the " + page + " page on a phone")
+		w.axe("the " + page + " page on a phone")
+		w.shot(page + " phone")
+	}
+	for _, page := range []string{"people", "devices"} {
+		w.size(1280, 800)
+		w.click(`#top a[href="#/` + page + `"]`)
+		w.drawn()
+		w.axe("the owner's " + page + " page")
+	}
 
 	// A phone-sized screen: one column, nothing wider than the screen,
 	// the composer in view.

@@ -17,6 +17,7 @@ func TestWebAppLongThreadAndMarkdown(t *testing.T) {
 	base := setup[:strings.Index(setup, "/#/")]
 	br := openBrowser(t)
 	w := &webUI{t: t, page: br.MustPage(""), dir: artifacts(t)}
+	uncaught := w.errors()
 	w.page = w.page.Timeout(5 * time.Minute)
 	w.size(1280, 800)
 	if err := w.page.Navigate(setup); err != nil {
@@ -138,7 +139,17 @@ func TestWebAppLongThreadAndMarkdown(t *testing.T) {
 	w.clickText("#sidebar button", "Close")
 	w.until(`() => getComputedStyle(document.getElementById("sidebar")).visibility === "hidden"`, 5*time.Second, "the sidebar drawer closed")
 
-	// The checker itself finds what it is for: a button with no name.
+	if errs := uncaught(); len(errs) > 0 {
+		t.Errorf("uncaught errors on the page: %v", errs)
+	}
+	// The checkers themselves find what they are for: an uncaught error,
+	// a button with no name.
+	w.eval(`() => { setTimeout(() => { throw new Error("a planted error") }) }`)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(strings.Join(uncaught(), " "), "a planted error"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the page's uncaught errors were not seen: %v", uncaught())
+		}
+	}
 	w.eval(`() => { document.querySelector(".composer").append(Object.assign(document.createElement("button"), { id: "nameless" })) }`)
 	res := w.eval(`async () => (await axe.run(document, { resultTypes: ["violations"] })).violations.map(v => v.id)`)
 	if !strings.Contains(res.String(), "button-name") {
