@@ -115,15 +115,7 @@ func TestPublishedPagesAreInert(t *testing.T) {
 	}
 
 	// In Chromium, signed in to the hub: the page stays as published.
-	br := openBrowser(t)
-	w := &webUI{t: t, page: br.MustPage(""), dir: artifacts(t)}
-	if err := w.page.Navigate(setup); err != nil {
-		t.Fatal(err)
-	}
-	w.fill(`input[name="name"]`, "ada")
-	w.fill(`input[name="password"]`, "correct horse battery")
-	w.clickText("button", "Create and sign in")
-	w.waitText(`ada \(owner\)`, 10*time.Second)
+	w := ownerPage(t, openBrowser(t), setup)
 	// Which requests carried a Cookie header, by URL.
 	var (
 		mu       sync.Mutex

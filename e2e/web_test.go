@@ -164,6 +164,20 @@ func (w *webUI) say(text string) {
 	w.clickText("button", "Send")
 }
 
+// ownerPage creates the box's owner through its setup link, in a new tab.
+func ownerPage(t *testing.T, br *rod.Browser, setup string) *webUI {
+	t.Helper()
+	w := &webUI{t: t, page: br.MustPage(""), dir: artifacts(t)}
+	if err := w.page.Navigate(setup); err != nil {
+		t.Fatal(err)
+	}
+	w.fill(`input[name="name"]`, "ada")
+	w.fill(`input[name="password"]`, "correct horse battery")
+	w.clickText("button", "Create and sign in")
+	w.waitText(`ada \(owner\)`, 10*time.Second)
+	return w
+}
+
 // size sets the page's viewport, as a window or a phone of that size.
 func (w *webUI) size(width, height int) {
 	w.t.Helper()

@@ -15,18 +15,10 @@ func TestWebAppLongThreadAndMarkdown(t *testing.T) {
 	b := startBox(t, "", t.TempDir(), "127.0.0.1:0", "--no-mdns")
 	setup := b.waitFor(`Create the owner \(this link works once\): (\S+)`, 5*time.Second)
 	base := setup[:strings.Index(setup, "/#/")]
-	br := openBrowser(t)
-	w := &webUI{t: t, page: br.MustPage(""), dir: artifacts(t)}
+	w := ownerPage(t, openBrowser(t), setup)
 	uncaught := w.errors()
 	w.page = w.page.Timeout(5 * time.Minute)
 	w.size(1280, 800)
-	if err := w.page.Navigate(setup); err != nil {
-		t.Fatal(err)
-	}
-	w.fill(`input[name="name"]`, "ada")
-	w.fill(`input[name="password"]`, "correct horse battery")
-	w.clickText("button", "Create and sign in")
-	w.waitText(`ada \(owner\)`, 10*time.Second)
 	token := strings.TrimSpace(mustRun(t, "", "lowkey", "token", "--data", b.data))
 	sid := apiJSON(t, "POST", base+"/api/v1/sessions", token, `{}`, 201)["id"].(string)
 	// 50 turns: 100 messages, each agent's reply three lines long.

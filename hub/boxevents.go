@@ -152,19 +152,15 @@ func (h *Hub) getPairing(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, h.pairingState())
 }
 
-// getBoxEvents streams the box's changes to one page until it goes.
-func (h *Hub) getBoxEvents(w http.ResponseWriter, r *http.Request) {
-	p, _ := r.Context().Value(principalKey{}).(principal)
-	sub, cancel := h.box.subscribe(p.role == RoleOwner)
-	defer cancel()
+// openStream upgrades a request to a WebSocket the box only writes to:
+// what the client sends is read and dropped, and gone closes when it
+// leaves.
+func openStream(w http.ResponseWriter, r *http.Request) (*websocket.Conn, <-chan struct{}, error) {
 	ws, err := eventsUpgrader.Upgrade(w, r, nil)
 	if err != nil {
-		return
+		return nil, nil, err
 	}
 	ws.SetReadLimit(maxWSMessage)
-	h.wg.Add(1)
-	defer h.wg.Done()
-	defer ws.Close()
 	gone := make(chan struct{})
 	go func() {
 		defer close(gone)
@@ -174,6 +170,21 @@ func (h *Hub) getBoxEvents(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
+	return ws, gone, nil
+}
+
+// getBoxEvents streams the box's changes to one page until it goes.
+func (h *Hub) getBoxEvents(w http.ResponseWriter, r *http.Request) {
+	p, _ := r.Context().Value(principalKey{}).(principal)
+	sub, cancel := h.box.subscribe(p.role == RoleOwner)
+	defer cancel()
+	ws, gone, err := openStream(w, r)
+	if err != nil {
+		return
+	}
+	h.wg.Add(1)
+	defer h.wg.Done()
+	defer ws.Close()
 	for {
 		select {
 		case e, ok := <-sub.ch:

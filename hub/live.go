@@ -69,11 +69,10 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 		fail(w, errcode.DeviceOffline, errOffline.Error())
 		return
 	}
-	ws, err := eventsUpgrader.Upgrade(w, r, nil)
+	ws, gone, err := openStream(w, r)
 	if err != nil {
 		return
 	}
-	ws.SetReadLimit(maxWSMessage)
 	h.wg.Add(1)
 	defer h.wg.Done()
 	defer ws.Close()
@@ -82,15 +81,6 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 	frames := make(chan []byte, 2)
 	h.watch(devID, req, frames)
 	defer h.unwatch(devID, frames)
-	gone := make(chan struct{})
-	go func() {
-		defer close(gone)
-		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
-				return
-			}
-		}
-	}()
 	for {
 		select {
 		case f, ok := <-frames:

@@ -182,23 +182,13 @@ func (h *Hub) getEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
-	ws, err := eventsUpgrader.Upgrade(w, r, nil)
+	ws, gone, err := openStream(w, r)
 	if err != nil {
 		return
 	}
-	ws.SetReadLimit(maxWSMessage)
 	h.wg.Add(1)
 	defer h.wg.Done()
 	defer ws.Close()
-	gone := make(chan struct{})
-	go func() {
-		defer close(gone)
-		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
-				return
-			}
-		}
-	}()
 	last := since
 	send := func(e sessions.Event) bool {
 		if e.Seq <= last {
