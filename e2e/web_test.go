@@ -296,7 +296,9 @@ func (w *webUI) errors() func() []string {
 // acceptDialogs answers every confirm() on the page with OK.
 func (w *webUI) acceptDialogs() {
 	go w.page.EachEvent(func(e *proto.PageJavascriptDialogOpening) {
-		_ = proto.PageHandleJavaScriptDialog{Accept: true}.Call(w.page)
+		// Answered apart from the event loop: a call made inside it waits
+		// for a reply that the blocked loop cannot deliver.
+		go func() { _ = proto.PageHandleJavaScriptDialog{Accept: true}.Call(w.page) }()
 	})()
 }
 
