@@ -17,7 +17,8 @@ const (
 var Actions = map[string]Capability{
 	"sys.info": CapSys, "sys.echo": CapSys,
 
-	"browser.tabs": CapBrowser, "browser.navigate": CapBrowser, "browser.back": CapBrowser,
+	"browser.tabs": CapBrowser, "browser.navigate": CapBrowser, "browser.back": CapBrowser, "browser.forward": CapBrowser,
+	"browser.find": CapBrowser, "browser.fill": CapBrowser,
 	"browser.snapshot": CapBrowser, "browser.click": CapBrowser, "browser.hover": CapBrowser,
 	"browser.type": CapBrowser, "browser.press": CapBrowser, "browser.select": CapBrowser,
 	"browser.scroll": CapBrowser, "browser.wait_for": CapBrowser, "browser.screenshot": CapBrowser,

@@ -289,6 +289,23 @@ func Redact(action string, args json.RawMessage, result json.RawMessage) json.Ra
 				a["text"] = Redacted
 			}
 		}
+	case "browser.fill":
+		// Each field's text stays only where the computer said it went
+		// into an ordinary field.
+		var r struct {
+			Fields []struct {
+				Password bool `json:"password_field"`
+			} `json:"fields"`
+		}
+		_ = json.Unmarshal(result, &r)
+		fields, _ := a["fields"].([]any)
+		for i, f := range fields {
+			if m, ok := f.(map[string]any); ok {
+				if _, has := m["text"]; has && (i >= len(r.Fields) || r.Fields[i].Password) {
+					m["text"] = Redacted
+				}
+			}
+		}
 	case "screen.type":
 		if t, ok := a["text"].(string); ok {
 			a["text"] = fmt.Sprintf("%s (%d characters)", Redacted, len([]rune(t)))

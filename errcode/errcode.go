@@ -53,6 +53,7 @@ const (
 	NavigationFailed   Code = "navigation_failed"
 	ScriptError        Code = "script_error"
 	StaleRef           Code = "stale_ref"
+	NotActionable      Code = "not_actionable" // covered, disabled, hidden: a person could not click it either
 	DialogOpen         Code = "dialog_open"
 	NoDialog           Code = "no_dialog"
 	NotReady           Code = "not_ready"

@@ -46,6 +46,7 @@ var statusOf = map[errcode.Code]int{
 	errcode.BrowserUnavailable: http.StatusConflict,
 	errcode.DesktopUnavailable: http.StatusConflict,
 	errcode.StaleRef:           http.StatusConflict,
+	errcode.NotActionable:      http.StatusConflict,
 	errcode.DialogOpen:         http.StatusConflict,
 	errcode.NoDialog:           http.StatusConflict,
 	errcode.NotReady:           http.StatusConflict,

@@ -24,7 +24,10 @@ var actions = map[string]actionFunc{
 	"tabs":       (*Browser).tabs,
 	"navigate":   (*Browser).navigate,
 	"back":       (*Browser).back,
+	"forward":    (*Browser).forward,
 	"snapshot":   (*Browser).snapshot,
+	"find":       (*Browser).find,
+	"fill":       (*Browser).fillForm,
 	"click":      (*Browser).click,
 	"hover":      (*Browser).hover,
 	"type":       (*Browser).typeText,
@@ -187,56 +190,211 @@ func (b *Browser) back(ctx context.Context, _ json.RawMessage) (*devicectl.Resul
 	}{st, before})
 }
 
+func (b *Browser) forward(ctx context.Context, _ json.RawMessage) (*devicectl.Result, error) {
+	p, err := b.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	before := state(p).URL
+	if err := p.NavigateForward(); err != nil {
+		return nil, err
+	}
+	_ = p.WaitLoad()
+	b.refs = nil
+	return devicectl.JSONResult(struct {
+		pageState
+		From string `json:"from"`
+	}{state(p), before})
+}
+
+// fillForm types into several fields at once, each checked as type
+// checks one; the first that cannot take text stops it, saying which.
+func (b *Browser) fillForm(ctx context.Context, args json.RawMessage) (*devicectl.Result, error) {
+	var a struct {
+		Fields []struct {
+			Ref  string `json:"ref"`
+			Text string `json:"text"`
+		} `json:"fields"`
+		Submit    bool `json:"submit"`
+		TimeoutMS int  `json:"timeout_ms"`
+	}
+	if err := devicectl.DecodeArgs(args, &a); err != nil {
+		return nil, err
+	}
+	if len(a.Fields) == 0 || len(a.Fields) > 100 {
+		return nil, errcode.New(errcode.BadArgs, "fill needs 1 to 100 fields, each a ref and its text")
+	}
+	p, err := b.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bf := b.before(p)
+	type filled struct {
+		Ref      string `json:"ref"`
+		Password bool   `json:"password_field"`
+	}
+	done := []filled{}
+	for _, f := range a.Fields {
+		el, err := b.field(ctx, p, f.Ref, target{TimeoutMS: a.TimeoutMS}.limit())
+		if err != nil {
+			return nil, err
+		}
+		pw := false
+		if t, err := el.Attribute("type"); err == nil && t != nil && strings.EqualFold(*t, "password") {
+			pw = true
+		}
+		if err := fill(el, f.Text); err != nil {
+			return nil, err
+		}
+		done = append(done, filled{f.Ref, pw})
+	}
+	if a.Submit {
+		if err := p.Keyboard.Type(input.Enter); err != nil {
+			return nil, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return devicectl.JSONResult(struct {
+		changed
+		Fields []filled `json:"fields"`
+	}{b.changes(p, bf), done})
+}
+
 // target is an element by ref, or a point in CSS pixels.
 type target struct {
 	Ref string   `json:"ref"`
 	X   *float64 `json:"x"`
 	Y   *float64 `json:"y"`
+	// TimeoutMS is how long to wait for the element to take a pointer
+	// (DefaultActionTimeout when 0).
+	TimeoutMS int `json:"timeout_ms"`
+}
+
+func (t target) limit() time.Duration {
+	if t.TimeoutMS <= 0 {
+		return DefaultActionTimeout
+	}
+	return min(time.Duration(t.TimeoutMS)*time.Millisecond, 30*time.Second)
 }
 
 func (b *Browser) element(ctx context.Context, p *rod.Page, ref string) (*rod.Element, error) {
-	id, ok := b.refs[ref]
+	rt, ok := b.refs[ref]
 	if !ok || b.refPage != p.TargetID {
 		return nil, errcode.New(errcode.StaleRef, "ref %q is not from this page's latest snapshot: take a snapshot first", ref)
 	}
-	obj, err := proto.DOMResolveNode{BackendNodeID: id}.Call(p)
+	// A ref inside a frame of its own process is resolved there.
+	owner := p
+	if rt.page != nil {
+		owner = rt.page
+	}
+	obj, err := proto.DOMResolveNode{BackendNodeID: rt.id}.Call(owner)
 	if err != nil {
 		return nil, errcode.New(errcode.StaleRef, "ref %q is not on the page any more: take a new snapshot", ref)
 	}
-	el, err := p.ElementFromObject(obj.Object)
+	el, err := owner.ElementFromObject(obj.Object)
 	if err != nil {
 		return nil, err
 	}
 	return el.Context(ctx), nil
 }
 
-func (b *Browser) point(ctx context.Context, t target, do func(*rod.Page, *rod.Element) error) (*devicectl.Result, error) {
+// before is what an action may change, taken before it.
+type before struct {
+	url       string
+	tabs      map[proto.TargetTargetID]bool
+	downloads int
+}
+
+func (b *Browser) before(p *rod.Page) before {
+	bf := before{url: state(p).URL, tabs: map[proto.TargetTargetID]bool{}}
+	if pages, err := b.b.Pages(); err == nil {
+		for _, pg := range pages {
+			bf.tabs[pg.TargetID] = true
+		}
+	}
+	b.mu.Lock()
+	bf.downloads = len(b.downloads)
+	b.mu.Unlock()
+	return bf
+}
+
+// changed is what an action did beyond itself, so the agent need not ask.
+type changed struct {
+	pageState
+	Navigated bool                               `json:"navigated,omitempty"`
+	NewTabs   []string                           `json:"new_tabs,omitempty"`
+	Downloads []string                           `json:"downloads_started,omitempty"`
+	Dialog    *proto.PageJavascriptDialogOpening `json:"dialog,omitempty"`
+	Via       string                             `json:"via,omitempty"`
+}
+
+func (b *Browser) changes(p *rod.Page, bf before) changed {
+	out := changed{Dialog: b.openDialog()}
+	if out.Dialog == nil {
+		// A click that navigates: the answer is the page it led to.
+		if state(p).URL != bf.url {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = p.Context(ctx).WaitLoad()
+			cancel()
+		}
+	}
+	out.pageState = state(p)
+	out.Navigated = out.URL != bf.url
+	if pages, err := b.b.Pages(); err == nil {
+		for _, pg := range pages {
+			if !bf.tabs[pg.TargetID] {
+				if info, err := pg.Info(); err == nil && info.Type == proto.TargetTargetInfoTypePage {
+					out.NewTabs = append(out.NewTabs, string(pg.TargetID)+" "+info.URL)
+				}
+			}
+		}
+	}
+	b.mu.Lock()
+	for _, d := range b.downloads[bf.downloads:] {
+		out.Downloads = append(out.Downloads, d.ID+" "+d.Name)
+	}
+	b.mu.Unlock()
+	return out
+}
+
+// pointer moves the mouse to t (an element checked to be reachable, or a
+// point) and runs do there.
+func (b *Browser) pointer(ctx context.Context, t target, needEnabled bool, do func(p *rod.Page) error) (*devicectl.Result, error) {
 	p, err := b.current(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var el *rod.Element
+	var pt proto.Point
+	via := ""
 	switch {
 	case t.Ref != "":
-		if el, err = b.element(ctx, p, t.Ref); err != nil {
+		el, err := b.element(ctx, p, t.Ref)
+		if err != nil {
+			return nil, err
+		}
+		if pt, via, err = waitActionable(ctx, p, el, t.limit(), needEnabled); err != nil {
+			if code, _ := errcode.Of(err); code == errcode.NotActionable {
+				return nil, errcode.New(errcode.NotActionable, "%s is not reachable: %s", t.Ref, err.(*errcode.Error).Message)
+			}
 			return nil, err
 		}
 	case t.X != nil && t.Y != nil:
-		if err := p.Mouse.MoveTo(proto.Point{X: *t.X, Y: *t.Y}); err != nil {
-			return nil, err
-		}
+		pt = proto.Point{X: *t.X, Y: *t.Y}
 	default:
 		return nil, errcode.New(errcode.BadArgs, "give a ref from a snapshot, or x and y")
 	}
-	if err := do(p, el); err != nil {
+	bf := b.before(p)
+	if err := p.Mouse.MoveTo(pt); err != nil {
 		return nil, err
 	}
-	// A click may navigate or open a dialog; give the page a moment.
+	if err := do(p); err != nil {
+		return nil, err
+	}
+	// A click may navigate, open a tab, a dialog or a download; give the
+	// page a moment to start.
 	time.Sleep(50 * time.Millisecond)
-	out := struct {
-		pageState
-		Dialog *proto.PageJavascriptDialogOpening `json:"dialog,omitempty"`
-	}{pageState: state(p), Dialog: b.openDialog()}
+	out := b.changes(p, bf)
+	out.Via = via
 	return devicectl.JSONResult(out)
 }
 
@@ -262,23 +420,23 @@ func (b *Browser) click(ctx context.Context, args json.RawMessage) (*devicectl.R
 	if a.Count <= 0 {
 		a.Count = 1
 	}
-	return b.point(ctx, a.target, func(p *rod.Page, el *rod.Element) error {
-		if el != nil {
-			// A click that opens a dialog does not return until the dialog
-			// is answered: do not wait for it.
-			done := make(chan error, 1)
-			go func() { done <- el.Click(button, a.Count) }()
+	return b.pointer(ctx, a.target, true, func(p *rod.Page) error {
+		// A click that opens a dialog does not return until the dialog
+		// is answered: do not wait for it.
+		done := make(chan error, 1)
+		go func() { done <- p.Mouse.Click(button, a.Count) }()
+		for {
 			select {
 			case err := <-done:
 				return err
-			case <-time.After(2 * time.Second):
+			case <-time.After(100 * time.Millisecond):
 				if b.openDialog() != nil {
 					return nil
 				}
-				return <-done
+			case <-ctx.Done():
+				return ctx.Err()
 			}
 		}
-		return p.Mouse.Click(button, a.Count)
 	})
 }
 
@@ -287,19 +445,57 @@ func (b *Browser) hover(ctx context.Context, args json.RawMessage) (*devicectl.R
 	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
-	return b.point(ctx, a, func(_ *rod.Page, el *rod.Element) error {
-		if el != nil {
-			return el.Hover()
+	return b.pointer(ctx, a, false, func(*rod.Page) error { return nil })
+}
+
+// field is a ref checked to take typing: reachable, enabled, not read-only.
+func (b *Browser) field(ctx context.Context, p *rod.Page, ref string, limit time.Duration) (*rod.Element, error) {
+	el, err := b.element(ctx, p, ref)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := waitActionable(ctx, p, el, limit, true); err != nil {
+		if code, _ := errcode.Of(err); code == errcode.NotActionable {
+			return nil, errcode.New(errcode.NotActionable, "%s is not reachable: %s", ref, err.(*errcode.Error).Message)
 		}
-		return nil
-	})
+		return nil, err
+	}
+	ro, err := el.Eval(`function () { return !!this.readOnly || this.getAttribute("aria-readonly") === "true" }`)
+	if err != nil {
+		return nil, err
+	}
+	if ro.Value.Bool() {
+		return nil, errcode.New(errcode.NotActionable, "%s is read-only", ref)
+	}
+	return el, nil
+}
+
+// fill replaces a field's value with text, as typing it would.
+func fill(el *rod.Element, text string) error {
+	if err := el.Focus(); err != nil {
+		return err
+	}
+	// Select what is there (a field's value, an editable element's
+	// content), so the text replaces it.
+	if _, err := el.Eval(`function () {
+		if (typeof this.select === "function") { this.select(); return; }
+		const r = document.createRange(); r.selectNodeContents(this);
+		const s = getSelection(); s.removeAllRanges(); s.addRange(r);
+	}`); err != nil {
+		return err
+	}
+	if text == "" {
+		return el.Page().Keyboard.Type(input.Backspace)
+	}
+	return el.Page().InsertText(text)
 }
 
 func (b *Browser) typeText(ctx context.Context, args json.RawMessage) (*devicectl.Result, error) {
 	var a struct {
-		Ref    string `json:"ref"`
-		Text   string `json:"text"`
-		Submit bool   `json:"submit"`
+		Ref       string `json:"ref"`
+		Text      string `json:"text"`
+		Submit    bool   `json:"submit"`
+		TimeoutMS int    `json:"timeout_ms"`
 	}
 	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
@@ -309,15 +505,16 @@ func (b *Browser) typeText(ctx context.Context, args json.RawMessage) (*devicect
 		return nil, err
 	}
 	password := false
+	bf := b.before(p)
 	if a.Ref != "" {
-		el, err := b.element(ctx, p, a.Ref)
+		el, err := b.field(ctx, p, a.Ref, target{TimeoutMS: a.TimeoutMS}.limit())
 		if err != nil {
 			return nil, err
 		}
 		if t, err := el.Attribute("type"); err == nil && t != nil && strings.EqualFold(*t, "password") {
 			password = true
 		}
-		if err := el.Input(a.Text); err != nil {
+		if err := fill(el, a.Text); err != nil {
 			return nil, err
 		}
 	} else if err := p.InsertText(a.Text); err != nil {
@@ -327,13 +524,13 @@ func (b *Browser) typeText(ctx context.Context, args json.RawMessage) (*devicect
 		if err := p.Keyboard.Type(input.Enter); err != nil {
 			return nil, err
 		}
-		_ = p.WaitLoad()
+		time.Sleep(50 * time.Millisecond)
 	}
 	return devicectl.JSONResult(struct {
-		pageState
+		changed
 		Typed    int  `json:"typed_chars"`
 		Password bool `json:"password_field"`
-	}{state(p), len([]rune(a.Text)), password})
+	}{b.changes(p, bf), len([]rune(a.Text)), password})
 }
 
 var keyNames = map[string]input.Key{
@@ -450,10 +647,26 @@ func (b *Browser) selectOption(ctx context.Context, args json.RawMessage) (*devi
 	}{state(p), out.Selected})
 }
 
+// scrollBy scrolls what a person's wheel would at the middle of the
+// window (the page, or the scrolling box there), by at most what is left,
+// and says where it ended.
+const scrollBy = `function (dx, dy) {
+	const canScroll = e => { const s = getComputedStyle(e); return /(auto|scroll)/.test(s.overflowY + s.overflowX) && (e.scrollHeight > e.clientHeight || e.scrollWidth > e.clientWidth); };
+	let box = document.elementFromPoint(innerWidth / 2, innerHeight / 2);
+	while (box && box !== document.body && box !== document.documentElement && !canScroll(box)) box = box.parentElement;
+	const page = !box || box === document.body || box === document.documentElement;
+	const el = page ? document.scrollingElement : box;
+	const maxX = el.scrollWidth - el.clientWidth, maxY = el.scrollHeight - el.clientHeight;
+	el.scrollTo({ left: Math.max(0, Math.min(maxX, el.scrollLeft + dx)), top: Math.max(0, Math.min(maxY, el.scrollTop + dy)), behavior: "instant" });
+	return { scroll_x: el.scrollLeft, scroll_y: el.scrollTop, max_scroll_x: Math.max(0, maxX), max_scroll_y: Math.max(0, maxY),
+		at_end: el.scrollTop >= maxY - 1, at_start: el.scrollTop <= 0, container: page ? "page" : "<" + el.tagName.toLowerCase() + (el.id ? " id=" + el.id : "") + ">" };
+}`
+
 func (b *Browser) scroll(ctx context.Context, args json.RawMessage) (*devicectl.Result, error) {
 	var a struct {
-		DX float64 `json:"dx"`
-		DY float64 `json:"dy"`
+		DX  float64 `json:"dx"`
+		DY  float64 `json:"dy"`
+		Ref string  `json:"ref"`
 	}
 	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
@@ -462,21 +675,26 @@ func (b *Browser) scroll(ctx context.Context, args json.RawMessage) (*devicectl.
 	if err != nil {
 		return nil, err
 	}
-	if err := p.Mouse.Scroll(a.DX, a.DY, 1); err != nil {
-		return nil, err
+	if a.Ref != "" {
+		el, err := b.element(ctx, p, a.Ref)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := el.Eval(`function () { this.scrollIntoView({ block: "center", behavior: "instant" }) }`); err != nil {
+			return nil, err
+		}
 	}
-	time.Sleep(50 * time.Millisecond) // let the page settle
-	pos, err := p.Eval(`() => [window.scrollX, window.scrollY]`)
+	res, err := p.Eval(scrollBy, a.DX, a.DY)
 	if err != nil {
 		return nil, err
 	}
-	var xy [2]float64
-	_ = json.Unmarshal([]byte(pos.Value.JSON("", "")), &xy)
-	return devicectl.JSONResult(struct {
-		pageState
-		ScrollX float64 `json:"scroll_x"`
-		ScrollY float64 `json:"scroll_y"`
-	}{state(p), xy[0], xy[1]})
+	var where map[string]any
+	if err := json.Unmarshal([]byte(res.Value.JSON("", "")), &where); err != nil {
+		return nil, err
+	}
+	st := state(p)
+	where["url"], where["title"] = st.URL, st.Title
+	return devicectl.JSONResult(where)
 }
 
 func (b *Browser) waitFor(ctx context.Context, args json.RawMessage) (*devicectl.Result, error) {

@@ -56,7 +56,7 @@ type Browser struct {
 	l        *launcher.Launcher
 	attached bool
 	page     *rod.Page
-	refs     map[string]proto.DOMBackendNodeID
+	refs     map[string]refTarget
 	refPage  proto.TargetTargetID
 	stopEv   context.CancelFunc
 

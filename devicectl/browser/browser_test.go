@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/devicectl/browser"
@@ -279,11 +280,13 @@ func TestSnapshotHasAHardCap(t *testing.T) {
 	c.do("browser.navigate", map[string]string{"url": srv.URL})
 	m, _ := c.do("browser.snapshot", map[string]int{"max_chars": 2000})
 	snap := m["snapshot"].(string)
-	if len(snap) > 2300 || m["truncated"] != true || !strings.Contains(snap, "more elements") {
-		t.Fatalf("capped snapshot is %d chars, truncated=%v", len(snap), m["truncated"])
+	// The cap counts characters and holds the note that says how to read
+	// on, and the snapshot ends at a whole line.
+	if n := utf8.RuneCountInString(snap); n > 2000 || m["truncated"] != true || !strings.Contains(snap, "more characters") || !strings.HasSuffix(snap, "\n") {
+		t.Fatalf("capped snapshot is %d chars, truncated=%v:\n%s", n, m["truncated"], snap)
 	}
 	m, _ = c.do("browser.snapshot", map[string]int{"max_chars": 10_000_000})
-	if n := len(m["snapshot"].(string)); n > browser.MaxSnapshotChars+300 {
+	if n := utf8.RuneCountInString(m["snapshot"].(string)); n > browser.MaxSnapshotChars {
 		t.Fatalf("snapshot of %d chars over the hard cap", n)
 	}
 }
