@@ -45,7 +45,7 @@ const checkActionable = `async function (needEnabled) {
 		else return { why: "it is not visible", retry: true };
 	}
 	target.scrollIntoView({ block: "center", inline: "center", behavior: "instant" });
-	const frames = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+	const frames = () => new Promise(r => requestAnimationFrame(r));
 	const r1 = target.getBoundingClientRect();
 	await frames();
 	const r = target.getBoundingClientRect();

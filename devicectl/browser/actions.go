@@ -162,12 +162,12 @@ func (b *Browser) navigate(ctx context.Context, args json.RawMessage) (*devicect
 	if err != nil {
 		return nil, err
 	}
+	// Waiting on the load event as it comes, not asking the page after.
+	loaded := p.WaitNavigation(proto.PageLifecycleEventNameLoad)
 	if err := p.Navigate(u); err != nil {
 		return nil, errcode.Wrap(errcode.NavigationFailed, err, fmt.Sprintf("could not open %s", u))
 	}
-	if err := p.WaitLoad(); err != nil {
-		return nil, err
-	}
+	loaded()
 	b.refs = nil
 	return devicectl.JSONResult(state(p))
 }
@@ -252,7 +252,7 @@ func (b *Browser) fillForm(ctx context.Context, args json.RawMessage) (*devicect
 		if err := p.Keyboard.Type(input.Enter); err != nil {
 			return nil, err
 		}
-		time.Sleep(50 * time.Millisecond)
+		settle(p, b)
 	}
 	return devicectl.JSONResult(struct {
 		changed
@@ -316,6 +316,17 @@ func (b *Browser) before(p *rod.Page) before {
 	bf.downloads = len(b.downloads)
 	b.mu.Unlock()
 	return bf
+}
+
+// settle waits for the page's next frame (bounded: a page that opened a
+// dialog, or draws no frames, does not hold the answer up).
+func settle(p *rod.Page, b *Browser) {
+	if b.openDialog() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, _ = p.Context(ctx).Eval(`() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))`)
 }
 
 // changed is what an action did beyond itself, so the agent need not ask.
@@ -390,9 +401,9 @@ func (b *Browser) pointer(ctx context.Context, t target, needEnabled bool, do fu
 	if err := do(p); err != nil {
 		return nil, err
 	}
-	// A click may navigate, open a tab, a dialog or a download; give the
-	// page a moment to start.
-	time.Sleep(50 * time.Millisecond)
+	// A click may navigate, open a tab, a dialog or a download: its
+	// handlers run before the page's next frame.
+	settle(p, b)
 	out := b.changes(p, bf)
 	out.Via = via
 	return devicectl.JSONResult(out)
@@ -524,7 +535,7 @@ func (b *Browser) typeText(ctx context.Context, args json.RawMessage) (*devicect
 		if err := p.Keyboard.Type(input.Enter); err != nil {
 			return nil, err
 		}
-		time.Sleep(50 * time.Millisecond)
+		settle(p, b)
 	}
 	return devicectl.JSONResult(struct {
 		changed

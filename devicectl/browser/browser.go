@@ -57,8 +57,10 @@ type Browser struct {
 	attached bool
 	page     *rod.Page
 	refs     map[string]refTarget
-	refPage  proto.TargetTargetID
-	stopEv   context.CancelFunc
+	// axEnabled are the tabs whose accessibility tree is kept.
+	axEnabled map[proto.TargetTargetID]bool
+	refPage   proto.TargetTargetID
+	stopEv    context.CancelFunc
 
 	mu        sync.Mutex // guards dialog and downloads (event goroutine)
 	dialog    *proto.PageJavascriptDialogOpening

@@ -281,6 +281,7 @@ type axTree struct {
 // frame reads one frame's tree: the tab's own (page nil, no frame ID), a
 // frame in the tab's process (its ID), or one in its own process (page).
 func (bd *builder) frame(session *rod.Page, own *rod.Page, frameID proto.PageFrameID) ([]*onode, error) {
+	bd.b.axOn(session)
 	res, err := proto.AccessibilityGetFullAXTree{FrameID: frameID}.Call(session)
 	if err != nil {
 		return nil, err
@@ -293,6 +294,20 @@ func (bd *builder) frame(session *rod.Page, own *rod.Page, frameID proto.PageFra
 		t.byID[n.NodeID] = n
 	}
 	return bd.kids(t, res.Nodes[0], normal(axString(res.Nodes[0].Name))), nil
+}
+
+// axOn keeps a tab's accessibility tree alive between snapshots (about
+// half the time of building it afresh each time).
+func (b *Browser) axOn(p *rod.Page) {
+	if b.axEnabled == nil {
+		b.axEnabled = map[proto.TargetTargetID]bool{}
+	}
+	if b.axEnabled[p.TargetID] {
+		return
+	}
+	if err := (proto.AccessibilityEnable{}).Call(p); err == nil {
+		b.axEnabled[p.TargetID] = true
+	}
 }
 
 // clickableIn are the nodes of a session's documents a person can click

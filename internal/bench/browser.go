@@ -32,6 +32,16 @@ type BrowserReport struct {
 	LinkScreenshotMS         float64 `json:"link_screenshot_ms"`
 	ScreenshotBytes          int     `json:"screenshot_bytes"`
 	Rounds                   int     `json:"rounds"`
+	// playwright-core driving the same Chromium on the same page in the
+	// same run, and the link's time over it (1.0 is as fast); absent where
+	// Node or playwright-core is not installed (Playwright says why).
+	PlaywrightNavigateSnapshotMS float64 `json:"playwright_navigate_snapshot_ms,omitempty"`
+	PlaywrightClickMS            float64 `json:"playwright_click_ms,omitempty"`
+	PlaywrightScreenshotMS       float64 `json:"playwright_screenshot_ms,omitempty"`
+	NavigateSnapshotRatio        float64 `json:"link_over_playwright_navigate_snapshot,omitempty"`
+	ClickRatio                   float64 `json:"link_over_playwright_click,omitempty"`
+	ScreenshotRatio              float64 `json:"link_over_playwright_screenshot,omitempty"`
+	Playwright                   string  `json:"playwright,omitempty"`
 }
 
 const benchPage = `<!doctype html><title>Bench</title><h1>Bench page</h1>
@@ -153,6 +163,18 @@ func Browser(ctx context.Context, rounds int, progress io.Writer) (*BrowserRepor
 	}
 	rep.DirectNavigateSnapshotMS, rep.DirectClickMS, rep.DirectScreenshotMS = ms(percentile(dNav, .5)), ms(percentile(dClick, .5)), ms(percentile(dShot, .5))
 	rep.LinkNavigateSnapshotMS, rep.LinkClickMS, rep.LinkScreenshotMS = ms(percentile(lNav, .5)), ms(percentile(lClick, .5)), ms(percentile(lShot, .5))
+	fmt.Fprintln(progress, "playwright-core on the same Chromium and page")
+	pw, err := playwright(ctx, browser.Find(""), srv.URL, rounds)
+	if err != nil {
+		rep.Playwright = "not measured: " + err.Error()
+		fmt.Fprintln(progress, rep.Playwright)
+		return rep, nil
+	}
+	rep.Playwright = "playwright-core"
+	rep.PlaywrightNavigateSnapshotMS, rep.PlaywrightClickMS, rep.PlaywrightScreenshotMS = pw.NavigateSnapshotMS, pw.ClickMS, pw.ScreenshotMS
+	rep.NavigateSnapshotRatio = rep.LinkNavigateSnapshotMS / pw.NavigateSnapshotMS
+	rep.ClickRatio = rep.LinkClickMS / pw.ClickMS
+	rep.ScreenshotRatio = rep.LinkScreenshotMS / pw.ScreenshotMS
 	return rep, nil
 }
 
