@@ -23,7 +23,8 @@ var Actions = map[string]Capability{
 	"browser.type": CapBrowser, "browser.press": CapBrowser, "browser.select": CapBrowser,
 	"browser.scroll": CapBrowser, "browser.wait_for": CapBrowser, "browser.screenshot": CapBrowser,
 	"browser.upload": CapBrowser, "browser.downloads": CapBrowser, "browser.dialog": CapBrowser,
-	"browser.eval": CapBrowser,
+	"browser.eval": CapBrowser, "browser.drag": CapBrowser, "browser.resize": CapBrowser, "browser.pdf": CapBrowser,
+	"browser.console": CapBrowser, "browser.network": CapBrowser,
 
 	"screen.screenshot": CapDesktop, "screen.zoom": CapDesktop, "screen.click": CapDesktop,
 	"screen.move": CapDesktop, "screen.drag": CapDesktop, "screen.scroll": CapDesktop,

@@ -19,6 +19,10 @@ func TestRedactNeverKeepsSecrets(t *testing.T) {
 		{"screen.type", `{"text":"hunter2"}`, `{}`, "7 characters", "hunter2"},
 		{"browser.navigate", `{"url":"https://x","headers":{"Authorization":"Bearer abc"}}`, `{}`, "https://x", "abc"},
 		{"browser.upload", `{"ref":"e1","file":{"name":"a.txt","data_base64":"c2VjcmV0"}}`, `{}`, "a.txt", "c2VjcmV0"},
+		// Several fields: each kept only where it went into an ordinary one.
+		{"browser.fill", `{"fields":[{"ref":"e1","text":"ada"},{"ref":"e2","text":"hunter2"}]}`, `{"fields":[{"ref":"e1","password_field":false},{"ref":"e2","password_field":true}]}`, "ada", "hunter2"},
+		{"browser.fill", `{"fields":[{"ref":"e1","text":"ada"},{"ref":"e2","text":"hunter2"}]}`, `{"fields":[{"ref":"e1","password_field":false}]}`, "ada", "hunter2"},
+		{"browser.fill", `{"fields":[{"ref":"e1","text":"hunter2"}]}`, ``, "e1", "hunter2"},
 	}
 	for _, c := range cases {
 		got := string(Redact(c.action, json.RawMessage(c.args), json.RawMessage(c.result)))

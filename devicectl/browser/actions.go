@@ -40,6 +40,11 @@ var actions = map[string]actionFunc{
 	"downloads":  (*Browser).listDownloads,
 	"dialog":     (*Browser).answerDialog,
 	"eval":       (*Browser).eval,
+	"drag":       (*Browser).drag,
+	"resize":     (*Browser).resize,
+	"pdf":        (*Browser).pdf,
+	"console":    (*Browser).console,
+	"network":    (*Browser).network,
 }
 
 // Names lists the browser actions this package serves.
@@ -760,6 +765,10 @@ func (b *Browser) screenshot(ctx context.Context, args json.RawMessage) (*device
 		MaxEdge int    `json:"max_edge"`
 		Format  string `json:"format"`
 		Quality int    `json:"quality"`
+		// Ref shoots one element; FullPage the whole page, not only the
+		// window.
+		Ref      string `json:"ref"`
+		FullPage bool   `json:"full_page"`
 	}
 	if err := devicectl.DecodeArgs(args, &a); err != nil {
 		return nil, err
@@ -787,12 +796,37 @@ func (b *Browser) screenshot(ctx context.Context, args json.RawMessage) (*device
 		return nil, err
 	}
 	vp := m.CSSVisualViewport
-	w, h := vp.ClientWidth, vp.ClientHeight
+	x, y, w, h := vp.PageX, vp.PageY, vp.ClientWidth, vp.ClientHeight
+	switch {
+	case a.Ref != "":
+		el, err := b.element(ctx, p, a.Ref)
+		if err != nil {
+			return nil, err
+		}
+		if err := el.ScrollIntoView(); err != nil {
+			return nil, err
+		}
+		shape, err := el.Shape()
+		if err != nil {
+			return nil, err
+		}
+		box := shape.Box()
+		if box == nil || box.Width <= 0 || box.Height <= 0 {
+			return nil, errcode.New(errcode.NotActionable, "%s has no box on the page to show", a.Ref)
+		}
+		// The box is in the window; the clip is in the page.
+		if m, err = (proto.PageGetLayoutMetrics{}).Call(p); err != nil {
+			return nil, err
+		}
+		x, y, w, h = box.X+m.CSSVisualViewport.PageX, box.Y+m.CSSVisualViewport.PageY, box.Width, box.Height
+	case a.FullPage:
+		x, y, w, h = 0, 0, m.CSSContentSize.Width, min(m.CSSContentSize.Height, 16384)
+	}
 	scale := 1.0
 	if edge := max(w, h); a.MaxEdge > 0 && edge > float64(a.MaxEdge) {
 		scale = float64(a.MaxEdge) / edge
 	}
-	req := &proto.PageCaptureScreenshot{Format: format, Clip: &proto.PageViewport{X: vp.PageX, Y: vp.PageY, Width: w, Height: h, Scale: scale}}
+	req := &proto.PageCaptureScreenshot{Format: format, Clip: &proto.PageViewport{X: x, Y: y, Width: w, Height: h, Scale: scale}, CaptureBeyondViewport: a.FullPage || a.Ref != ""}
 	if format != proto.PageCaptureScreenshotFormatPng {
 		req.Quality = &a.Quality
 	}

@@ -61,6 +61,8 @@ type Browser struct {
 	axEnabled map[proto.TargetTargetID]bool
 	refPage   proto.TargetTargetID
 	stopEv    context.CancelFunc
+	evCtx     context.Context // ends with the browser: the tabs' event loops
+	logs      map[proto.TargetTargetID]*tabLog
 
 	mu        sync.Mutex // guards dialog and downloads (event goroutine)
 	dialog    *proto.PageJavascriptDialogOpening
@@ -201,7 +203,7 @@ func (b *Browser) start(ctx context.Context) error {
 		}
 	}
 	evCtx, stop := context.WithCancel(context.Background())
-	b.stopEv = stop
+	b.stopEv, b.evCtx = stop, evCtx
 	go rb.Context(evCtx).EachEvent(
 		func(e *proto.PageJavascriptDialogOpening, id proto.TargetSessionID) {
 			b.mu.Lock()
@@ -256,9 +258,18 @@ func (b *Browser) openDialog() *proto.PageJavascriptDialogOpening {
 
 // current returns the tab actions apply to, opening one if there is none.
 func (b *Browser) current(ctx context.Context) (*rod.Page, error) {
+	p, err := b.pick()
+	if err != nil {
+		return nil, err
+	}
+	b.watchTab(p)
+	return p.Context(ctx), nil
+}
+
+func (b *Browser) pick() (*rod.Page, error) {
 	if b.page != nil {
-		if _, err := b.page.Context(ctx).Info(); err == nil {
-			return b.page.Context(ctx), nil
+		if _, err := b.page.Info(); err == nil {
+			return b.page, nil
 		}
 		b.page = nil
 	}
@@ -269,7 +280,7 @@ func (b *Browser) current(ctx context.Context) (*rod.Page, error) {
 	for _, p := range pages {
 		if info, err := p.Info(); err == nil && info.Type == proto.TargetTargetInfoTypePage {
 			b.page = p
-			return p.Context(ctx), nil
+			return p, nil
 		}
 	}
 	p, err := b.b.Page(proto.TargetCreateTarget{URL: "about:blank"})
@@ -277,7 +288,7 @@ func (b *Browser) current(ctx context.Context) (*rod.Page, error) {
 		return nil, err
 	}
 	b.page = p
-	return p.Context(ctx), nil
+	return p, nil
 }
 
 // Close stops a launched browser (an attached one keeps running) and
@@ -297,7 +308,10 @@ func (b *Browser) shutdown() {
 	if b.b != nil && !b.attached {
 		_ = b.b.Close()
 	}
-	b.b, b.page, b.refs = nil, nil, nil
+	b.b, b.page, b.refs, b.axEnabled = nil, nil, nil, nil
+	b.mu.Lock()
+	b.logs = nil
+	b.mu.Unlock()
 	if b.l != nil {
 		b.l.Kill()
 		pid := b.l.PID()

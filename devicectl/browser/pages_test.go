@@ -7,12 +7,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"github.com/lowkeyhq/lowkey/devicectl/browser"
 	"github.com/lowkeyhq/lowkey/errcode"
 )
 
@@ -258,5 +261,156 @@ func TestSnapshotReadsOnPastItsCap(t *testing.T) {
 	sub := snap(c, map[string]any{"ref": nav[1], "max_chars": 100000})
 	if !strings.Contains(sub, `link "Topic number 299"`) || strings.Contains(sub, "Paragraph") {
 		t.Fatalf("the navigation's subtree:\n%.2000s", sub)
+	}
+}
+
+const toolsPage = `<!doctype html><title>Tools</title>
+<p id="status">idle</p>
+<div id="card" style="position:absolute;left:20px;top:80px;width:80px;height:40px;background:#ccd" onmousedown="window.dragging=true">Card</div>
+<div id="bin" style="position:absolute;left:300px;top:80px;width:120px;height:80px;background:#eee"
+  onmouseup="if (window.dragging) document.getElementById('status').textContent='dropped'">Bin</div>
+<div style="position:absolute;top:200px">
+<label>First <input id="first"></label> <label>Password <input id="pw" type="password"></label>
+<button onclick="console.log('hello from the page', 42); fetch('/data'); fetch('http://127.0.0.1:1/nothing').catch(() => {}); setTimeout(() => { throw new Error('planted failure') })">Talk</button>
+<a href="/second">Second</a>
+</div>
+<div style="height:3000px"></div>`
+
+// The vocabulary playwright-mcp offers, here too: drag, resize, PDF, the
+// console, the network, element and full-page screenshots, forward, and
+// several fields at once.
+func TestTheRestOfTheVocabulary(t *testing.T) {
+	url := serve(t, "127.0.0.1", map[string]string{
+		"/": toolsPage, "/second": `<!doctype html><title>Second</title><p>the second page</p>`, "/data": `{"ok":true}`,
+	})
+	c := call{t, newBrowser(t)}
+	c.do("browser.navigate", map[string]string{"url": url})
+	s := snap(c, nil)
+	status := func() string {
+		m, _ := c.do("browser.eval", map[string]string{"js": "document.getElementById('status').textContent"})
+		return fmt.Sprint(m["value"])
+	}
+	card, bin := refOf(t, s, `generic "Card" \[clickable\]`), ""
+	x, y := 360.0, 120.0
+	c.do("browser.drag", map[string]any{"from": map[string]string{"ref": card}, "to": map[string]any{"x": x, "y": y}})
+	if got := status(); got != "dropped" || bin != "" {
+		t.Fatalf("drag: %q", got)
+	}
+
+	m, _ := c.do("browser.fill", map[string]any{"fields": []map[string]string{
+		{"ref": refOf(t, s, `textbox "First"`), "text": "Ada"}, {"ref": refOf(t, s, `textbox "Password"`), "text": "hunter2"}}})
+	fields := m["fields"].([]any)
+	if len(fields) != 2 || fields[0].(map[string]any)["password_field"] != false || fields[1].(map[string]any)["password_field"] != true {
+		t.Fatalf("fill: %v", m)
+	}
+	v, _ := c.do("browser.eval", map[string]string{"js": "document.getElementById('first').value + '/' + document.getElementById('pw').value"})
+	if v["value"] != "Ada/hunter2" {
+		t.Fatalf("filled: %v", v)
+	}
+
+	c.do("browser.click", map[string]string{"ref": refOf(t, s, `button "Talk"`)})
+	var con, net map[string]any
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		con, _ = c.do("browser.console", nil)
+		net, _ = c.do("browser.network", nil)
+		cs, ns := fmt.Sprint(con["messages"]), fmt.Sprint(net["requests"])
+		ok, failed := false, false
+		for _, r := range net["requests"].([]any) {
+			r := r.(map[string]any)
+			u, _ := r["url"].(string)
+			ok = ok || (strings.HasSuffix(u, "/data") && r["status"] == 200.0)
+			failed = failed || (strings.HasSuffix(u, "/nothing") && strings.HasPrefix(fmt.Sprint(r["failed"]), "net::ERR_"))
+		}
+		if strings.Contains(cs, "hello from the page 42") && strings.Contains(cs, "planted failure") && ok && failed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console %v\nnetwork %v", cs, ns)
+		}
+	}
+
+	m, blob := c.do("browser.screenshot", map[string]any{"ref": card, "format": "png"})
+	if m["width"].(float64) != 80 || m["height"].(float64) != 40 || len(blob) == 0 {
+		t.Fatalf("an element's screenshot: %v", m)
+	}
+	m, _ = c.do("browser.screenshot", map[string]any{"full_page": true, "format": "jpeg"})
+	if m["height"].(float64) < 3000 {
+		t.Fatalf("a full-page screenshot: %v", m)
+	}
+	m, _ = c.do("browser.resize", map[string]int{"width": 500, "height": 400})
+	if m["width"].(float64) != 500 || m["height"].(float64) != 400 {
+		t.Fatalf("resize: %v", m)
+	}
+	m, blob = c.do("browser.pdf", nil)
+	if !strings.HasPrefix(string(blob), "%PDF-") || m["type"] != "application/pdf" {
+		t.Fatalf("pdf: %v %.20q", m, blob)
+	}
+	m, _ = c.do("browser.click", map[string]string{"ref": refOf(t, s, `link "Second"`)})
+	if m["navigated"] != true || m["title"] != "Second" {
+		t.Fatalf("a click that navigates says so: %v", m)
+	}
+	c.do("browser.back", nil)
+	m, _ = c.do("browser.forward", nil)
+	if m["title"] != "Second" {
+		t.Fatalf("forward: %v", m)
+	}
+}
+
+// Real pages (testdata/pages, with their licenses): phrases at 5%, 50%
+// and 95% of each page's main text are read from the default snapshot or
+// by reading on from it; every window keeps its cap.
+func TestRealPagesReadWhole(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "pages", "*.html"))
+	if err != nil || len(files) < 3 {
+		t.Fatalf("the saved pages: %v %v", files, err)
+	}
+	pages := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages["/"+filepath.Base(f)] = string(b)
+	}
+	base := serve(t, "127.0.0.1", pages)
+	c := call{t, newBrowser(t)}
+	for _, f := range files {
+		name := filepath.Base(f)
+		c.do("browser.navigate", map[string]string{"url": base + "/" + name})
+		// The phrases: the text node at each share of the main text, its
+		// first words.
+		m, _ := c.do("browser.eval", map[string]string{"js": `(() => {
+			const root = document.querySelector("main, [role=main], article") || document.body;
+			const nodes = [], walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+			let total = 0;
+			for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+				const words = n.textContent.trim().split(/\s+/).filter(Boolean);
+				const shown = n.parentElement && n.parentElement.checkVisibility() && !n.parentElement.closest("script, style, nav");
+				if (shown && words.length >= 4) { nodes.push([total, words.slice(0, 4).join(" ")]); }
+				total += n.textContent.length;
+			}
+			return [0.05, 0.5, 0.95].map(share => { const at = total * share; let best = nodes[0];
+				for (const n of nodes) if (n[0] <= at) best = n; return best[1]; });
+		})()`})
+		phrases := m["value"].([]any)
+		first, _ := c.do("browser.snapshot", nil)
+		all := first["snapshot"].(string)
+		windows := 1
+		for next := first["next_offset"]; next != nil; windows++ {
+			w, _ := c.do("browser.snapshot", map[string]any{"offset": next})
+			text := w["snapshot"].(string)
+			if n := utf8.RuneCountInString(text); n > browser.DefaultSnapshotChars {
+				t.Fatalf("%s: a window of %d characters", name, n)
+			}
+			all += text
+			next = w["next_offset"]
+		}
+		flat := strings.Join(strings.Fields(all), " ")
+		for i, p := range phrases {
+			if !strings.Contains(flat, p.(string)) {
+				t.Errorf("%s: the phrase at %s of the text, %q, is not read", name, []string{"5%", "50%", "95%"}[i], p)
+			}
+		}
+		t.Logf("%s: the default snapshot is %d characters of %v in all (%d windows to read it whole)", name, utf8.RuneCountInString(first["snapshot"].(string)), first["total_chars"], windows)
 	}
 }
