@@ -1,10 +1,14 @@
 package browser
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"image"
+	_ "image/jpeg" // the sizes of screenshots
+	_ "image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -791,6 +795,22 @@ func (b *Browser) screenshot(ctx context.Context, args json.RawMessage) (*device
 	if err != nil {
 		return nil, err
 	}
+	if a.MaxEdge == 0 && a.Ref == "" && !a.FullPage && format != proto.PageCaptureScreenshotFormatWebp {
+		// The window as it is: one call, its size read from the image.
+		req := &proto.PageCaptureScreenshot{Format: format, OptimizeForSpeed: true}
+		if format != proto.PageCaptureScreenshotFormatPng {
+			req.Quality = &a.Quality
+		}
+		img, err := req.Call(p)
+		if err != nil {
+			return nil, err
+		}
+		cfg, _, err := image.DecodeConfig(bytes.NewReader(img.Data))
+		if err != nil {
+			return nil, err
+		}
+		return shotResult(p, a.Format, cfg.Width, cfg.Height, 1, img.Data)
+	}
 	m, err := proto.PageGetLayoutMetrics{}.Call(p)
 	if err != nil {
 		return nil, err
@@ -834,15 +854,22 @@ func (b *Browser) screenshot(ctx context.Context, args json.RawMessage) (*device
 	if err != nil {
 		return nil, err
 	}
-	meta, _ := json.Marshal(struct {
+	return shotResult(p, a.Format, int(w*scale+0.5), int(h*scale+0.5), scale, img.Data)
+}
+
+func shotResult(p *rod.Page, format string, w, h int, scale float64, data []byte) (*devicectl.Result, error) {
+	meta, err := json.Marshal(struct {
 		pageState
 		Format string  `json:"format"`
 		Width  int     `json:"width"`
 		Height int     `json:"height"`
 		Scale  float64 `json:"scale"`
 		Bytes  int     `json:"bytes"`
-	}{state(p), a.Format, int(w*scale + 0.5), int(h*scale + 0.5), scale, len(img.Data)})
-	return &devicectl.Result{JSON: meta, Blob: img.Data}, nil
+	}{state(p), format, w, h, scale, len(data)})
+	if err != nil {
+		return nil, err
+	}
+	return &devicectl.Result{JSON: meta, Blob: data}, nil
 }
 
 // MaxUpload bounds a file sent from the box for an upload.

@@ -282,7 +282,20 @@ type axTree struct {
 // frame in the tab's process (its ID), or one in its own process (page).
 func (bd *builder) frame(session *rod.Page, own *rod.Page, frameID proto.PageFrameID) ([]*onode, error) {
 	bd.b.axOn(session)
+	// What can be clicked is read at the same time as the tree.
+	var clicks chan struct{}
+	if _, ok := bd.clickable[session]; !ok && (own == nil || own == session) {
+		clicks = make(chan struct{})
+		go func() {
+			defer close(clicks)
+			t := &axTree{page: own}
+			bd.clickableIn(t)
+		}()
+	}
 	res, err := proto.AccessibilityGetFullAXTree{FrameID: frameID}.Call(session)
+	if clicks != nil {
+		<-clicks
+	}
 	if err != nil {
 		return nil, err
 	}
