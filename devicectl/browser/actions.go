@@ -294,7 +294,7 @@ func (b *Browser) element(ctx context.Context, p *rod.Page, ref string) (*rod.El
 	// A ref inside a frame of its own process is resolved there.
 	owner := p
 	if rt.page != nil {
-		owner = rt.page
+		owner = rt.page.Context(ctx)
 	}
 	obj, err := proto.DOMResolveNode{BackendNodeID: rt.id}.Call(owner)
 	if err != nil {

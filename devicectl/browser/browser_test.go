@@ -408,6 +408,23 @@ func TestAttachToRunningChrome(t *testing.T) {
 	if m["title"] != "Test page" {
 		t.Fatalf("attached navigate: %v", m)
 	}
+	// The person's Chrome keeps site isolation: a frame from another site
+	// runs in a process of its own, and is read and acted in through its
+	// target.
+	other := serve(t, "localhost", map[string]string{"/": `<!doctype html><button onclick="this.textContent='Pressed inside'">Press inside</button>`})
+	host := serve(t, "127.0.0.1", map[string]string{"/": `<!doctype html><title>Host</title><iframe src="` + other + `/" title="Other site"></iframe>`})
+	c.do("browser.navigate", map[string]string{"url": host})
+	var s string
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s, `button "Press inside"`); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the other site's frame is not read:\n%s", s)
+		}
+		s = snap(c, nil)
+	}
+	c.do("browser.click", map[string]string{"ref": refOf(t, s, `button "Press inside"`)})
+	if s = snap(c, nil); !strings.Contains(s, `button "Pressed inside"`) {
+		t.Fatalf("the click inside the other site's frame:\n%s", s)
+	}
 	b.Close()
 	// Closing an attached browser leaves the person's Chrome running.
 	if cmd.ProcessState != nil {

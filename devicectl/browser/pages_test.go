@@ -414,3 +414,27 @@ func TestRealPagesReadWhole(t *testing.T) {
 		t.Logf("%s: the default snapshot is %d characters of %v in all (%d windows to read it whole)", name, utf8.RuneCountInString(first["snapshot"].(string)), first["total_chars"], windows)
 	}
 }
+
+// A huge table: the snapshot keeps its cap, and find reaches its last row.
+func TestHugeTableKeepsTheCap(t *testing.T) {
+	var page strings.Builder
+	page.WriteString(`<!doctype html><title>Table</title><table><tr><th>Name</th><th>Price</th><th>Link</th></tr>`)
+	for i := range 2000 {
+		fmt.Fprintf(&page, `<tr><td>Row %d</td><td>%d.00</td><td><a href="/item/%d">Item %d</a></td></tr>`, i, i, i, i)
+	}
+	page.WriteString(`</table>`)
+	url := serve(t, "127.0.0.1", map[string]string{"/": page.String()})
+	c := call{t, newBrowser(t)}
+	c.do("browser.navigate", map[string]string{"url": url})
+	m, _ := c.do("browser.snapshot", nil)
+	if n := utf8.RuneCountInString(m["snapshot"].(string)); n > browser.DefaultSnapshotChars || m["truncated"] != true {
+		t.Fatalf("a 2000-row table: %d characters, truncated %v", n, m["truncated"])
+	}
+	if !strings.Contains(m["snapshot"].(string), `cell "Row 0"`) || !strings.Contains(m["snapshot"].(string), `link "Item 0" [ref=`) {
+		t.Fatalf("the table's first row:\n%.1500s", m["snapshot"])
+	}
+	m, _ = c.do("browser.find", map[string]string{"text": "Row 1999"})
+	if m["total"].(float64) != 1 || !strings.Contains(fmt.Sprint(m["matches"]), "row") {
+		t.Fatalf("find the last row: %v", m)
+	}
+}

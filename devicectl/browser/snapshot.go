@@ -597,8 +597,7 @@ func (bd *builder) iframe(t *axTree, n *proto.AccessibilityAXNode) []*onode {
 	if err != nil {
 		return []*onode{{line: "text: (this frame could not be read: " + err.Error() + ")", text: true}}
 	}
-	own = own.Context(bd.ctx)
-	kids, err := bd.frame(own, own, "")
+	kids, err := bd.frame(own.Context(bd.ctx), own, "")
 	if err != nil {
 		return []*onode{{line: "text: (this frame could not be read: " + err.Error() + ")", text: true}}
 	}
