@@ -182,30 +182,21 @@ func (b *Browser) navigate(ctx context.Context, args json.RawMessage) (*devicect
 }
 
 func (b *Browser) back(ctx context.Context, _ json.RawMessage) (*devicectl.Result, error) {
-	p, err := b.current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	before := state(p).URL
-	if err := p.NavigateBack(); err != nil {
-		return nil, err
-	}
-	_ = p.WaitLoad()
-	b.refs = nil
-	st := state(p)
-	return devicectl.JSONResult(struct {
-		pageState
-		From string `json:"from"`
-	}{st, before})
+	return b.history(ctx, (*rod.Page).NavigateBack)
 }
 
 func (b *Browser) forward(ctx context.Context, _ json.RawMessage) (*devicectl.Result, error) {
+	return b.history(ctx, (*rod.Page).NavigateForward)
+}
+
+// history goes back or forward, and says from where.
+func (b *Browser) history(ctx context.Context, move func(*rod.Page) error) (*devicectl.Result, error) {
 	p, err := b.current(ctx)
 	if err != nil {
 		return nil, err
 	}
 	before := state(p).URL
-	if err := p.NavigateForward(); err != nil {
+	if err := move(p); err != nil {
 		return nil, err
 	}
 	_ = p.WaitLoad()

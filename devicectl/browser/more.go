@@ -168,7 +168,7 @@ type NetworkEntry struct {
 // tabLog keeps what one tab said and fetched.
 type tabLog struct {
 	console []ConsoleEntry
-	network []*NetworkEntry
+	network []NetworkEntry
 }
 
 func keep[T any](list []T, e T) []T {
@@ -229,23 +229,23 @@ func (b *Browser) watchTab(p *rod.Page) {
 		},
 		func(e *proto.NetworkRequestWillBeSent) {
 			b.mu.Lock()
-			l.network = keep(l.network, &NetworkEntry{ID: string(e.RequestID), Method: e.Request.Method, URL: e.Request.URL, Type: string(e.Type)})
+			l.network = keep(l.network, NetworkEntry{ID: string(e.RequestID), Method: e.Request.Method, URL: e.Request.URL, Type: string(e.Type)})
 			b.mu.Unlock()
 		},
 		func(e *proto.NetworkResponseReceived) {
 			b.mu.Lock()
-			for _, n := range l.network {
-				if n.ID == string(e.RequestID) {
-					n.Status = e.Response.Status
+			for i := range l.network {
+				if l.network[i].ID == string(e.RequestID) {
+					l.network[i].Status = e.Response.Status
 				}
 			}
 			b.mu.Unlock()
 		},
 		func(e *proto.NetworkLoadingFailed) {
 			b.mu.Lock()
-			for _, n := range l.network {
-				if n.ID == string(e.RequestID) {
-					n.Failed = e.ErrorText
+			for i := range l.network {
+				if l.network[i].ID == string(e.RequestID) {
+					l.network[i].Failed = e.ErrorText
 				}
 			}
 			b.mu.Unlock()
@@ -253,7 +253,9 @@ func (b *Browser) watchTab(p *rod.Page) {
 	)()
 }
 
-func (b *Browser) console(ctx context.Context, args json.RawMessage) (*devicectl.Result, error) {
+// logged answers what the tab kept of one kind (its console, its
+// network), emptying it when asked.
+func logged[T any](b *Browser, ctx context.Context, args json.RawMessage, key string, list func(*tabLog) *[]T) (*devicectl.Result, error) {
 	var a struct {
 		Clear bool `json:"clear"`
 	}
@@ -265,46 +267,22 @@ func (b *Browser) console(ctx context.Context, args json.RawMessage) (*devicectl
 		return nil, err
 	}
 	b.mu.Lock()
-	l := b.logs[p.TargetID]
-	out := []ConsoleEntry{}
-	if l != nil {
-		out = append(out, l.console...)
+	out := []T{}
+	if l := b.logs[p.TargetID]; l != nil {
+		out = append(out, *list(l)...)
 		if a.Clear {
-			l.console = nil
+			*list(l) = nil
 		}
 	}
 	b.mu.Unlock()
-	return devicectl.JSONResult(struct {
-		pageState
-		Messages []ConsoleEntry `json:"messages"`
-	}{state(p), out})
+	st := state(p)
+	return devicectl.JSONResult(map[string]any{"url": st.URL, "title": st.Title, key: out})
+}
+
+func (b *Browser) console(ctx context.Context, args json.RawMessage) (*devicectl.Result, error) {
+	return logged(b, ctx, args, "messages", func(l *tabLog) *[]ConsoleEntry { return &l.console })
 }
 
 func (b *Browser) network(ctx context.Context, args json.RawMessage) (*devicectl.Result, error) {
-	var a struct {
-		Clear bool `json:"clear"`
-	}
-	if err := devicectl.DecodeArgs(args, &a); err != nil {
-		return nil, err
-	}
-	p, err := b.current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	b.mu.Lock()
-	l := b.logs[p.TargetID]
-	out := []NetworkEntry{}
-	if l != nil {
-		for _, n := range l.network {
-			out = append(out, *n)
-		}
-		if a.Clear {
-			l.network = nil
-		}
-	}
-	b.mu.Unlock()
-	return devicectl.JSONResult(struct {
-		pageState
-		Requests []NetworkEntry `json:"requests"`
-	}{state(p), out})
+	return logged(b, ctx, args, "requests", func(l *tabLog) *[]NetworkEntry { return &l.network })
 }
