@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,6 +51,10 @@ func TestBrowserControlWithTheBinaries(t *testing.T) {
 	out := mustRun(t, "", "lowkey", "devices", "--data", b.data)
 	if !strings.Contains(out, "browser") || !strings.Contains(out, "no desktop control: no X display") {
 		t.Fatalf("devices:\n%s", out)
+	}
+	// How the link goes: on one machine, UDP between the two sides.
+	if !regexp.MustCompile(`PATH[\s\S]*\bms\s+direct\s`).MatchString(out) {
+		t.Fatalf("devices does not say the link's path:\n%s", out)
 	}
 	token := strings.TrimSpace(mustRun(t, "", "lowkey", "token", "--data", b.data))
 	base := "http://" + b.addr + "/api/v1/sessions/"

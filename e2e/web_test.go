@@ -397,6 +397,8 @@ func TestWebAppEndToEnd(t *testing.T) {
 		// display.
 		p.waitText(`browser: yes · desktop: no \(no X display`, 10*time.Second)
 	}
+	// How the link goes, here UDP on one machine.
+	w.waitText(`laptop\s+online\s+· direct`, 10*time.Second)
 	w.shot("device paired")
 	w2.page.MustClose()
 

@@ -39,6 +39,9 @@ type DeviceView struct {
 	PairedAt     time.Time       `json:"paired_at"`
 	LastSeen     time.Time       `json:"last_seen,omitzero"`
 	RTTMillis    *float64        `json:"rtt_ms,omitempty"`
+	// Path is how the link's packets go: direct, direct (tcp) or relayed
+	// ("" while offline or before the link has chosen).
+	Path string `json:"path,omitempty"`
 }
 
 // live is a computer's current link.
@@ -139,6 +142,7 @@ func (h *Hub) view(d *Device) DeviceView {
 	if l := h.liveLink(d.Peer.ID); l != nil {
 		v.Online = true
 		v.LastSeen = time.Unix(0, l.seen.Load()).UTC()
+		v.Path = l.conn.Path()
 		if r := l.rtt.Load(); r > 0 {
 			ms := float64(r) / 1e6
 			v.RTTMillis = &ms

@@ -243,9 +243,12 @@ func printDevices(w io.Writer, ds []hub.DeviceView) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tONLINE\tRTT\tPLATFORM\tLAST SEEN\tCAN DRIVE")
+	fmt.Fprintln(tw, "ID\tNAME\tONLINE\tRTT\tPATH\tPLATFORM\tLAST SEEN\tCAN DRIVE")
 	for _, d := range ds {
-		online, rtt := "no", "-"
+		online, rtt, path := "no", "-", "-"
+		if d.Path != "" {
+			path = d.Path
+		}
 		if d.Online {
 			online = "yes"
 		}
@@ -256,7 +259,7 @@ func printDevices(w io.Writer, ds []hub.DeviceView) {
 		if !d.LastSeen.IsZero() {
 			seen = d.LastSeen.Local().Format("2006-01-02 15:04:05")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Name, online, rtt, d.Platform, seen, canDo(d.Capabilities))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Name, online, rtt, path, d.Platform, seen, canDo(d.Capabilities))
 	}
 	tw.Flush()
 	for _, d := range ds {
