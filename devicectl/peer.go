@@ -28,6 +28,9 @@ type PeerConfig struct {
 	PeerFingerprint string
 	// LoopbackOnly keeps ICE on 127.0.0.1 (tests and benchmarks).
 	LoopbackOnly bool
+	// TCPMux, on the box, takes ICE over TCP on the box's web port (the
+	// computer dials it from its side where UDP does not pass).
+	TCPMux ice.TCPMux
 	Link         LinkConfig
 	Logger       *slog.Logger
 }
@@ -67,7 +70,12 @@ func newAPI(cfg PeerConfig) *webrtc.API {
 	var se webrtc.SettingEngine
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	// UDP first (ICE prefers it); TCP where UDP does not pass: passive on
+	// the box's port, active from the computer.
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6})
+	if cfg.TCPMux != nil {
+		se.SetICETCPMux(cfg.TCPMux)
+	}
 	// Notice a blip quickly (ICE restart), give up on a dead path soon after.
 	se.SetICETimeouts(3*time.Second, 8*time.Second, time.Second)
 	// A receive window well above what the link keeps in flight (HighWater):

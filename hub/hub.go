@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/pages"
@@ -151,6 +153,9 @@ type Hub struct {
 
 	mu    sync.Mutex
 	links map[string]*live
+	// port splits the web port between the web app and ICE over TCP.
+	port   *portMux
+	iceTCP ice.TCPMux
 	// box is the stream of changes every open page holds.
 	box boxEvents
 	// devMu orders read-modify-writes of device records and grants: a
@@ -220,9 +225,15 @@ func Start(cfg Config) (*Hub, error) {
 			h.log.Error("could not save the pairing failure count", "err", err)
 		}
 	})
-	if h.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+	raw, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	// One port for the web app and ICE over TCP: a computer that reaches
+	// the box's web address can link where UDP cannot pass.
+	h.port = newPortMux(raw)
+	h.ln = h.port.web
+	h.iceTCP = webrtc.NewICETCPMux(nil, h.port.ice, 32)
 	if cfg.TLSCert != "" || !h.ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
 		cert := h.id.TLSCertificate()
 		if cfg.TLSCert != "" {
@@ -405,6 +416,9 @@ func (h *Hub) Close() error {
 	}
 	if h.mcpLn != nil {
 		_ = h.mcpLn.Close()
+	}
+	if h.iceTCP != nil {
+		_ = h.iceTCP.Close()
 	}
 	if h.ln != nil {
 		_ = h.ln.Close()

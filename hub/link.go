@@ -58,7 +58,7 @@ func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
 	sig := &devicectl.SignedSignaler{T: c, Key: h.id.Key, PeerKey: d.Peer.PublicKey, Role: "hub", PeerRole: "companion", Binding: binding}
 	ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
 	conn, err := devicectl.Offer(ctx, devicectl.PeerConfig{
-		Identity: h.id, PeerFingerprint: d.Peer.Fingerprint, LoopbackOnly: h.cfg.LoopbackICE,
+		Identity: h.id, PeerFingerprint: d.Peer.Fingerprint, LoopbackOnly: h.cfg.LoopbackICE, TCPMux: h.iceTCP,
 		Logger: h.log.With("device", devID),
 	}, sig)
 	cancel()

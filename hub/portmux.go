@@ -1,0 +1,125 @@
+package hub
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// The web port also carries ICE over TCP, so a computer that can reach the
+// box's web address can link: an ICE connection opens with a STUN message
+// in RFC 4571 framing (two length bytes, then the STUN header, whose magic
+// cookie sits at bytes 4..8 of the message); anything else is the web
+// app's (HTTP, or TLS).
+var stunCookie = []byte{0x21, 0x12, 0xa4, 0x42}
+
+// sniffWait is how long a new connection has to say what it is.
+const sniffWait = 10 * time.Second
+
+// portMux splits one listener into the web app's and ICE's.
+type portMux struct {
+	ln       net.Listener
+	web, ice *chanListener
+	once     sync.Once
+}
+
+func newPortMux(ln net.Listener) *portMux {
+	m := &portMux{ln: ln, web: newChanListener(ln.Addr()), ice: newChanListener(ln.Addr())}
+	// The web app's end closes the port; ICE's only its own side.
+	m.web.onClose = m.Close
+	m.ice.onClose = func() error { m.ice.shut(); return nil }
+	go m.serve()
+	return m
+}
+
+func (m *portMux) serve() {
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			m.Close()
+			return
+		}
+		go m.route(c)
+	}
+}
+
+// route reads the first bytes of a connection and hands it on, those
+// bytes still to be read.
+func (m *portMux) route(c net.Conn) {
+	r := bufio.NewReaderSize(c, 4096)
+	if err := c.SetReadDeadline(time.Now().Add(sniffWait)); err != nil {
+		c.Close()
+		return
+	}
+	head, _ := r.Peek(10)
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		c.Close()
+		return
+	}
+	pc := &peekedConn{Conn: c, r: r}
+	if len(head) == 10 && bytes.Equal(head[6:10], stunCookie) {
+		m.ice.deliver(pc)
+		return
+	}
+	m.web.deliver(pc)
+}
+
+// Close stops the port for both.
+func (m *portMux) Close() error {
+	m.once.Do(func() {
+		_ = m.ln.Close()
+		m.web.shut()
+		m.ice.shut()
+	})
+	return nil
+}
+
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// chanListener is a net.Listener fed connections by its portMux.
+type chanListener struct {
+	addr    net.Addr
+	conns   chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+	onClose func() error
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) deliver(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) shut() { l.once.Do(func() { close(l.done) }) }
+
+func (l *chanListener) Close() error { return l.onClose() }
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
