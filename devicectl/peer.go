@@ -31,8 +31,8 @@ type PeerConfig struct {
 	// TCPMux, on the box, takes ICE over TCP on the box's web port (the
 	// computer dials it from its side where UDP does not pass).
 	TCPMux ice.TCPMux
-	Link         LinkConfig
-	Logger       *slog.Logger
+	Link   LinkConfig
+	Logger *slog.Logger
 }
 
 // Conn is an established peer connection and the link on it. It lives as
