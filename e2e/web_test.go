@@ -117,22 +117,23 @@ func (w *webUI) clickText(sel, text string) {
 		w.t.Fatal(err)
 	}
 	// A page that redraws what changed may replace the element between
-	// finding and clicking it: find it again.
-	for try := 0; ; try++ {
-		e, err := w.page.Timeout(15*time.Second).ElementR(sel, "^"+regexp.QuoteMeta(text)+"$")
+	// finding and clicking it (rod then waits on a node with no box):
+	// each try is bounded, and the element is found again.
+	var err error
+	for try := 0; try < 5; try++ {
+		var e *rod.Element
+		e, err = w.page.Timeout(15*time.Second).ElementR(sel, "^"+regexp.QuoteMeta(text)+"$")
 		if err != nil {
 			w.shot("failed")
 			w.t.Fatalf("no %s %q: %v", sel, text, err)
 		}
-		err = e.CancelTimeout().Click(proto.InputMouseButtonLeft, 1)
-		if err == nil {
+		if err = e.Timeout(10*time.Second).Click(proto.InputMouseButtonLeft, 1); err == nil {
 			return
 		}
-		if !strings.Contains(err.Error(), "detached") || try == 5 {
-			w.t.Fatalf("click %s %q: %v", sel, text, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
+	w.shot("failed")
+	w.t.Fatalf("click %s %q: %v", sel, text, err)
 }
 
 func (w *webUI) fill(sel, text string) {

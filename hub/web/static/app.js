@@ -850,10 +850,15 @@ async function showSettings() {
   const instrNote = el("p", { class: "muted small" });
   const secretList = el("ul", { class: "plain-list", id: "secrets" });
   const forPick = el("select", { name: "for", "aria-label": "For which agents" });
-  let settings, agents;
+  let settings, agents, drawn = "";
   async function load() {
     [settings, agents] = await Promise.all([api("GET", "/api/v1/settings"), api("GET", "/api/v1/agents")]);
     const secrets = await api("GET", "/api/v1/secrets");
+    // Redrawn only when something changed: a button a person is about to
+    // press stays where it is.
+    const now = JSON.stringify([settings, agents, secrets]);
+    if (now === drawn) return;
+    drawn = now;
     agentsBox.replaceChildren(agentsBox.firstChild, ...agents.agents.filter(a => !a.name.startsWith("exec")).map(a =>
       el("label", { class: "toggle" }, el("input", { type: "checkbox", name: "member-agent", value: a.name, checked: settings.member_agents.includes(a.name) }), a.label)),
       el("p", { class: "muted small", text: "The owner may also run any program as an agent (exec:); members never." }));
