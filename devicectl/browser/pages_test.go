@@ -125,10 +125,7 @@ func TestBlockedActionsSayWhyAtOnce(t *testing.T) {
 	c := call{t, newBrowser(t)}
 	c.do("browser.navigate", map[string]string{"url": url})
 	s := snap(c, nil)
-	status := func() string {
-		m, _ := c.do("browser.eval", map[string]string{"js": "document.getElementById('status').textContent"})
-		return fmt.Sprint(m["value"])
-	}
+	status := func() string { return pageText(c) }
 	for _, tc := range []struct {
 		action, line, why string
 	}{
@@ -286,10 +283,7 @@ func TestTheRestOfTheVocabulary(t *testing.T) {
 	c := call{t, newBrowser(t)}
 	c.do("browser.navigate", map[string]string{"url": url})
 	s := snap(c, nil)
-	status := func() string {
-		m, _ := c.do("browser.eval", map[string]string{"js": "document.getElementById('status').textContent"})
-		return fmt.Sprint(m["value"])
-	}
+	status := func() string { return pageText(c) }
 	card, bin := refOf(t, s, `generic "Card" \[clickable\]`), ""
 	x, y := 360.0, 120.0
 	c.do("browser.drag", map[string]any{"from": map[string]string{"ref": card}, "to": map[string]any{"x": x, "y": y}})
