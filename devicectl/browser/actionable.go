@@ -68,9 +68,22 @@ type actionability struct {
 	Via   string `json:"via"`
 }
 
-// waitActionable waits up to limit for el to take a pointer, then returns
-// where to put it in the page's coordinates, or why a person could not.
-func waitActionable(ctx context.Context, p *rod.Page, el *rod.Element, limit time.Duration, needEnabled bool) (proto.Point, string, error) {
+// reach finds ref's element and waits up to limit for it to take a
+// pointer, then returns it and where to put the pointer in the page's
+// coordinates, or why a person could not.
+func (b *Browser) reach(ctx context.Context, p *rod.Page, ref string, limit time.Duration, needEnabled bool) (*rod.Element, proto.Point, string, error) {
+	el, err := b.element(ctx, p, ref)
+	if err != nil {
+		return nil, proto.Point{}, "", err
+	}
+	pt, via, err := waitActionable(ctx, el, limit, needEnabled)
+	if code, e := errcode.Of(err); code == errcode.NotActionable {
+		return nil, proto.Point{}, "", errcode.New(errcode.NotActionable, "%s is not reachable: %s", ref, e.Message)
+	}
+	return el, pt, via, err
+}
+
+func waitActionable(ctx context.Context, el *rod.Element, limit time.Duration, needEnabled bool) (proto.Point, string, error) {
 	deadline := time.Now().Add(limit)
 	for {
 		res, err := el.Context(ctx).Eval(checkActionable, needEnabled)
@@ -82,7 +95,7 @@ func waitActionable(ctx context.Context, p *rod.Page, el *rod.Element, limit tim
 			return proto.Point{}, "", err
 		}
 		if a.OK {
-			pt, err := pagePoint(p, el, a.Via == "label")
+			pt, err := pagePoint(el, a.Via == "label")
 			return pt, a.Via, err
 		}
 		if !a.Retry || time.Now().After(deadline) {
@@ -99,14 +112,15 @@ func waitActionable(ctx context.Context, p *rod.Page, el *rod.Element, limit tim
 // pagePoint is the centre of el (or of its label) in the page's
 // viewport, frames included: the quads the browser reports are in the
 // top page's coordinates.
-func pagePoint(p *rod.Page, el *rod.Element, label bool) (proto.Point, error) {
+func pagePoint(el *rod.Element, label bool) (proto.Point, error) {
 	target := el
 	if label {
 		obj, err := el.Evaluate(rod.Eval(`function () { return (this.labels && this.labels[0]) || this.closest("label") }`).ByObject())
 		if err != nil {
 			return proto.Point{}, err
 		}
-		if target, err = p.ElementFromObject(obj); err != nil {
+		// The label lives where the control does (its frame's session).
+		if target, err = el.Page().ElementFromObject(obj); err != nil {
 			return proto.Point{}, err
 		}
 	}

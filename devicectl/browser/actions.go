@@ -235,24 +235,16 @@ func (b *Browser) fillForm(ctx context.Context, args json.RawMessage) (*devicect
 	}
 	done := []filled{}
 	for _, f := range a.Fields {
-		el, err := b.field(ctx, p, f.Ref, target{TimeoutMS: a.TimeoutMS}.limit())
+		pw, err := b.typeInto(ctx, p, f.Ref, f.Text, target{TimeoutMS: a.TimeoutMS}.limit())
 		if err != nil {
-			return nil, err
-		}
-		pw := false
-		if t, err := el.Attribute("type"); err == nil && t != nil && strings.EqualFold(*t, "password") {
-			pw = true
-		}
-		if err := fill(el, f.Text); err != nil {
 			return nil, err
 		}
 		done = append(done, filled{f.Ref, pw})
 	}
 	if a.Submit {
-		if err := p.Keyboard.Type(input.Enter); err != nil {
+		if err := b.submit(p); err != nil {
 			return nil, err
 		}
-		settle(p, b)
 	}
 	return devicectl.JSONResult(struct {
 		changed
@@ -320,7 +312,7 @@ func (b *Browser) before(p *rod.Page) before {
 
 // settle waits for the page's next frame (bounded: a page that opened a
 // dialog, or draws no frames, does not hold the answer up).
-func settle(p *rod.Page, b *Browser) {
+func (b *Browser) settle(p *rod.Page) {
 	if b.openDialog() != nil {
 		return
 	}
@@ -375,24 +367,9 @@ func (b *Browser) pointer(ctx context.Context, t target, needEnabled bool, do fu
 	if err != nil {
 		return nil, err
 	}
-	var pt proto.Point
-	via := ""
-	switch {
-	case t.Ref != "":
-		el, err := b.element(ctx, p, t.Ref)
-		if err != nil {
-			return nil, err
-		}
-		if pt, via, err = waitActionable(ctx, p, el, t.limit(), needEnabled); err != nil {
-			if code, _ := errcode.Of(err); code == errcode.NotActionable {
-				return nil, errcode.New(errcode.NotActionable, "%s is not reachable: %s", t.Ref, err.(*errcode.Error).Message)
-			}
-			return nil, err
-		}
-	case t.X != nil && t.Y != nil:
-		pt = proto.Point{X: *t.X, Y: *t.Y}
-	default:
-		return nil, errcode.New(errcode.BadArgs, "give a ref from a snapshot, or x and y")
+	pt, via, err := b.spot(ctx, p, t, needEnabled)
+	if err != nil {
+		return nil, err
 	}
 	bf := b.before(p)
 	if err := p.Mouse.MoveTo(pt); err != nil {
@@ -403,7 +380,7 @@ func (b *Browser) pointer(ctx context.Context, t target, needEnabled bool, do fu
 	}
 	// A click may navigate, open a tab, a dialog or a download: its
 	// handlers run before the page's next frame.
-	settle(p, b)
+	b.settle(p)
 	out := b.changes(p, bf)
 	out.Via = via
 	return devicectl.JSONResult(out)
@@ -461,14 +438,8 @@ func (b *Browser) hover(ctx context.Context, args json.RawMessage) (*devicectl.R
 
 // field is a ref checked to take typing: reachable, enabled, not read-only.
 func (b *Browser) field(ctx context.Context, p *rod.Page, ref string, limit time.Duration) (*rod.Element, error) {
-	el, err := b.element(ctx, p, ref)
+	el, _, _, err := b.reach(ctx, p, ref, limit, true)
 	if err != nil {
-		return nil, err
-	}
-	if _, _, err := waitActionable(ctx, p, el, limit, true); err != nil {
-		if code, _ := errcode.Of(err); code == errcode.NotActionable {
-			return nil, errcode.New(errcode.NotActionable, "%s is not reachable: %s", ref, err.(*errcode.Error).Message)
-		}
 		return nil, err
 	}
 	ro, err := el.Eval(`function () { return !!this.readOnly || this.getAttribute("aria-readonly") === "true" }`)
@@ -479,6 +450,27 @@ func (b *Browser) field(ctx context.Context, p *rod.Page, ref string, limit time
 		return nil, errcode.New(errcode.NotActionable, "%s is read-only", ref)
 	}
 	return el, nil
+}
+
+// typeInto replaces the text of ref's field, checked as field checks it,
+// and says whether it is a password field.
+func (b *Browser) typeInto(ctx context.Context, p *rod.Page, ref, text string, limit time.Duration) (bool, error) {
+	el, err := b.field(ctx, p, ref, limit)
+	if err != nil {
+		return false, err
+	}
+	t, err := el.Attribute("type")
+	password := err == nil && t != nil && strings.EqualFold(*t, "password")
+	return password, fill(el, text)
+}
+
+// submit presses Enter, as a person sends a form, and lets the page act.
+func (b *Browser) submit(p *rod.Page) error {
+	if err := p.Keyboard.Type(input.Enter); err != nil {
+		return err
+	}
+	b.settle(p)
+	return nil
 }
 
 // fill replaces a field's value with text, as typing it would.
@@ -518,24 +510,16 @@ func (b *Browser) typeText(ctx context.Context, args json.RawMessage) (*devicect
 	password := false
 	bf := b.before(p)
 	if a.Ref != "" {
-		el, err := b.field(ctx, p, a.Ref, target{TimeoutMS: a.TimeoutMS}.limit())
-		if err != nil {
-			return nil, err
-		}
-		if t, err := el.Attribute("type"); err == nil && t != nil && strings.EqualFold(*t, "password") {
-			password = true
-		}
-		if err := fill(el, a.Text); err != nil {
+		if password, err = b.typeInto(ctx, p, a.Ref, a.Text, target{TimeoutMS: a.TimeoutMS}.limit()); err != nil {
 			return nil, err
 		}
 	} else if err := p.InsertText(a.Text); err != nil {
 		return nil, err
 	}
 	if a.Submit {
-		if err := p.Keyboard.Type(input.Enter); err != nil {
+		if err := b.submit(p); err != nil {
 			return nil, err
 		}
-		settle(p, b)
 	}
 	return devicectl.JSONResult(struct {
 		changed
@@ -802,14 +786,10 @@ func (b *Browser) screenshot(ctx context.Context, args json.RawMessage) (*device
 		}
 		return shotResult(p, a.Format, cfg.Width, cfg.Height, 1, img.Data)
 	}
-	m, err := proto.PageGetLayoutMetrics{}.Call(p)
-	if err != nil {
-		return nil, err
-	}
-	vp := m.CSSVisualViewport
-	x, y, w, h := vp.PageX, vp.PageY, vp.ClientWidth, vp.ClientHeight
-	switch {
-	case a.Ref != "":
+	// One element: scrolled into view first, its box (in the window)
+	// taken where the page is then.
+	var box *proto.DOMRect
+	if a.Ref != "" {
 		el, err := b.element(ctx, p, a.Ref)
 		if err != nil {
 			return nil, err
@@ -821,15 +801,20 @@ func (b *Browser) screenshot(ctx context.Context, args json.RawMessage) (*device
 		if err != nil {
 			return nil, err
 		}
-		box := shape.Box()
-		if box == nil || box.Width <= 0 || box.Height <= 0 {
+		if box = shape.Box(); box == nil || box.Width <= 0 || box.Height <= 0 {
 			return nil, errcode.New(errcode.NotActionable, "%s has no box on the page to show", a.Ref)
 		}
+	}
+	m, err := proto.PageGetLayoutMetrics{}.Call(p)
+	if err != nil {
+		return nil, err
+	}
+	vp := m.CSSVisualViewport
+	x, y, w, h := vp.PageX, vp.PageY, vp.ClientWidth, vp.ClientHeight
+	switch {
+	case box != nil:
 		// The box is in the window; the clip is in the page.
-		if m, err = (proto.PageGetLayoutMetrics{}).Call(p); err != nil {
-			return nil, err
-		}
-		x, y, w, h = box.X+m.CSSVisualViewport.PageX, box.Y+m.CSSVisualViewport.PageY, box.Width, box.Height
+		x, y, w, h = box.X+vp.PageX, box.Y+vp.PageY, box.Width, box.Height
 	case a.FullPage:
 		x, y, w, h = 0, 0, m.CSSContentSize.Width, min(m.CSSContentSize.Height, 16384)
 	}

@@ -258,7 +258,7 @@ func (b *Browser) openDialog() *proto.PageJavascriptDialogOpening {
 
 // current returns the tab actions apply to, opening one if there is none.
 func (b *Browser) current(ctx context.Context) (*rod.Page, error) {
-	p, err := b.pick()
+	p, err := b.pick(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -266,9 +266,11 @@ func (b *Browser) current(ctx context.Context) (*rod.Page, error) {
 	return p.Context(ctx), nil
 }
 
-func (b *Browser) pick() (*rod.Page, error) {
+// pick is the current tab, kept without the action's context; asking
+// about it honours ctx.
+func (b *Browser) pick(ctx context.Context) (*rod.Page, error) {
 	if b.page != nil {
-		if _, err := b.page.Info(); err == nil {
+		if _, err := b.page.Context(ctx).Info(); err == nil {
 			return b.page, nil
 		}
 		b.page = nil
@@ -278,7 +280,7 @@ func (b *Browser) pick() (*rod.Page, error) {
 		return nil, err
 	}
 	for _, p := range pages {
-		if info, err := p.Info(); err == nil && info.Type == proto.TargetTargetInfoTypePage {
+		if info, err := p.Context(ctx).Info(); err == nil && info.Type == proto.TargetTargetInfoTypePage {
 			b.page = p
 			return p, nil
 		}

@@ -46,12 +46,13 @@ func (b *Browser) drag(ctx context.Context, args json.RawMessage) (*devicectl.Re
 		return nil, err
 	}
 	if err := p.Mouse.MoveLinear(to, 10); err != nil {
+		_ = p.Mouse.Up(proto.InputMouseButtonLeft, 1)
 		return nil, err
 	}
 	if err := p.Mouse.Up(proto.InputMouseButtonLeft, 1); err != nil {
 		return nil, err
 	}
-	settle(p, b)
+	b.settle(p)
 	return devicectl.JSONResult(b.changes(p, bf))
 }
 
@@ -60,14 +61,7 @@ func (b *Browser) drag(ctx context.Context, args json.RawMessage) (*devicectl.Re
 func (b *Browser) spot(ctx context.Context, p *rod.Page, t target, needEnabled bool) (proto.Point, string, error) {
 	switch {
 	case t.Ref != "":
-		el, err := b.element(ctx, p, t.Ref)
-		if err != nil {
-			return proto.Point{}, "", err
-		}
-		pt, via, err := waitActionable(ctx, p, el, t.limit(), needEnabled)
-		if code, _ := errcode.Of(err); code == errcode.NotActionable {
-			return proto.Point{}, "", errcode.New(errcode.NotActionable, "%s is not reachable: %s", t.Ref, err.(*errcode.Error).Message)
-		}
+		_, pt, via, err := b.reach(ctx, p, t.Ref, t.limit(), needEnabled)
 		return pt, via, err
 	case t.X != nil && t.Y != nil:
 		return proto.Point{X: *t.X, Y: *t.Y}, "", nil

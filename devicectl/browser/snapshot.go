@@ -247,7 +247,8 @@ func findRef(roots []*onode, ref string) *onode {
 // outline reads the tab's accessibility tree, every frame's included, into
 // lines with refs; the refs become the ones actions take.
 func (b *Browser) outline(ctx context.Context, p *rod.Page) ([]*onode, error) {
-	bd := &builder{ctx: ctx, b: b, top: p, refs: map[string]refTarget{}, clickable: map[*rod.Page]map[proto.DOMBackendNodeID]bool{}}
+	bd := &builder{ctx: ctx, b: b, top: p, refs: map[string]refTarget{}, clickable: map[proto.TargetTargetID]map[proto.DOMBackendNodeID]bool{},
+		texts: map[*proto.AccessibilityAXNode]runningText{}}
 	if info, err := p.Info(); err == nil {
 		if u, err := url.Parse(info.URL); err == nil {
 			bd.origin = u.Scheme + "://" + u.Host
@@ -269,7 +270,22 @@ type builder struct {
 	refs      map[string]refTarget
 	next      int
 	frames    int
-	clickable map[*rod.Page]map[proto.DOMBackendNodeID]bool
+	clickable map[proto.TargetTargetID]map[proto.DOMBackendNodeID]bool // by the session's target
+	texts     map[*proto.AccessibilityAXNode]runningText
+}
+
+// runningText is a subtree's text, and whether text is all it holds.
+type runningText struct {
+	text string
+	only bool
+}
+
+// session is the page whose session a frame's tree came from.
+func (bd *builder) session(t *axTree) *rod.Page {
+	if t.page != nil {
+		return t.page.Context(bd.ctx)
+	}
+	return bd.top
 }
 
 // axTree is one frame's tree, and the page whose session it came from.
@@ -284,12 +300,11 @@ func (bd *builder) frame(session *rod.Page, own *rod.Page, frameID proto.PageFra
 	bd.b.axOn(session)
 	// What can be clicked is read at the same time as the tree.
 	var clicks chan struct{}
-	if _, ok := bd.clickable[session]; !ok && (own == nil || own == session) {
+	if _, ok := bd.clickable[session.TargetID]; !ok {
 		clicks = make(chan struct{})
 		go func() {
 			defer close(clicks)
-			t := &axTree{page: own}
-			bd.clickableIn(t)
+			bd.clickableIn(session)
 		}()
 	}
 	res, err := proto.AccessibilityGetFullAXTree{FrameID: frameID}.Call(session)
@@ -326,16 +341,12 @@ func (b *Browser) axOn(p *rod.Page) {
 // clickableIn are the nodes of a session's documents a person can click
 // though nothing says so to assistive tools: a click listener, or the
 // pointer cursor where their parent has none.
-func (bd *builder) clickableIn(t *axTree) map[proto.DOMBackendNodeID]bool {
-	session := bd.top
-	if t.page != nil {
-		session = t.page
-	}
-	if m, ok := bd.clickable[session]; ok {
+func (bd *builder) clickableIn(session *rod.Page) map[proto.DOMBackendNodeID]bool {
+	if m, ok := bd.clickable[session.TargetID]; ok {
 		return m
 	}
 	m := map[proto.DOMBackendNodeID]bool{}
-	bd.clickable[session] = m
+	bd.clickable[session.TargetID] = m
 	snap, err := proto.DOMSnapshotCaptureSnapshot{ComputedStyles: []string{"cursor"}}.Call(session)
 	if err != nil {
 		return m
@@ -425,41 +436,45 @@ func (bd *builder) kids(t *axTree, n *proto.AccessibilityAXNode, ctxName string)
 }
 
 // textOf is the running text of n's subtree, and whether that is all it
-// holds (nothing to act on, nothing structural).
+// holds (nothing to act on, nothing structural); each node's is worked
+// out once.
 func (bd *builder) textOf(t *axTree, n *proto.AccessibilityAXNode, click map[proto.DOMBackendNodeID]bool) (string, bool) {
+	if r, ok := bd.texts[n]; ok {
+		return r.text, r.only
+	}
 	var parts []string
 	only := true
-	var visit func(n *proto.AccessibilityAXNode)
-	visit = func(n *proto.AccessibilityAXNode) {
-		for _, id := range n.ChildIDs {
-			c := t.byID[id]
-			if c == nil {
-				continue
+	for _, id := range n.ChildIDs {
+		c := t.byID[id]
+		if c == nil {
+			continue
+		}
+		role := roleOf(c)
+		switch {
+		case role == "-":
+		case role == "text" && !c.Ignored:
+			if s := normal(axString(c.Name)); s != "" {
+				parts = append(parts, s)
 			}
-			role := roleOf(c)
-			switch {
-			case role == "-":
-			case c.Ignored:
-				visit(c)
-			case role == "text":
-				if s := normal(axString(c.Name)); s != "" {
-					parts = append(parts, s)
-				}
-			case role == "" || isInline(c):
-				if click[c.BackendDOMNodeID] && role == "" {
-					only = false
-				}
-				visit(c)
-			default:
+		case c.Ignored || role == "" || isInline(c):
+			if click[c.BackendDOMNodeID] && role == "" && !c.Ignored {
 				only = false
-				if s := normal(axString(c.Name)); s != "" {
-					parts = append(parts, s)
-				}
+			}
+			text, o := bd.textOf(t, c, click)
+			if text != "" {
+				parts = append(parts, text)
+			}
+			only = only && o
+		default:
+			only = false
+			if s := normal(axString(c.Name)); s != "" {
+				parts = append(parts, s)
 			}
 		}
 	}
-	visit(n)
-	return strings.Join(parts, " "), only
+	r := runningText{strings.Join(parts, " "), only}
+	bd.texts[n] = r
+	return r.text, r.only
 }
 
 func (bd *builder) ref(t *axTree, n *proto.AccessibilityAXNode) string {
@@ -477,7 +492,7 @@ func (bd *builder) node(t *axTree, n *proto.AccessibilityAXNode, ctxName string)
 	if role == "-" {
 		return nil
 	}
-	click := bd.clickableIn(t)
+	click := bd.clickableIn(bd.session(t))
 	if n.Ignored || role == "" || isInline(n) {
 		// A clickable element without a role is something to click.
 		// (Not a label: its control has a ref of its own; not a box
@@ -582,10 +597,7 @@ func (bd *builder) iframe(t *axTree, n *proto.AccessibilityAXNode) []*onode {
 		return nil
 	}
 	bd.frames++
-	session := bd.top
-	if t.page != nil {
-		session = t.page
-	}
+	session := bd.session(t)
 	d, err := proto.DOMDescribeNode{BackendNodeID: n.BackendDOMNodeID}.Call(session)
 	if err != nil || d.Node.FrameID == "" {
 		return nil
