@@ -154,23 +154,24 @@ func (h *Hub) getPairing(w http.ResponseWriter, r *http.Request) {
 
 // openStream upgrades a request to a WebSocket the box only writes to:
 // what the client sends is read and dropped, and gone closes when it
-// leaves.
-func openStream(w http.ResponseWriter, r *http.Request) (*websocket.Conn, <-chan struct{}, error) {
-	ws, err := eventsUpgrader.Upgrade(w, r, nil)
+// leaves. The hub waits for the stream on Close; end closes it.
+func (h *Hub) openStream(w http.ResponseWriter, r *http.Request) (ws *websocket.Conn, gone <-chan struct{}, end func(), err error) {
+	ws, err = eventsUpgrader.Upgrade(w, r, nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	h.wg.Add(1)
 	ws.SetReadLimit(maxWSMessage)
-	gone := make(chan struct{})
+	left := make(chan struct{})
 	go func() {
-		defer close(gone)
+		defer close(left)
 		for {
 			if _, _, err := ws.ReadMessage(); err != nil {
 				return
 			}
 		}
 	}()
-	return ws, gone, nil
+	return ws, left, func() { ws.Close(); h.wg.Done() }, nil
 }
 
 // getBoxEvents streams the box's changes to one page until it goes.
@@ -178,13 +179,11 @@ func (h *Hub) getBoxEvents(w http.ResponseWriter, r *http.Request) {
 	p, _ := r.Context().Value(principalKey{}).(principal)
 	sub, cancel := h.box.subscribe(p.role == RoleOwner)
 	defer cancel()
-	ws, gone, err := openStream(w, r)
+	ws, gone, end, err := h.openStream(w, r)
 	if err != nil {
 		return
 	}
-	h.wg.Add(1)
-	defer h.wg.Done()
-	defer ws.Close()
+	defer end()
 	for {
 		select {
 		case e, ok := <-sub.ch:

@@ -69,13 +69,11 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 		fail(w, errcode.DeviceOffline, errOffline.Error())
 		return
 	}
-	ws, gone, err := openStream(w, r)
+	ws, gone, end, err := h.openStream(w, r)
 	if err != nil {
 		return
 	}
-	h.wg.Add(1)
-	defer h.wg.Done()
-	defer ws.Close()
+	defer end()
 	rec.Outcome = "done"
 	h.audit(rec)
 	frames := make(chan []byte, 2)

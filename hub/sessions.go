@@ -182,13 +182,11 @@ func (h *Hub) getEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
-	ws, gone, err := openStream(w, r)
+	ws, gone, end, err := h.openStream(w, r)
 	if err != nil {
 		return
 	}
-	h.wg.Add(1)
-	defer h.wg.Done()
-	defer ws.Close()
+	defer end()
 	last := since
 	send := func(e sessions.Event) bool {
 		if e.Seq <= last {

@@ -500,7 +500,8 @@ async function showConversation(id) {
       case "grant.changed": toggles.changed(d); focus.grantsChanged(); break;
       case "session.warning": banner.hidden = false; banner.textContent = d.message; break;
       case "session.killed": thread.append(el("li", { class: "notice-line failed", text: "All work in this conversation was stopped." })); break;
-      case "session.renamed": title.textContent = d.title; side.load().catch(() => {}); break;
+      // The sidebar follows from the box's stream (sessions.changed).
+      case "session.renamed": title.textContent = d.title; break;
     }
     follow();
   }
@@ -508,8 +509,8 @@ async function showConversation(id) {
   // made, renamed or deleted elsewhere.
   state.onBox = async e => {
     if (e.type === "sessions.changed" || e.type === "reconnected") {
-      const all = await side.load().catch(() => null);
-      if (all !== null && !side.list().some(s => s.id === id)) {
+      const read = await side.load().then(() => true, () => false);
+      if (read && !side.list().some(s => s.id === id)) {
         slot.show("This conversation was deleted.");
         send.querySelectorAll("textarea, button").forEach(b => b.disabled = true);
       }
@@ -697,7 +698,7 @@ function focusPane(sid, devices, toggles) {
     devices.length ? pick : el("p", { class: "muted small", text: "No paired computers." }), tabs, img, caption, el("h3", { text: "Pages" }), pages);
   grantsChanged();
   return {
-    node, refresh, grantsChanged,
+    node, grantsChanged,
     onClose(fn) { closeFn = fn; },
     // An agent's browser action: said, not looked at (a look is an action
     // of its own, the person's).
