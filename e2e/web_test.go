@@ -550,6 +550,22 @@ func TestWebAppEndToEnd(t *testing.T) {
 		t.Fatal("no Stop in view while a turn runs")
 	}
 	w.shot("turn running")
+	// An error shows where it happened and stays until dismissed (the
+	// box refuses a second message while a turn runs): still there after
+	// the 6 s a toast used to last.
+	w.say("and another thing")
+	w.until(`() => /a turn is already running/.test(document.querySelector(".chatcol .errors").innerText)`, 10*time.Second, "the refusal shown in the conversation")
+	time.Sleep(7 * time.Second)
+	if !w.eval(`() => !!document.querySelector(".chatcol .errors .error")`).Bool() {
+		t.Fatal("the error went by itself")
+	}
+	w.clickText(".chatcol .errors button", "Dismiss")
+	w.until(`() => !document.querySelector(".chatcol .errors .error")`, 5*time.Second, "the error dismissed")
+	// The refused message is still in the box, not lost; clear it.
+	if v := w.eval(`() => document.getElementById("message").value`).Str(); v != "and another thing" {
+		t.Errorf("after the refusal the message box holds %q", v)
+	}
+	w.eval(`() => { document.getElementById("message").value = "" }`)
 	w.click("#stop")
 	w.waitText(`cancelled`, 5*time.Second)
 
