@@ -80,11 +80,7 @@ func (h *Hub) putSettings(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Instructions != nil {
 		if err := h.setInstructions(*req.Instructions); err != nil {
-			if code, _ := errcode.Of(err); code == errcode.BadRequest {
-				writeError(w, err)
-			} else {
-				fail(w, errcode.Internal, "could not save the instructions: "+err.Error())
-			}
+			writeError(w, err)
 			return
 		}
 		h.log.Info("standing instructions to agents changed", "bytes", len(*req.Instructions), "by", who(r))
@@ -94,17 +90,20 @@ func (h *Hub) putSettings(w http.ResponseWriter, r *http.Request) {
 }
 
 // setInstructions replaces the owner's instructions file whole ("" removes
-// it: the box's own apply again).
+// it: the box's own apply again); its errors carry their code.
 func (h *Hub) setInstructions(text string) error {
 	path := filepath.Join(h.cfg.DataDir, instructionsFile)
 	if text == "" {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+			return errcode.Wrap(errcode.Internal, err, "could not save the instructions")
 		}
 		return nil
 	}
 	if len(text) > maxInstructions {
 		return errcode.New(errcode.BadRequest, "the instructions are over 64 KiB")
 	}
-	return pairing.WriteFileAtomic(path, []byte(text))
+	if err := pairing.WriteFileAtomic(path, []byte(text)); err != nil {
+		return errcode.Wrap(errcode.Internal, err, "could not save the instructions")
+	}
+	return nil
 }
