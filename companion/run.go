@@ -34,8 +34,11 @@ type Config struct {
 	NoMDNS bool
 	// LoopbackICE keeps WebRTC on loopback (tests, the demo).
 	LoopbackICE bool
-	Version     string
-	Logger      *slog.Logger
+	// RelayOnly links through a relay only, never to an address of the
+	// box directly (benchmarks of the relayed path).
+	RelayOnly bool
+	Version   string
+	Logger    *slog.Logger
 }
 
 // Status is what "lowkey-companion status" shows.
@@ -268,6 +271,7 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 	}
 	conn, err := devicectl.Answer(setup, devicectl.PeerConfig{
 		Identity: id, PeerFingerprint: hub.Peer.Fingerprint, LoopbackOnly: r.cfg.LoopbackICE,
+		BoxAddr: addr, RelayOnly: r.cfg.RelayOnly,
 		Logger: r.log, Link: devicectl.LinkConfig{Handler: ctl.handle, OnNotice: func(n devicectl.Notice) { ctl.notice(n, send) }},
 	}, sig)
 	if conn != nil {

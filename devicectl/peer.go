@@ -31,9 +31,28 @@ type PeerConfig struct {
 	// TCPMux, on the box, takes ICE over TCP on the box's web port (the
 	// computer dials it from its side where UDP does not pass).
 	TCPMux ice.TCPMux
-	Link   LinkConfig
-	Logger *slog.Logger
+	// ICEServers are STUN/TURN servers this side gathers candidates from;
+	// the box also names them to the computer in its offers.
+	ICEServers []ICEServer
+	// Relay, on the box, is the credential for its own relay that its
+	// offers give the computer (nil: no relay of its own).
+	Relay *RelayCredential
+	// BoxAddr, on the computer, is the host:port it reached the box at:
+	// where the box's relay answers TURN over TCP.
+	BoxAddr string
+	// RelayOnly uses relayed candidates only (no address of either side is
+	// tried directly).
+	RelayOnly bool
+	// UpgradeEvery, on the box, is how soon a link that is not direct UDP
+	// tries again for a direct path (an ICE restart), doubling each time
+	// up to maxUpgradeWait; 0 never tries.
+	UpgradeEvery time.Duration
+	Link         LinkConfig
+	Logger       *slog.Logger
 }
+
+// maxUpgradeWait bounds the wait between tries for a direct path.
+const maxUpgradeWait = 5 * time.Minute
 
 // Conn is an established peer connection and the link on it. It lives as
 // long as both the peer connection and its signaling do.
@@ -60,6 +79,8 @@ type Conn struct {
 	err      error
 	wg       sync.WaitGroup
 	restarts int
+	upgrades int
+	offerMu  sync.Mutex
 
 	// Touched only by the signal reader.
 	remoteSet bool
@@ -72,7 +93,14 @@ func newAPI(cfg PeerConfig) *webrtc.API {
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	// UDP first (ICE prefers it); TCP where UDP does not pass: passive on
 	// the box's port, active from the computer.
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6})
+	types := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6}
+	if cfg.RelayOnly {
+		// ICE dials the other side's TCP candidates whatever the policy
+		// says; a relayed-only side does not do TCP itself (the relay
+		// still may be reached over TCP).
+		types = types[:2]
+	}
+	se.SetNetworkTypes(types)
 	if cfg.TCPMux != nil {
 		se.SetICETCPMux(cfg.TCPMux)
 	}
@@ -98,7 +126,14 @@ func newConn(ctx context.Context, cfg PeerConfig, sig Signaler, offerer bool) (*
 	if cfg.Link.Logger == nil {
 		cfg.Link.Logger = cfg.Logger
 	}
-	pc, err := newAPI(cfg).NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{cfg.Identity.Cert}})
+	if err := CheckICEServers(cfg.ICEServers); err != nil {
+		return nil, err
+	}
+	conf := webrtc.Configuration{Certificates: []webrtc.Certificate{cfg.Identity.Cert}, ICEServers: webrtcServers(cfg.ICEServers)}
+	if cfg.RelayOnly {
+		conf.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	pc, err := newAPI(cfg).NewPeerConnection(conf)
 	if err != nil {
 		return nil, fmt.Errorf("peer connection: %w", err)
 	}
@@ -220,7 +255,43 @@ func Offer(ctx context.Context, cfg PeerConfig, sig Signaler) (*Conn, error) {
 		c.Close()
 		return nil, err
 	}
-	return c, c.waitOpen(ctx)
+	if err := c.waitOpen(ctx); err != nil {
+		return c, err
+	}
+	if cfg.UpgradeEvery > 0 {
+		c.wg.Add(1)
+		go c.upgrade()
+	}
+	return c, nil
+}
+
+// upgrade tries again for a direct path while the link is relayed or over
+// TCP: an ICE restart gathers afresh and ICE picks the best pair that
+// works. Calls wait out the restart on the same association.
+func (c *Conn) upgrade() {
+	defer c.wg.Done()
+	wait := c.cfg.UpgradeEvery
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-time.After(wait):
+		}
+		path := c.Path()
+		if path == PathDirect || path == "" || c.pc.SignalingState() != webrtc.SignalingStateStable {
+			wait = c.cfg.UpgradeEvery
+			continue
+		}
+		c.log.Info("trying for a direct path", "path", path)
+		c.errMu.Lock()
+		c.upgrades++
+		c.errMu.Unlock()
+		if err := c.sendOffer(true); err != nil {
+			c.fail(fmt.Errorf("ICE restart: %w", err))
+			return
+		}
+		wait = min(2*wait, maxUpgradeWait)
+	}
 }
 
 // Answer is the computer's side: it answers the box's offer.
@@ -248,6 +319,10 @@ func (c *Conn) waitOpen(ctx context.Context) error {
 }
 
 func (c *Conn) sendOffer(restart bool) error {
+	// One offer at a time: a restart after a disconnect and a try for a
+	// direct path may come together.
+	c.offerMu.Lock()
+	defer c.offerMu.Unlock()
 	offer, err := c.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: restart})
 	if err != nil {
 		return fmt.Errorf("offer: %w", err)
@@ -255,7 +330,27 @@ func (c *Conn) sendOffer(restart bool) error {
 	if err := c.pc.SetLocalDescription(offer); err != nil {
 		return fmt.Errorf("offer: %w", err)
 	}
-	return c.sig.Send(c.ctx, Signal{Type: "offer", SDP: offer.SDP})
+	return c.sig.Send(c.ctx, Signal{Type: "offer", SDP: offer.SDP, Relay: c.cfg.Relay, ICEServers: c.cfg.ICEServers})
+}
+
+// useRelays, on the computer, takes the relays the box's offer names
+// before ICE gathers for the answer.
+func (c *Conn) useRelays(s Signal) error {
+	servers := append([]ICEServer(nil), s.ICEServers...)
+	if s.Relay != nil && c.cfg.BoxAddr != "" {
+		servers = append(servers, ICEServer{URLs: []string{"turn:" + c.cfg.BoxAddr + "?transport=tcp"},
+			Username: s.Relay.Username, Credential: s.Relay.Credential})
+	}
+	servers = append(servers, c.cfg.ICEServers...)
+	if err := CheckICEServers(servers); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadSignal, err)
+	}
+	conf := c.pc.GetConfiguration()
+	conf.ICEServers = webrtcServers(servers)
+	if err := c.pc.SetConfiguration(conf); err != nil {
+		return fmt.Errorf("%w: relays: %w", ErrBadSignal, err)
+	}
+	return nil
 }
 
 func (c *Conn) restartICE() {
@@ -273,7 +368,14 @@ func (c *Conn) restartICE() {
 	}
 }
 
-// Restarts counts ICE restarts on this connection.
+// Upgrades counts the tries for a direct path on this connection.
+func (c *Conn) Upgrades() int {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.upgrades
+}
+
+// Restarts counts ICE restarts after a disconnect on this connection.
 func (c *Conn) Restarts() int {
 	c.errMu.Lock()
 	defer c.errMu.Unlock()
@@ -314,6 +416,9 @@ func (c *Conn) handle(s Signal) error {
 			return fmt.Errorf("%w: unexpected offer", ErrBadSignal)
 		}
 		if err := c.checkSDP(s.SDP); err != nil {
+			return err
+		}
+		if err := c.useRelays(s); err != nil {
 			return err
 		}
 		if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: s.SDP}); err != nil {
@@ -419,10 +524,19 @@ func (c *Conn) Wait() { c.wg.Wait() }
 
 // Link paths, as people read them.
 const (
-	PathDirect    = "direct"       // UDP between the two sides (LAN or server-reflexive)
-	PathDirectTCP = "direct (tcp)" // ICE over TCP to the box
-	PathRelayed   = "relayed"      // through a TURN relay
+	PathDirect    = "direct"     // UDP between the two sides (LAN or server-reflexive)
+	PathDirectTCP = "direct-tcp" // ICE over TCP to the box
+	PathRelayed   = "relayed"    // through a TURN relay
 )
+
+// PathLabel is how a path reads to a person: "direct (tcp)" for
+// PathDirectTCP, the others as they are.
+func PathLabel(path string) string {
+	if path == PathDirectTCP {
+		return "direct (tcp)"
+	}
+	return path
+}
 
 // Path says how the link's packets go now: PathDirect, PathDirectTCP or
 // PathRelayed; "" before ICE has chosen a pair.

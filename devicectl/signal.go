@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/pion/stun/v4"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -20,6 +21,74 @@ type Signal struct {
 	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
 	Reason    string                   `json:"reason,omitempty"`
 	Message   string                   `json:"message,omitempty"`
+	// An offer also says which relays the computer may use: the box's own
+	// (Relay: credentials for TURN on the address the computer reached
+	// the box at) and the STUN/TURN servers its owner set up.
+	Relay      *RelayCredential `json:"relay,omitempty"`
+	ICEServers []ICEServer      `json:"ice_servers,omitempty"`
+}
+
+// RelayCredential is a TURN username and password, minted for one link.
+type RelayCredential struct {
+	Username   string `json:"username"`
+	Credential string `json:"credential"`
+}
+
+// ICEServer is a STUN or TURN server, as WebRTC configures one.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// Bounds on the relays an offer may name.
+const (
+	maxICEServers = 8
+	maxICEURLs    = 4
+	maxICEField   = 512
+)
+
+// CheckICEServers says what is wrong with a list of STUN/TURN servers:
+// too many, a URL that is not stun:, stun(s): or turn(s):, a TURN
+// server without credentials, a field too long.
+func CheckICEServers(servers []ICEServer) error {
+	if len(servers) > maxICEServers {
+		return fmt.Errorf("%d ICE servers; at most %d", len(servers), maxICEServers)
+	}
+	for _, srv := range servers {
+		if len(srv.URLs) == 0 || len(srv.URLs) > maxICEURLs {
+			return fmt.Errorf("an ICE server has %d URLs; give 1 to %d", len(srv.URLs), maxICEURLs)
+		}
+		if len(srv.Username) > maxICEField || len(srv.Credential) > maxICEField {
+			return errors.New("an ICE server's username or credential is too long")
+		}
+		for _, u := range srv.URLs {
+			if len(u) > maxICEField {
+				return errors.New("an ICE server URL is too long")
+			}
+			uri, err := stun.ParseURI(u)
+			if err != nil {
+				return fmt.Errorf("ICE server %q: %w (give stun:HOST:PORT or turn:HOST:PORT?transport=udp|tcp)", u, err)
+			}
+			if (uri.Scheme == stun.SchemeTypeTURN || uri.Scheme == stun.SchemeTypeTURNS) && (srv.Username == "" || srv.Credential == "") {
+				return fmt.Errorf("TURN server %q needs a username and a credential", u)
+			}
+		}
+	}
+	return nil
+}
+
+// webrtcServers turns the servers into pion's configuration.
+func webrtcServers(servers []ICEServer) []webrtc.ICEServer {
+	out := make([]webrtc.ICEServer, 0, len(servers))
+	for _, s := range servers {
+		w := webrtc.ICEServer{URLs: s.URLs, Username: s.Username}
+		if s.Credential != "" {
+			w.Credential = s.Credential
+		}
+		out = append(out, w)
+	}
+	return out
 }
 
 // Signaler carries signals to the peer.
@@ -76,6 +145,12 @@ func DecodeSignal(b []byte) (Signal, error) {
 	case "offer", "answer":
 		if s.SDP == "" {
 			return s, fmt.Errorf("%w: %s without SDP", ErrBadSignal, s.Type)
+		}
+		if err := CheckICEServers(s.ICEServers); err != nil {
+			return s, fmt.Errorf("%w: %w", ErrBadSignal, err)
+		}
+		if r := s.Relay; r != nil && (r.Username == "" || len(r.Username) > maxICEField || r.Credential == "" || len(r.Credential) > maxICEField) {
+			return s, fmt.Errorf("%w: a malformed relay credential", ErrBadSignal)
 		}
 	case "candidate", "bye", "unpair":
 	default:

@@ -39,7 +39,7 @@ type DeviceView struct {
 	PairedAt     time.Time       `json:"paired_at"`
 	LastSeen     time.Time       `json:"last_seen,omitzero"`
 	RTTMillis    *float64        `json:"rtt_ms,omitempty"`
-	// Path is how the link's packets go: direct, direct (tcp) or relayed
+	// Path is how the link's packets go: direct, direct-tcp or relayed
 	// ("" while offline or before the link has chosen).
 	Path string `json:"path,omitempty"`
 }
@@ -176,6 +176,9 @@ func (h *Hub) Revoke(id, reason string) error {
 	h.devMu.Unlock()
 	if err != nil {
 		return err
+	}
+	if h.relay != nil {
+		h.relay.forget(id)
 	}
 	// A link being set up right now sees the record after it registers,
 	// and ends itself (handleLink); one registered already is ended here.

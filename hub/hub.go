@@ -84,6 +84,17 @@ type Config struct {
 	// only the computer's. Tests use it to show that the computer enforces
 	// grants by itself; nothing else should.
 	UnsafeSkipGrantCheck bool
+	// ICEServers are STUN/TURN servers the owner runs or rents: both the
+	// box and its computers use them to find a path.
+	ICEServers []devicectl.ICEServer
+	// NoRelay turns off the box's own TURN relay on its web port.
+	NoRelay bool
+	// RelayOnly keeps the box's side of every link to relayed candidates
+	// (benchmarks of the relayed path).
+	RelayOnly bool
+	// UpgradeEvery is how soon a link that is not direct UDP tries for a
+	// direct path (default 15 s, doubling to 5 minutes; negative: never).
+	UpgradeEvery time.Duration
 	// Version is reported in mDNS and the API.
 	Version string
 	Logger  *slog.Logger
@@ -107,6 +118,9 @@ func (c *Config) fill() {
 	}
 	if c.Version == "" {
 		c.Version = "dev"
+	}
+	if c.UpgradeEvery == 0 {
+		c.UpgradeEvery = 15 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -156,6 +170,8 @@ type Hub struct {
 	// port splits the web port between the web app and ICE over TCP.
 	port   *portMux
 	iceTCP ice.TCPMux
+	// relay is the box's own TURN relay on that port (nil with NoRelay).
+	relay *relay
 	// box is the stream of changes every open page holds.
 	box boxEvents
 	// devMu orders read-modify-writes of device records and grants: a
@@ -176,6 +192,9 @@ func Start(cfg Config) (*Hub, error) {
 	cfg.fill()
 	if cfg.DataDir == "" {
 		return nil, errors.New("no data directory given")
+	}
+	if err := devicectl.CheckICEServers(cfg.ICEServers); err != nil {
+		return nil, err
 	}
 	if err := ownDataDir(cfg.DataDir); err != nil {
 		return nil, err
@@ -234,6 +253,13 @@ func Start(cfg Config) (*Hub, error) {
 	h.port = newPortMux(raw)
 	h.ln = h.port.web
 	h.iceTCP = webrtc.NewICETCPMux(nil, h.port.ice, 32)
+	if !cfg.NoRelay {
+		if h.relay, err = startRelay(h.port.turn); err != nil {
+			return nil, err
+		}
+	} else {
+		_ = h.port.turn.Close()
+	}
 	if cfg.TLSCert != "" || !h.ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
 		cert := h.id.TLSCertificate()
 		if cfg.TLSCert != "" {
@@ -419,6 +445,9 @@ func (h *Hub) Close() error {
 	}
 	if h.iceTCP != nil {
 		_ = h.iceTCP.Close()
+	}
+	if h.relay != nil {
+		_ = h.relay.close()
 	}
 	if h.ln != nil {
 		_ = h.ln.Close()

@@ -56,11 +56,22 @@ func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sig := &devicectl.SignedSignaler{T: c, Key: h.id.Key, PeerKey: d.Peer.PublicKey, Role: "hub", PeerRole: "companion", Binding: binding}
-	ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
-	conn, err := devicectl.Offer(ctx, devicectl.PeerConfig{
+	pc := devicectl.PeerConfig{
 		Identity: h.id, PeerFingerprint: d.Peer.Fingerprint, LoopbackOnly: h.cfg.LoopbackICE, TCPMux: h.iceTCP,
+		ICEServers: h.cfg.ICEServers, RelayOnly: h.cfg.RelayOnly, UpgradeEvery: max(h.cfg.UpgradeEvery, 0),
 		Logger: h.log.With("device", devID),
-	}, sig)
+	}
+	if h.relay != nil {
+		cred, forget, err := h.relay.mint(devID)
+		if err != nil {
+			h.log.Warn("no relay credential for the link", "device", devID, "err", err)
+		} else {
+			defer forget()
+			pc.Relay = cred
+		}
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
+	conn, err := devicectl.Offer(ctx, pc, sig)
 	cancel()
 	if err != nil {
 		h.log.Warn("link set-up failed", "device", devID, "err", err)

@@ -40,7 +40,7 @@ func (m *metrics) handler() http.Handler {
 
 var (
 	descPaired   = prometheus.NewDesc("lowkey_devices_paired", "Paired computers.", nil, nil)
-	descLinks    = prometheus.NewDesc("lowkey_links", "Live links to computers, by path (direct, direct (tcp), relayed) and state.", []string{"path", "state"}, nil)
+	descLinks    = prometheus.NewDesc("lowkey_links", "Live links to computers, by path (direct, direct-tcp, relayed) and state.", []string{"path", "state"}, nil)
 	descRTT      = prometheus.NewDesc("lowkey_link_rtt_seconds", "Round trip of each online computer's link.", []string{"device"}, nil)
 	descFailures = prometheus.NewDesc("lowkey_pairing_failures", "Wrong pairing attempts since pairing was last reopened on the box.", nil, nil)
 	descLocked   = prometheus.NewDesc("lowkey_pairing_locked", "1 while pairing is locked.", nil, nil)

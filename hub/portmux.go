@@ -9,28 +9,32 @@ import (
 	"time"
 )
 
-// The web port also carries ICE over TCP, so a computer that can reach the
-// box's web address can link: an ICE connection opens with a STUN message
-// in RFC 4571 framing (two length bytes, then the STUN header, whose magic
-// cookie sits at bytes 4..8 of the message); anything else is the web
-// app's (HTTP, or TLS).
+// The web port also carries ICE over TCP and the box's TURN relay, so a
+// computer that can reach the box's web address can link: an ICE
+// connection opens with a STUN message in RFC 4571 framing (two length
+// bytes, then the STUN header, whose magic cookie sits at bytes 4..8 of
+// the message: 6..10 of the connection); a TURN connection with a bare
+// STUN message (the cookie at 4..8); anything else is the web app's (HTTP,
+// or TLS).
 var stunCookie = []byte{0x21, 0x12, 0xa4, 0x42}
 
 // sniffWait is how long a new connection has to say what it is.
 const sniffWait = 10 * time.Second
 
-// portMux splits one listener into the web app's and ICE's.
+// portMux splits one listener into the web app's, ICE's and the relay's.
 type portMux struct {
-	ln       net.Listener
-	web, ice *chanListener
-	once     sync.Once
+	ln             net.Listener
+	web, ice, turn *chanListener
+	once           sync.Once
 }
 
 func newPortMux(ln net.Listener) *portMux {
-	m := &portMux{ln: ln, web: newChanListener(ln.Addr()), ice: newChanListener(ln.Addr())}
-	// The web app's end closes the port; ICE's only its own side.
+	m := &portMux{ln: ln, web: newChanListener(ln.Addr()), ice: newChanListener(ln.Addr()), turn: newChanListener(ln.Addr())}
+	// The web app's end closes the port; ICE's and the relay's only their
+	// own side (a connection for one that is closed is closed).
 	m.web.onClose = m.Close
 	m.ice.onClose = func() error { m.ice.shut(); return nil }
+	m.turn.onClose = func() error { m.turn.shut(); return nil }
 	go m.serve()
 	return m
 }
@@ -64,8 +68,12 @@ func (m *portMux) route(c net.Conn) {
 		return
 	}
 	pc := &peekedConn{Conn: c, r: r}
-	if len(head) == 10 && bytes.Equal(head[6:10], stunCookie) {
+	switch {
+	case len(head) == 10 && bytes.Equal(head[6:10], stunCookie):
 		m.ice.deliver(pc)
+		return
+	case len(head) == 10 && bytes.Equal(head[4:8], stunCookie):
+		m.turn.deliver(pc)
 		return
 	}
 	m.web.deliver(pc)
@@ -77,6 +85,7 @@ func (m *portMux) Close() error {
 		_ = m.ln.Close()
 		m.web.shut()
 		m.ice.shut()
+		m.turn.shut()
 	})
 	return nil
 }

@@ -247,7 +247,7 @@ func printDevices(w io.Writer, ds []hub.DeviceView) {
 	for _, d := range ds {
 		online, rtt, path := "no", "-", "-"
 		if d.Path != "" {
-			path = d.Path
+			path = devicectl.PathLabel(d.Path)
 		}
 		if d.Online {
 			online = "yes"

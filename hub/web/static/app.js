@@ -726,7 +726,7 @@ async function showDevices() {
     const ds = await api("GET", "/api/v1/devices");
     list.replaceChildren(...ds.map(d => el("li", { class: "card", "data-device": d.id },
       el("div", { class: "row" }, el("strong", { text: d.name }), " ", el("span", { class: d.online ? "online" : "offline", text: d.online ? "online" : "offline" }),
-        d.online && d.path ? el("span", { class: "muted small path", text: ` · ${d.path}` }) : null,
+        d.online && d.path ? el("span", { class: "muted small path", text: ` · ${d.path === "direct-tcp" ? "direct (tcp)" : d.path}` }) : null,
         d.rtt_ms !== undefined && d.online ? el("span", { class: "muted small", text: ` · ${d.rtt_ms.toFixed(1)} ms` }) : null,
         owner ? el("button", { type: "button", class: "small danger push", text: "Revoke", onclick: guard(slot, async () => {
           if (!confirm(`Unpair ${d.name}? Its link closes now and it cannot connect again.`)) return;
