@@ -3,8 +3,11 @@ package hub
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"sync"
 
 	"github.com/pion/turn/v5"
@@ -116,3 +119,31 @@ func (r *relay) forget(device string) {
 }
 
 func (r *relay) close() error { return r.srv.Close() }
+
+// LoadICEServers reads STUN/TURN servers with their credentials from a
+// file only its owner may read, in WebRTC's own shape:
+// [{"urls": ["turn:HOST:3478?transport=tcp"], "username": "…", "credential": "…"}].
+func LoadICEServers(path string) ([]devicectl.ICEServer, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s holds credentials and others may read it (mode %04o): chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	var servers []devicectl.ICEServer
+	dec := json.NewDecoder(io.LimitReader(f, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&servers); err != nil {
+		return nil, fmt.Errorf("%s: %w (want [{\"urls\": [\"turn:HOST:PORT?transport=tcp\"], \"username\": \"…\", \"credential\": \"…\"}])", path, err)
+	}
+	if err := devicectl.CheckICEServers(servers); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return servers, nil
+}

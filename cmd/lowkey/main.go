@@ -134,6 +134,9 @@ type hubCmd struct {
 	AgentPath     string            `placeholder:"DIRS" help:"Where agent CLIs (claude) are found: the PATH of turns and jobs (default: the system's directories)."`
 	AgentBin      map[string]string `placeholder:"PRESET=PATH" help:"A preset's CLI at a path of its own (--agent-bin claude=/opt/claude/bin/claude); repeatable."`
 	WorkDir       string            `placeholder:"DIR" help:"Where the sessions' working directories go, outside --data (default: /var/lib/lowkey-work as root, DATA-work otherwise)."`
+	ICEServer     []string          `name:"ice-server" sep:"none" placeholder:"URL" help:"A STUN server to find paths with (stun:HOST:PORT); repeatable. TURN servers, which need credentials, go in --ice-servers."`
+	ICEServers    string            `name:"ice-servers" type:"existingfile" placeholder:"FILE" help:"STUN/TURN servers with their credentials, as WebRTC writes them: [{\"urls\":[\"turn:HOST:3478?transport=tcp\"],\"username\":\"…\",\"credential\":\"…\"}] (owner-only file)."`
+	NoRelay       bool              `name:"no-relay" help:"Do not relay links through the box itself (TURN over TCP on the web port)."`
 }
 
 func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
@@ -145,7 +148,12 @@ func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
 			return &cli.UsageError{Msg: fmt.Sprintf("--agent-bin %s=…: there is no preset %q", name, name)}
 		}
 	}
+	servers, err := c.iceServers()
+	if err != nil {
+		return err
+	}
 	cfg := hub.Config{
+		ICEServers: servers, NoRelay: c.NoRelay,
 		DataDir: g.Data, Listen: c.Listen, PagesListen: c.PagesListen, PagesOrigin: c.PagesOrigin,
 		Name: c.Name, TLSCert: c.TLSCert, TLSKey: c.TLSKey, NoMDNS: c.NoMDNS,
 		SessionMemory: int64(c.SessionMemory), AgentUser: c.AgentUser, AgentPath: c.AgentPath, AgentBins: c.AgentBin, WorkDir: c.WorkDir,
@@ -178,6 +186,28 @@ func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
 	<-ctx.Done()
 	fmt.Fprintln(o.Out, "stopping")
 	return h.Close()
+}
+
+// iceServers are the --ice-server URLs and the --ice-servers file's.
+func (c *hubCmd) iceServers() ([]devicectl.ICEServer, error) {
+	var servers []devicectl.ICEServer
+	for _, u := range c.ICEServer {
+		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "stuns:") {
+			return nil, &cli.UsageError{Msg: fmt.Sprintf("--ice-server %s: give a STUN server (stun:HOST:PORT); a TURN server and its credentials go in --ice-servers FILE, so they are not on the command line", u)}
+		}
+		servers = append(servers, devicectl.ICEServer{URLs: []string{u}})
+	}
+	if c.ICEServers != "" {
+		more, err := hub.LoadICEServers(c.ICEServers)
+		if err != nil {
+			return nil, err
+		}
+		servers = append(servers, more...)
+	}
+	if err := devicectl.CheckICEServers(servers); err != nil {
+		return nil, &cli.UsageError{Msg: err.Error()}
+	}
+	return servers, nil
 }
 
 // call does one admin request against the running hub of g.Data.
