@@ -25,19 +25,24 @@ func TestDemoRunsTheRealFlow(t *testing.T) {
 // The benchmark command works end to end and reports every figure; the
 // figures themselves are for people, not assertions.
 func TestBenchLinkReportsEveryFigure(t *testing.T) {
-	out, code := run(t, "", "lowkey", "bench", "link", "--json", "--rounds", "50", "--bulk-runs", "1")
+	out, code := run(t, "", "lowkey", "bench", "link", "--json", "--rounds", "50", "--bulk-runs", "1", "--path", "relayed")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
 	line := out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]
-	var rep map[string]float64
+	var rep map[string]any
 	if err := json.Unmarshal([]byte(line), &rep); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	for _, k := range []string{"raw_rtt_p50_us", "raw_rtt_p99_us", "link_rtt_p50_us", "link_rtt_p99_us", "raw_5mib_ms", "link_5mib_ms", "link_rpc_during_bulk_p99_ms"} {
-		if rep[k] <= 0 {
+	for _, k := range []string{"raw_rtt_p50_us", "raw_rtt_p99_us", "link_rtt_p50_us", "link_rtt_p99_us", "raw_5mib_ms", "link_5mib_ms", "link_rpc_during_bulk_p99_ms",
+		"relayed_rtt_p50_us", "relayed_5mib_ms", "relayed_rtt_p50_ratio", "relayed_5mib_ratio"} {
+		if v, _ := rep[k].(float64); v <= 0 {
 			t.Fatalf("%s missing or zero in %s", k, line)
 		}
+	}
+	// The relayed figures are a relayed link's.
+	if rep["relayed_path"] != "relayed" {
+		t.Fatalf("the relayed link went %v: %s", rep["relayed_path"], line)
 	}
 }
 

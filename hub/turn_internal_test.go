@@ -5,6 +5,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,5 +135,41 @@ func TestTheBoxsRelay(t *testing.T) {
 	h.relay.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("%d credentials left after the computer was forgotten", left)
+	}
+}
+
+// The owner's STUN/TURN servers come from a file only they may read, in
+// WebRTC's own shape; anything else says what to fix.
+func TestLoadICEServers(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := `[{"urls": ["stun:stun.example:3478"]}, {"urls": ["turn:turn.example:3478?transport=tcp"], "username": "box", "credential": "s3cret"}]`
+	servers, err := LoadICEServers(write("good.json", good, 0o600))
+	if err != nil || len(servers) != 2 || servers[1].Credential != "s3cret" {
+		t.Fatalf("a good file: %v %+v", err, servers)
+	}
+	for _, tc := range []struct {
+		name, body string
+		mode       os.FileMode
+		says       string
+	}{
+		{"shared.json", good, 0o644, "chmod 600"},
+		{"notjson.json", "turn:turn.example", 0o600, `want [{"urls"`},
+		{"nocred.json", `[{"urls": ["turn:turn.example:3478"]}]`, 0o600, "needs a username and a credential"},
+		{"typo.json", `[{"url": ["stun:stun.example:3478"]}]`, 0o600, `unknown field "url"`},
+		{"scheme.json", `[{"urls": ["https://turn.example"]}]`, 0o600, "stun:HOST:PORT"},
+	} {
+		if _, err := LoadICEServers(write(tc.name, tc.body, tc.mode)); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: %v, want it to say %q", tc.name, err, tc.says)
+		}
 	}
 }

@@ -39,15 +39,16 @@ func (j jsonFlag) report(o *cli.IO, rep any, text func(w io.Writer)) error {
 
 type benchLinkCmd struct {
 	jsonFlag
-	Rounds   int `placeholder:"N" default:"${link_rounds}" help:"100-byte echo round trips per side (default: ${default})."`
-	BulkRuns int `placeholder:"N" default:"${link_bulk_runs}" help:"5 MiB transfers per side (the median is reported) (default: ${default})."`
-	Isolated int `placeholder:"N" default:"${link_isolated}" help:"Small calls during transfers, each after a quiet spell of 150 ms (default: ${default})."`
+	Rounds   int    `placeholder:"N" default:"${link_rounds}" help:"100-byte echo round trips per side (default: ${default})."`
+	BulkRuns int    `placeholder:"N" default:"${link_bulk_runs}" help:"5 MiB transfers per side (the median is reported) (default: ${default})."`
+	Isolated int    `placeholder:"N" default:"${link_isolated}" help:"Small calls during transfers, each after a quiet spell of 150 ms (default: ${default})."`
+	Path     string `enum:"direct,relayed" default:"direct" help:"relayed: also a computer that may only be relayed (through the box's own relay), beside the direct link (default: ${default})."`
 }
 
 func (c *benchLinkCmd) Run(o *cli.IO) error {
 	ctx, stop := signalContext()
 	defer stop()
-	rep, err := bench.Link(ctx, bench.LinkOptions{Rounds: c.Rounds, BulkRuns: c.BulkRuns, Isolated: c.Isolated, Progress: o.Err})
+	rep, err := bench.Link(ctx, bench.LinkOptions{Rounds: c.Rounds, BulkRuns: c.BulkRuns, Isolated: c.Isolated, Relayed: c.Path == "relayed", Progress: o.Err})
 	if err != nil {
 		return err
 	}
@@ -55,6 +56,10 @@ func (c *benchLinkCmd) Run(o *cli.IO) error {
 		fmt.Fprintf(w, "100-byte echo    raw pion p50 %7.1f µs  p99 %7.1f µs\n", rep.RawRTTP50us, rep.RawRTTP99us)
 		fmt.Fprintf(w, "                 link     p50 %7.1f µs  p99 %7.1f µs   (p50 ratio %.2fx)\n", rep.LinkRTTP50us, rep.LinkRTTP99us, rep.RTTRatio)
 		fmt.Fprintf(w, "5 MiB result     raw pion %7.1f ms  link %7.1f ms   (ratio %.2fx)\n", rep.Raw5MiBms, rep.Link5MiBms, rep.BulkRatio)
+		if rep.RelayedPath != "" {
+			fmt.Fprintf(w, "relayed link     echo p50 %7.1f µs  p99 %7.1f µs   (p50 %.2fx the direct link's)\n", rep.RelayedRTTP50us, rep.RelayedRTTP99us, rep.RelayedRTTRatio)
+			fmt.Fprintf(w, "                 5 MiB %7.1f ms                (%.2fx the direct link's)\n", rep.Relayed5MiBms, rep.Relayed5MiBRatio)
+		}
 		fmt.Fprintf(w, "small call during 5 MiB transfers: p50 %.2f ms, p99 %.2f ms\n", rep.LinkRPCDuringBulkP50, rep.LinkRPCDuringBulkP99)
 		fmt.Fprintf(w, "  each after a quiet spell (%d calls): p50 %.2f ms, max %.2f ms\n", rep.IsolatedCalls, rep.LinkRPCIsolatedP50, rep.LinkRPCIsolatedMax)
 	})

@@ -128,6 +128,10 @@ func TestWrongCommandLinesAreRefusedWithUsage(t *testing.T) {
 		{[]string{"completion", "tcsh"}, `must be one of "bash","zsh","fish"`},
 		{[]string{"hub", "--agent-bin", "claud=/usr/bin/true", "--data", dir}, `there is no preset "claud"`},
 		{[]string{"hub", "--agent-bin", "claude", "--data", dir}, "--agent-bin"},
+		{[]string{"hub", "--ice-server", "turn:relay.example:3478", "--data", dir}, "a TURN server and its credentials go in --ice-servers FILE"},
+		{[]string{"hub", "--ice-server", "stun:", "--data", dir}, "stun:HOST:PORT"},
+		{[]string{"hub", "--ice-servers", filepath.Join(dir, "none.json"), "--data", dir}, "none.json"},
+		{[]string{"bench", "link", "--path", "sideways"}, `--path must be one of "direct","relayed"`},
 	} {
 		r := lk(t, "", tc.args...)
 		if r.code != cli.ExitUsage || !strings.Contains(r.err, tc.says) || !strings.Contains(r.err, "Usage: lowkey") || r.out != "" {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lowkeyhq/lowkey/companion"
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/internal/local"
 )
@@ -31,9 +32,17 @@ type LinkReport struct {
 	LinkRPCIsolatedMax float64 `json:"link_rpc_isolated_during_bulk_max_ms"`
 	RTTRatio           float64 `json:"rtt_p50_ratio"`
 	BulkRatio          float64 `json:"bulk_5mib_ratio"`
-	Rounds             int     `json:"rounds"`
-	BulkRuns           int     `json:"bulk_runs"`
-	IsolatedCalls      int     `json:"isolated_calls"`
+	// With the relayed path: a second computer that may only be relayed,
+	// through the box's own relay (TURN over TCP on its web port).
+	RelayedPath      string  `json:"relayed_path,omitempty"`
+	RelayedRTTP50us  float64 `json:"relayed_rtt_p50_us,omitempty"`
+	RelayedRTTP99us  float64 `json:"relayed_rtt_p99_us,omitempty"`
+	Relayed5MiBms    float64 `json:"relayed_5mib_ms,omitempty"`
+	RelayedRTTRatio  float64 `json:"relayed_rtt_p50_ratio,omitempty"`
+	Relayed5MiBRatio float64 `json:"relayed_5mib_ratio,omitempty"`
+	Rounds           int     `json:"rounds"`
+	BulkRuns         int     `json:"bulk_runs"`
+	IsolatedCalls    int     `json:"isolated_calls"`
 }
 
 // Defaults of LinkOptions.
@@ -48,6 +57,8 @@ type LinkOptions struct {
 	Rounds   int // echo round trips per side
 	BulkRuns int // 5 MiB transfers per side (median)
 	Isolated int // small calls, each after a quiet spell, during transfers
+	// Relayed measures a relayed link too, beside the direct one.
+	Relayed  bool
 	Progress io.Writer
 }
 
@@ -88,19 +99,28 @@ func Link(ctx context.Context, o LinkOptions) (*LinkReport, error) {
 		return nil, err
 	}
 	defer p.Close()
-	call := func(ctx context.Context, n int) error {
-		args, _ := json.Marshal(map[string]int{"bytes": n})
-		res, err := p.Hub.Call(ctx, p.DeviceID, "sys.echo", "bench", args)
-		if err == nil && len(res.Blob) != n {
-			err = fmt.Errorf("echo returned %d bytes, want %d", len(res.Blob), n)
+	call := func(ctx context.Context, n int) error { return echo(ctx, p, n) }
+	var relayed *local.Pair
+	if o.Relayed {
+		fmt.Fprintln(o.Progress, "relayed link: a second box and a computer that may only be relayed")
+		relayed, err = local.Start(ctx, dir+"/relayed", local.Options{Logger: quiet, Companion: func(c *companion.Config) { c.RelayOnly = true }})
+		if err != nil {
+			return nil, err
 		}
-		return err
+		defer relayed.Close()
+		ds, err := relayed.Hub.Devices()
+		if err != nil || len(ds) != 1 {
+			return nil, fmt.Errorf("the relayed box's devices: %v", err)
+		}
+		if rep.RelayedPath = ds[0].Path; rep.RelayedPath != devicectl.PathRelayed {
+			return nil, fmt.Errorf("the relayed link goes %q, not relayed", rep.RelayedPath)
+		}
 	}
 
 	// The two sides take turns, in blocks, so a busy moment on the
 	// machine weighs on both.
 	fmt.Fprintln(o.Progress, "echo: raw pion and the link, alternating")
-	var rawRTTs, linkRTTs []time.Duration
+	var rawRTTs, linkRTTs, relayedRTTs []time.Duration
 	const blocks = 10
 	for b := range blocks {
 		n := o.Rounds / blocks
@@ -119,12 +139,19 @@ func Link(ctx context.Context, o LinkOptions) (*LinkReport, error) {
 			}
 			linkRTTs = append(linkRTTs, time.Since(t))
 		}
+		for i := 0; relayed != nil && i < n; i++ {
+			t := time.Now()
+			if err := echo(ctx, relayed, 100); err != nil {
+				return nil, err
+			}
+			relayedRTTs = append(relayedRTTs, time.Since(t))
+		}
 	}
 	rep.RawRTTP50us, rep.RawRTTP99us = us(percentile(rawRTTs, .5)), us(percentile(rawRTTs, .99))
 	rep.LinkRTTP50us, rep.LinkRTTP99us = us(percentile(linkRTTs, .5)), us(percentile(linkRTTs, .99))
 
 	fmt.Fprintln(o.Progress, "5 MiB results: raw pion and the link, alternating")
-	var rawBulks, linkBulks []time.Duration
+	var rawBulks, linkBulks, relayedBulks []time.Duration
 	for range o.BulkRuns {
 		d, err := raw.bulk(size, devicectl.DefaultChunkSize)
 		if err != nil {
@@ -136,8 +163,21 @@ func Link(ctx context.Context, o LinkOptions) (*LinkReport, error) {
 			return nil, err
 		}
 		linkBulks = append(linkBulks, time.Since(t))
+		if relayed != nil {
+			t := time.Now()
+			if err := echo(ctx, relayed, size); err != nil {
+				return nil, err
+			}
+			relayedBulks = append(relayedBulks, time.Since(t))
+		}
 	}
 	rep.Raw5MiBms, rep.Link5MiBms = ms(percentile(rawBulks, .5)), ms(percentile(linkBulks, .5))
+	if relayed != nil {
+		rep.RelayedRTTP50us, rep.RelayedRTTP99us = us(percentile(relayedRTTs, .5)), us(percentile(relayedRTTs, .99))
+		rep.Relayed5MiBms = ms(percentile(relayedBulks, .5))
+		rep.RelayedRTTRatio = rep.RelayedRTTP50us / rep.LinkRTTP50us
+		rep.Relayed5MiBRatio = rep.Relayed5MiBms / rep.Link5MiBms
+	}
 
 	fmt.Fprintln(o.Progress, "lowkey link: small calls during 5 MiB transfers")
 	bctx, stopBulk := context.WithCancel(ctx)
@@ -191,4 +231,14 @@ func Link(ctx context.Context, o LinkOptions) (*LinkReport, error) {
 	rep.RTTRatio = rep.LinkRTTP50us / rep.RawRTTP50us
 	rep.BulkRatio = rep.Link5MiBms / rep.Raw5MiBms
 	return rep, nil
+}
+
+// echo asks the pair's computer for n bytes.
+func echo(ctx context.Context, p *local.Pair, n int) error {
+	args, _ := json.Marshal(map[string]int{"bytes": n})
+	res, err := p.Hub.Call(ctx, p.DeviceID, "sys.echo", "bench", args)
+	if err == nil && len(res.Blob) != n {
+		err = fmt.Errorf("echo returned %d bytes, want %d", len(res.Blob), n)
+	}
+	return err
 }
