@@ -18,7 +18,18 @@ type LiveRequest struct {
 	FPS     int    `json:"fps"`
 	MaxEdge int    `json:"max_edge"`
 	Quality int    `json:"quality"`
+	// Mode is LiveUpdates (the default: what changed, see LiveUpdate) or
+	// LiveJPEG (every frame a whole JPEG, for the simplest viewers).
+	Mode string `json:"mode,omitempty"`
+	// Key asks a running stream for a whole frame now.
+	Key bool `json:"key,omitempty"`
 }
+
+// Live stream modes.
+const (
+	LiveUpdates = "updates"
+	LiveJPEG    = "jpeg"
+)
 
 // DecodeLiveRequest reads a "live" notice body.
 func DecodeLiveRequest(b json.RawMessage) (LiveRequest, error) {
@@ -29,8 +40,133 @@ func DecodeLiveRequest(b json.RawMessage) (LiveRequest, error) {
 	if r.Source != "screen" && r.Source != "browser" {
 		return r, errors.New("live source is screen or browser")
 	}
+	switch r.Mode {
+	case "":
+		r.Mode = LiveUpdates
+	case LiveUpdates, LiveJPEG:
+	default:
+		return r, errors.New("live mode is updates or jpeg")
+	}
 	r.FPS = min(max(r.FPS, 1), 30)
 	return r, nil
+}
+
+// A LiveUpdate is one step of the live screen in the updates mode: a
+// whole frame (Key) or what changed since the update before it (Seq-1):
+// regions copied from elsewhere on the previous picture (a scroll) and
+// JPEG tiles drawn over it, in order.
+//
+// On the wire, big-endian: "LKU1", flags (1 = key), width, height (2 bytes
+// each), seq (4), op count (2); each op: kind (1: 0 tile, 1 copy), x, y, w,
+// h (2 bytes each), then a copy's source x, y (2 each) or a tile's JPEG
+// length (4) and bytes.
+type LiveUpdate struct {
+	Key           bool
+	Width, Height int
+	Seq           uint32
+	Ops           []LiveOp
+}
+
+// LiveOp is one step of an update.
+type LiveOp struct {
+	Copy       bool
+	X, Y, W, H int
+	// SrcX, SrcY: where a copy's region was on the previous picture.
+	SrcX, SrcY int
+	// JPEG: a tile's picture, W×H, drawn at X, Y.
+	JPEG []byte
+}
+
+var liveMagic = []byte("LKU1")
+
+// Marshal writes the update in its wire form.
+func (u *LiveUpdate) Marshal() []byte {
+	n := 15
+	for _, op := range u.Ops {
+		n += 9 + 4 + len(op.JPEG)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, liveMagic...)
+	flags := byte(0)
+	if u.Key {
+		flags = 1
+	}
+	b = append(b, flags)
+	b = binary.BigEndian.AppendUint16(b, uint16(u.Width))
+	b = binary.BigEndian.AppendUint16(b, uint16(u.Height))
+	b = binary.BigEndian.AppendUint32(b, u.Seq)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(u.Ops)))
+	for _, op := range u.Ops {
+		kind := byte(0)
+		if op.Copy {
+			kind = 1
+		}
+		b = append(b, kind)
+		for _, v := range []int{op.X, op.Y, op.W, op.H} {
+			b = binary.BigEndian.AppendUint16(b, uint16(v))
+		}
+		if op.Copy {
+			b = binary.BigEndian.AppendUint16(b, uint16(op.SrcX))
+			b = binary.BigEndian.AppendUint16(b, uint16(op.SrcY))
+			continue
+		}
+		b = binary.BigEndian.AppendUint32(b, uint32(len(op.JPEG)))
+		b = append(b, op.JPEG...)
+	}
+	return b
+}
+
+// ErrBadLiveUpdate is an update that does not parse or does not fit its
+// own picture.
+var ErrBadLiveUpdate = errors.New("malformed live update")
+
+// ParseLiveUpdate reads an update's wire form and checks every region
+// lies inside the picture.
+func ParseLiveUpdate(b []byte) (*LiveUpdate, error) {
+	if len(b) < 15 || string(b[:4]) != string(liveMagic) || len(b) > MaxLiveFrame {
+		return nil, ErrBadLiveUpdate
+	}
+	u := &LiveUpdate{Key: b[4]&1 == 1, Width: int(binary.BigEndian.Uint16(b[5:])), Height: int(binary.BigEndian.Uint16(b[7:])),
+		Seq: binary.BigEndian.Uint32(b[9:])}
+	count := int(binary.BigEndian.Uint16(b[13:]))
+	b = b[15:]
+	inside := func(x, y, w, h int) bool { return w > 0 && h > 0 && x+w <= u.Width && y+h <= u.Height }
+	for range count {
+		if len(b) < 9 {
+			return nil, ErrBadLiveUpdate
+		}
+		op := LiveOp{Copy: b[0] == 1, X: int(binary.BigEndian.Uint16(b[1:])), Y: int(binary.BigEndian.Uint16(b[3:])),
+			W: int(binary.BigEndian.Uint16(b[5:])), H: int(binary.BigEndian.Uint16(b[7:]))}
+		if b[0] > 1 || !inside(op.X, op.Y, op.W, op.H) {
+			return nil, ErrBadLiveUpdate
+		}
+		b = b[9:]
+		if op.Copy {
+			if len(b) < 4 {
+				return nil, ErrBadLiveUpdate
+			}
+			op.SrcX, op.SrcY = int(binary.BigEndian.Uint16(b)), int(binary.BigEndian.Uint16(b[2:]))
+			if !inside(op.SrcX, op.SrcY, op.W, op.H) || u.Key {
+				return nil, ErrBadLiveUpdate
+			}
+			b = b[4:]
+		} else {
+			if len(b) < 4 {
+				return nil, ErrBadLiveUpdate
+			}
+			n := binary.BigEndian.Uint32(b)
+			b = b[4:]
+			if uint64(n) > uint64(len(b)) {
+				return nil, ErrBadLiveUpdate
+			}
+			op.JPEG, b = b[:n], b[n:]
+		}
+		u.Ops = append(u.Ops, op)
+	}
+	if len(b) != 0 {
+		return nil, ErrBadLiveUpdate
+	}
+	return u, nil
 }
 
 // A live frame is split into parts of at most LivePart bytes, each with

@@ -69,6 +69,16 @@ func newNAT(t *testing.T) *natNet {
 	link(n.box, fmt.Sprintf("lknb%d", id), natBoxIP, n.router, "rbox", natInsideIP)
 	link(n.laptop, fmt.Sprintf("lknl%d", id), natLaptopIP, n.router, "rlap", natOutsideIP)
 	ip(t, "-n", n.laptop, "route", "add", "default", "via", natOutsideIP)
+	// The laptop knows the box by a name (ip netns exec puts this file
+	// over /etc/hosts for the laptop's commands).
+	etc := filepath.Join("/etc/netns", n.laptop)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(etc) })
+	if err := os.WriteFile(filepath.Join(etc, "hosts"), []byte("127.0.0.1 localhost\n"+natOutsideIP+" box.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command("ip", "netns", "exec", n.router, "sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
 		t.Fatalf("forwarding: %v %s", err, out)
 	}
@@ -145,7 +155,7 @@ func (b *box) session(t *testing.T) string {
 	return sess.ID
 }
 
-// A laptop behind a NAT reaching the box at its public address (a
+// A laptop behind a NAT reaching the box by name at its public address (a
 // forwarded port): the link comes up direct where UDP passes, over TCP
 // where UDP is dropped, through the box's own relay where only the
 // forwarded web port reaches the box, and moves from relayed to direct
@@ -156,7 +166,8 @@ func TestLinkThroughANAT(t *testing.T) {
 	data := t.TempDir()
 	b := startBox(t, n.box, data, natBoxIP+":7780", "--no-mdns")
 	state := t.TempDir()
-	mustRun(t, n.laptop, "lowkey-companion", "pair", "--hub", natOutsideIP+":7780", "--code", b.pairCode(t), "--state", state, "--name", "cafe-laptop")
+	// By the box's name and HTTPS address, as a person gives it.
+	mustRun(t, n.laptop, "lowkey-companion", "pair", "--hub", "https://box.example:7780", "--code", b.pairCode(t), "--state", state, "--name", "cafe-laptop")
 	ds := b.devices(t)
 	if len(ds) != 1 {
 		t.Fatalf("devices: %+v", ds)
