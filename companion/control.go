@@ -114,7 +114,7 @@ func (c *control) screenDriver() (*screen.Screen, error) {
 }
 
 // notice applies a message from the box.
-func (c *control) notice(n devicectl.Notice, send func(frame uint32, data []byte)) {
+func (c *control) notice(n devicectl.Notice, out liveOut) {
 	switch n.Type {
 	case "grants":
 		var gn struct {
@@ -132,7 +132,7 @@ func (c *control) notice(n devicectl.Notice, send func(frame uint32, data []byte
 			c.log.Warn("ignored a malformed live request", "err", err)
 			return
 		}
-		c.setLive(r, send)
+		c.setLive(r, out)
 	}
 }
 

@@ -1,8 +1,12 @@
 package companion
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"image"
+	"image/draw"
+	"image/png"
 	"sync/atomic"
 	"time"
 
@@ -10,18 +14,50 @@ import (
 	"github.com/lowkeyhq/lowkey/devicectl/screen"
 )
 
+// liveOut is where a live stream's frames go: the live data channel.
+type liveOut interface {
+	// send sends one frame (in parts); false when it could not.
+	send(frame uint32, data []byte) bool
+	// buffered is what the channel has not yet sent.
+	buffered() uint64
+}
+
 // liveStream captures and sends frames at a steady rate while its
-// conversation holds the grant for the source.
+// conversation holds the grant for the source. In the updates mode it
+// sends what changed, and fits the path: a frame is skipped while the
+// channel still holds the last ones, and quality drops while it does and
+// climbs back once it drains.
 type liveStream struct {
 	c      *control
 	req    devicectl.LiveRequest
-	send   func(frame uint32, data []byte)
+	out    liveOut
 	stop   context.CancelFunc
 	done   chan struct{}
 	frames atomic.Int64
+	// key asks for a whole frame at the next capture.
+	key atomic.Bool
 }
 
-func (c *control) setLive(r devicectl.LiveRequest, send func(uint32, []byte)) {
+// How the stream fits the path: past highWater unsent, a frame is
+// skipped; past lowWater, quality steps down (to minQuality); below it,
+// back up to what was asked.
+const (
+	liveHighWater = 512 << 10
+	liveLowWater  = 64 << 10
+	minQuality    = 25
+)
+
+func (c *control) setLive(r devicectl.LiveRequest, out liveOut) {
+	if r.On && r.Key {
+		// A viewer needs a whole frame: the running stream sends one.
+		c.mu.Lock()
+		ls := c.live
+		c.mu.Unlock()
+		if ls != nil && ls.req.Conversation == r.Conversation && ls.req.Source == r.Source {
+			ls.key.Store(true)
+			return
+		}
+	}
 	c.stopLive()
 	if !r.On {
 		return
@@ -35,11 +71,11 @@ func (c *control) setLive(r devicectl.LiveRequest, send func(uint32, []byte)) {
 		return
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	ls := &liveStream{c: c, req: r, send: send, stop: stop, done: make(chan struct{})}
+	ls := &liveStream{c: c, req: r, out: out, stop: stop, done: make(chan struct{})}
 	c.mu.Lock()
 	c.live = ls
 	c.mu.Unlock()
-	c.log.Info("live screen on", "conversation", r.Conversation, "source", r.Source, "fps", r.FPS)
+	c.log.Info("live screen on", "conversation", r.Conversation, "source", r.Source, "fps", r.FPS, "mode", r.Mode)
 	go ls.run(ctx, capability)
 }
 
@@ -70,19 +106,41 @@ func (ls *liveStream) run(ctx context.Context, capability devicectl.Capability) 
 	defer close(ls.done)
 	interval := time.Second / time.Duration(ls.req.FPS)
 	next := time.Now()
-	var frame uint32
+	var (
+		frame   uint32
+		delta   screen.Delta
+		quality = ls.req.Quality
+		skipped = false
+	)
 	for ctx.Err() == nil {
 		if ls.c.allowed(ls.req.Conversation, capability) != nil {
 			return
 		}
-		data, err := ls.capture(ctx)
-		if err != nil {
-			ls.c.log.Warn("live screen stopped", "err", err)
-			return
+		switch b := ls.out.buffered(); {
+		case b > liveHighWater:
+			quality = max(minQuality, quality-10)
+			skipped = true
+		case b > liveLowWater:
+			quality = max(minQuality, quality-5)
+		default:
+			quality = min(ls.req.Quality, quality+5)
 		}
-		frame++
-		ls.send(frame, data)
-		ls.frames.Add(1)
+		if !skipped {
+			data, err := ls.frame(ctx, &delta, quality)
+			if err != nil {
+				ls.c.log.Warn("live screen stopped", "err", err)
+				return
+			}
+			if data != nil {
+				frame++
+				if !ls.out.send(frame, data) && ls.req.Mode == devicectl.LiveUpdates {
+					// A lost update breaks the chain: start it again.
+					ls.key.Store(true)
+				}
+				ls.frames.Add(1)
+			}
+		}
+		skipped = false
 		next = next.Add(interval)
 		if d := time.Until(next); d > 0 {
 			select {
@@ -93,6 +151,60 @@ func (ls *liveStream) run(ctx context.Context, capability devicectl.Capability) 
 			next = time.Now() // behind: do not try to catch up
 		}
 	}
+}
+
+// frame captures and encodes the next frame: a whole JPEG, or in the
+// updates mode what changed (nil when nothing did).
+func (ls *liveStream) frame(ctx context.Context, delta *screen.Delta, quality int) ([]byte, error) {
+	if ls.req.Mode != devicectl.LiveUpdates {
+		return ls.capture(ctx)
+	}
+	img, err := ls.picture(ctx)
+	if err != nil {
+		return nil, err
+	}
+	u, err := delta.Next(img, quality, ls.req.Quality, ls.key.Swap(false))
+	if err != nil {
+		return nil, err
+	}
+	if len(u.Ops) == 0 && !u.Key {
+		return nil, nil
+	}
+	return u.Marshal(), nil
+}
+
+// picture captures the source as pixels, no larger than max_edge.
+func (ls *liveStream) picture(ctx context.Context) (*image.RGBA, error) {
+	var img image.Image
+	if ls.req.Source == "browser" {
+		// The tab comes as an image already: a lossless one, so a still
+		// page is still.
+		args, _ := json.Marshal(map[string]any{"format": "png", "max_edge": ls.req.MaxEdge})
+		res, err := ls.c.browserDriver().Do(ctx, "browser.screenshot", args)
+		if err != nil {
+			return nil, err
+		}
+		if img, err = png.Decode(bytes.NewReader(res.Blob)); err != nil {
+			return nil, err
+		}
+	} else {
+		s, err := ls.c.screenDriver()
+		if err != nil {
+			return nil, err
+		}
+		if img, err = s.Capture(); err != nil {
+			return nil, err
+		}
+	}
+	if b := img.Bounds(); ls.req.MaxEdge > 0 && max(b.Dx(), b.Dy()) > ls.req.MaxEdge {
+		img = screen.Scale(img, float64(ls.req.MaxEdge)/float64(max(b.Dx(), b.Dy())))
+	}
+	if rgba, ok := img.(*image.RGBA); ok {
+		return rgba, nil
+	}
+	rgba := image.NewRGBA(image.Rect(0, 0, img.Bounds().Dx(), img.Bounds().Dy()))
+	draw.Draw(rgba, rgba.Rect, img, img.Bounds().Min, draw.Src)
+	return rgba, nil
 }
 
 func (ls *liveStream) capture(ctx context.Context) ([]byte, error) {

@@ -257,25 +257,14 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 	}
 	sig := &devicectl.SignedSignaler{T: c.Conn, Key: id.Key, PeerKey: hub.Peer.PublicKey, Role: "companion", PeerRole: "hub", Binding: binding}
 	setup, cancel := context.WithTimeout(ctx, 15*time.Second)
-	var live atomic.Pointer[webrtc.DataChannel]
-	send := func(frame uint32, data []byte) {
-		dc := live.Load()
-		if dc == nil || dc.BufferedAmount() > 2<<20 {
-			return // the viewer is behind: drop this frame
-		}
-		for _, part := range devicectl.LiveParts(frame, data) {
-			if dc.Send(part) != nil {
-				return
-			}
-		}
-	}
+	live := &liveChannel{}
 	conn, err := devicectl.Answer(setup, devicectl.PeerConfig{
 		Identity: id, PeerFingerprint: hub.Peer.Fingerprint, LoopbackOnly: r.cfg.LoopbackICE,
 		BoxAddr: addr, RelayOnly: r.cfg.RelayOnly,
-		Logger: r.log, Link: devicectl.LinkConfig{Handler: ctl.handle, OnNotice: func(n devicectl.Notice) { ctl.notice(n, send) }},
+		Logger: r.log, Link: devicectl.LinkConfig{Handler: ctl.handle, OnNotice: func(n devicectl.Notice) { ctl.notice(n, live) }},
 	}, sig)
 	if conn != nil {
-		live.Store(conn.Live)
+		live.dc.Store(conn.Live)
 	}
 	cancel()
 	if conn == nil {
@@ -301,6 +290,29 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// liveChannel sends live frames on the link's live data channel.
+type liveChannel struct{ dc atomic.Pointer[webrtc.DataChannel] }
+
+func (l *liveChannel) send(frame uint32, data []byte) bool {
+	dc := l.dc.Load()
+	if dc == nil || dc.BufferedAmount() > 2<<20 {
+		return false // the viewer is behind: drop this frame
+	}
+	for _, part := range devicectl.LiveParts(frame, data) {
+		if dc.Send(part) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (l *liveChannel) buffered() uint64 {
+	if dc := l.dc.Load(); dc != nil {
+		return dc.BufferedAmount()
+	}
+	return 0
 }
 
 func revokedOr(err error) error {

@@ -152,10 +152,10 @@ func (h *Hub) getPairing(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, h.pairingState())
 }
 
-// openStream upgrades a request to a WebSocket the box only writes to:
-// what the client sends is read and dropped, and gone closes when it
-// leaves. The hub waits for the stream on Close; end closes it.
-func (h *Hub) openStream(w http.ResponseWriter, r *http.Request) (ws *websocket.Conn, gone <-chan struct{}, end func(), err error) {
+// openStream upgrades a request to a WebSocket the box writes to: what
+// the client sends goes to onMessage (nil: dropped), and gone closes when
+// it leaves. The hub waits for the stream on Close; end closes it.
+func (h *Hub) openStream(w http.ResponseWriter, r *http.Request, onMessage func([]byte)) (ws *websocket.Conn, gone <-chan struct{}, end func(), err error) {
 	ws, err = eventsUpgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return nil, nil, nil, err
@@ -166,8 +166,12 @@ func (h *Hub) openStream(w http.ResponseWriter, r *http.Request) (ws *websocket.
 	go func() {
 		defer close(left)
 		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
+			_, m, err := ws.ReadMessage()
+			if err != nil {
 				return
+			}
+			if onMessage != nil {
+				onMessage(m)
 			}
 		}
 	}()
@@ -179,7 +183,7 @@ func (h *Hub) getBoxEvents(w http.ResponseWriter, r *http.Request) {
 	p, _ := r.Context().Value(principalKey{}).(principal)
 	sub, cancel := h.box.subscribe(p.role == RoleOwner)
 	defer cancel()
-	ws, gone, end, err := h.openStream(w, r)
+	ws, gone, end, err := h.openStream(w, r, nil)
 	if err != nil {
 		return
 	}

@@ -5,6 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"image"
+	"image/color"
+	"image/draw"
 	"image/jpeg"
 	"io"
 	"net/http"
@@ -346,7 +349,7 @@ func TestDesktopAndLiveScreenUnderXvfb(t *testing.T) {
 		t.Fatalf("capabilities: %v", caps)
 	}
 	// The live screen needs the desktop toggle.
-	u := "ws" + strings.TrimPrefix(p.URL(), "http") + "/api/v1/sessions/" + s.id + "/devices/" + s.dev + "/live?fps=20"
+	u := "ws" + strings.TrimPrefix(p.URL(), "http") + "/api/v1/sessions/" + s.id + "/devices/" + s.dev + "/live?fps=20&mode=jpeg"
 	hdr := http.Header{"Authorization": {"Bearer " + p.Hub.Token()}}
 	if _, resp, err := websocket.DefaultDialer.Dial(u, hdr); err == nil || resp == nil || resp.StatusCode != 409 {
 		t.Fatalf("live without the toggle: %v", err)
@@ -393,6 +396,126 @@ func TestDesktopAndLiveScreenUnderXvfb(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no audit record for watching the screen")
+	}
+}
+
+// composeLive draws an update onto a viewer's picture, as the web app does.
+func composeLive(t *testing.T, pic *image.RGBA, data []byte) (*image.RGBA, *devicectl.LiveUpdate) {
+	t.Helper()
+	u, err := devicectl.ParseLiveUpdate(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Key {
+		pic = image.NewRGBA(image.Rect(0, 0, u.Width, u.Height))
+	} else if pic == nil {
+		t.Fatalf("update %d builds on a picture the viewer does not have", u.Seq)
+	}
+	for _, op := range u.Ops {
+		dst := image.Rect(op.X, op.Y, op.X+op.W, op.Y+op.H)
+		if op.Copy {
+			src := image.NewRGBA(pic.Rect)
+			copy(src.Pix, pic.Pix)
+			draw.Draw(pic, dst, src, image.Pt(op.SrcX, op.SrcY), draw.Src)
+			continue
+		}
+		tile, err := jpeg.Decode(bytes.NewReader(op.JPEG))
+		if err != nil {
+			t.Fatal(err)
+		}
+		draw.Draw(pic, dst, tile, tile.Bounds().Min, draw.Src)
+	}
+	return pic, u
+}
+
+// near says whether the viewer's pixel at x, y is c, within JPEG's error.
+func near(pic *image.RGBA, x, y int, c color.RGBA) bool {
+	got := pic.RGBAAt(x, y)
+	d := func(a, b uint8) int { return max(int(a)-int(b), int(b)-int(a)) }
+	return d(got.R, c.R) < 24 && d(got.G, c.G) < 24 && d(got.B, c.B) < 24
+}
+
+// The live screen sends a whole frame, then only what changed: a box
+// drawn on the screen arrives as a small update, a still screen sends
+// nothing, and a whole frame comes when a viewer asks for one or joins.
+func TestLiveUpdatesUnderXvfb(t *testing.T) {
+	display := testenv.Xvfb(t, 1280, 720)
+	p := startControlPair(t, nil, func(c *companion.Config) { c.Display = display })
+	s := newConversation(t, p)
+	s.access(false, true)
+	bg, red := color.RGBA{30, 60, 90, 255}, color.RGBA{220, 30, 30, 255}
+	testenv.Paint(t, display, image.Rect(0, 0, 1280, 720), bg)
+	u := "ws" + strings.TrimPrefix(p.URL(), "http") + "/api/v1/sessions/" + s.id + "/devices/" + s.dev + "/live?fps=30"
+	hdr := http.Header{"Authorization": {"Bearer " + p.Hub.Token()}}
+	ws, _, err := websocket.DefaultDialer.Dial(u, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	read := func(ws *websocket.Conn, limit time.Duration) ([]byte, error) {
+		_ = ws.SetReadDeadline(time.Now().Add(limit))
+		_, data, err := ws.ReadMessage()
+		return data, err
+	}
+	data, err := read(ws, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pic, up := composeLive(t, nil, data)
+	if !up.Key || up.Width != 1280 || up.Height != 720 || !near(pic, 640, 360, bg) {
+		t.Fatalf("the first update: key %v, %dx%d, centre %v", up.Key, up.Width, up.Height, pic.RGBAAt(640, 360))
+	}
+
+	// Something changes on the screen: a small update carries it.
+	testenv.Paint(t, display, image.Rect(200, 200, 300, 250), red)
+	for i := 0; !near(pic, 250, 225, red); i++ {
+		if i == 50 {
+			t.Fatal("the red box never reached the viewer")
+		}
+		data, err := read(ws, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pic, up = composeLive(t, pic, data)
+		if up.Key || len(data) > 20<<10 {
+			t.Fatalf("a 100x50 change came as a key %v of %d bytes", up.Key, len(data))
+		}
+	}
+	if !near(pic, 640, 360, bg) || !near(pic, 150, 150, bg) {
+		t.Fatal("the viewer's picture around the change is wrong")
+	}
+
+	// A still screen: nothing more (the first frame was at full quality).
+	if data, err := read(ws, 1500*time.Millisecond); err == nil {
+		_, up := composeLive(t, pic, data)
+		t.Fatalf("a still screen sent an update of %d ops", len(up.Ops))
+	}
+	ws.Close()
+
+	// A new viewer starts at a whole frame, and gets one when it asks.
+	ws, _, err = websocket.DefaultDialer.Dial(u, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if data, err = read(ws, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if pic, up = composeLive(t, nil, data); !up.Key || !near(pic, 250, 225, red) {
+		t.Fatalf("a new viewer's first update: key %v", up.Key)
+	}
+	if err := ws.WriteMessage(websocket.TextMessage, []byte("key")); err != nil {
+		t.Fatal(err)
+	}
+	if data, err = read(ws, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, up = composeLive(t, nil, data); !up.Key {
+		t.Fatal("asked for a whole frame, got an update")
+	}
+	// Another way of watching while this one runs is refused, saying why.
+	if _, resp, err := websocket.DefaultDialer.Dial(u+"&mode=jpeg", hdr); err == nil || resp == nil || resp.StatusCode != http.StatusConflict {
+		t.Fatalf("a second mode while one streams: %v", err)
 	}
 }
 

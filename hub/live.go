@@ -14,15 +14,28 @@ import (
 )
 
 // liveRelay fans one computer's live screen out to the viewers on the
-// box. The computer streams while at least one viewer watches.
+// box. The computer streams while at least one viewer watches. In the
+// updates mode each update builds on the one before: a viewer that
+// missed one (it was slow, or a part was lost on the way) gets nothing
+// more until a whole frame, which the relay asks the computer for.
 type liveRelay struct {
 	device string
 	req    devicectl.LiveRequest
 	asm    devicectl.LiveAssembler
 
 	mu      sync.Mutex
-	viewers map[chan []byte]struct{}
+	viewers map[chan []byte]*viewer
+	// last is the update every viewer in step has; broken: one was lost
+	// before any viewer got it.
+	last    uint32
+	broken  bool
+	askedAt time.Time
 }
+
+type viewer struct{ behind bool }
+
+// keyEvery bounds how often a relay asks the computer for a whole frame.
+const keyEvery = 500 * time.Millisecond
 
 func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 	s := h.session(w, r.PathValue("id"))
@@ -34,7 +47,7 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	req := devicectl.LiveRequest{Conversation: s.ID, On: true, Source: q.Get("source"), FPS: 15, MaxEdge: 1280, Quality: 70}
+	req := devicectl.LiveRequest{Conversation: s.ID, On: true, Source: q.Get("source"), FPS: 15, MaxEdge: 1280, Quality: 70, Mode: q.Get("mode")}
 	if req.Source == "" {
 		req.Source = "screen"
 	}
@@ -69,14 +82,26 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 		fail(w, errcode.DeviceOffline, errOffline.Error())
 		return
 	}
-	ws, gone, end, err := h.openStream(w, r)
+	h.mu.Lock()
+	rl := h.lives[devID]
+	h.mu.Unlock()
+	if rl != nil && (rl.req.Mode != req.Mode || rl.req.Source != req.Source || rl.req.Conversation != req.Conversation) {
+		fail(w, errcode.Busy, "this computer's live "+rl.req.Source+" is being watched (as "+rl.req.Mode+") from a conversation; watch it the same way or wait until that ends")
+		return
+	}
+	frames := make(chan []byte, 4)
+	// A viewer may ask for a whole frame ("key") when its picture is off.
+	ws, gone, end, err := h.openStream(w, r, func(m []byte) {
+		if string(m) == "key" {
+			h.askKey(devID, false)
+		}
+	})
 	if err != nil {
 		return
 	}
 	defer end()
 	rec.Outcome = "done"
 	h.audit(rec)
-	frames := make(chan []byte, 2)
 	h.watch(devID, req, frames)
 	defer h.unwatch(devID, frames)
 	for {
@@ -103,16 +128,40 @@ func (h *Hub) watch(devID string, req devicectl.LiveRequest, ch chan []byte) {
 	rl := h.lives[devID]
 	first := rl == nil
 	if first {
-		rl = &liveRelay{device: devID, req: req, viewers: map[chan []byte]struct{}{}}
+		rl = &liveRelay{device: devID, req: req, viewers: map[chan []byte]*viewer{}, broken: true}
 		h.lives[devID] = rl
 	}
 	h.mu.Unlock()
 	rl.mu.Lock()
-	rl.viewers[ch] = struct{}{}
+	// A viewer joining a stream under way starts at a whole frame.
+	rl.viewers[ch] = &viewer{behind: !first && req.Mode == devicectl.LiveUpdates}
 	rl.mu.Unlock()
 	if first {
 		h.sendLive(devID, req)
+	} else {
+		h.askKey(devID, true)
 	}
+}
+
+// askKey asks the computer for a whole frame, at most once per keyEvery
+// unless now.
+func (h *Hub) askKey(devID string, now bool) {
+	h.mu.Lock()
+	rl := h.lives[devID]
+	h.mu.Unlock()
+	if rl == nil || rl.req.Mode != devicectl.LiveUpdates {
+		return
+	}
+	rl.mu.Lock()
+	if !now && time.Since(rl.askedAt) < keyEvery {
+		rl.mu.Unlock()
+		return
+	}
+	rl.askedAt = time.Now()
+	req := rl.req
+	rl.mu.Unlock()
+	req.Key = true
+	h.sendLive(devID, req)
 }
 
 func (h *Hub) unwatch(devID string, ch chan []byte) {
@@ -173,14 +222,50 @@ func (h *Hub) liveFrame(devID string, m []byte) {
 	if !ok {
 		return
 	}
+	if rl.req.Mode != devicectl.LiveUpdates {
+		rl.mu.Lock()
+		for ch := range rl.viewers {
+			select {
+			case ch <- frame:
+			default: // a slow viewer misses frames, never holds the others
+			}
+		}
+		rl.mu.Unlock()
+		return
+	}
+	u, err := devicectl.ParseLiveUpdate(frame)
+	if err != nil {
+		h.log.Debug("dropped a malformed live update", "device", devID, "err", err)
+		return
+	}
 	rl.mu.Lock()
-	for ch := range rl.viewers {
-		select {
-		case ch <- frame:
-		default: // a slow viewer misses frames, never holds the others
+	ask := false
+	switch {
+	case u.Key:
+		rl.broken = false
+	case rl.broken || u.Seq != rl.last+1:
+		// An update went missing on the way: nobody can apply this one.
+		rl.broken, ask = true, true
+	}
+	rl.last = u.Seq
+	if !rl.broken {
+		for ch, v := range rl.viewers {
+			if v.behind && !u.Key {
+				ask = true
+				continue
+			}
+			select {
+			case ch <- frame:
+				v.behind = false
+			default: // a slow viewer misses this one, and so the rest until a whole frame
+				v.behind, ask = true, true
+			}
 		}
 	}
 	rl.mu.Unlock()
+	if ask {
+		h.askKey(devID, false)
+	}
 }
 
 // checkLive ends the viewing of a computer whose conversation lost the
@@ -208,6 +293,6 @@ func (h *Hub) checkLive(devID string) {
 	for ch := range rl.viewers {
 		close(ch)
 	}
-	rl.viewers = map[chan []byte]struct{}{}
+	rl.viewers = map[chan []byte]*viewer{}
 	rl.mu.Unlock()
 }

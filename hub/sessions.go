@@ -182,7 +182,7 @@ func (h *Hub) getEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
-	ws, gone, end, err := h.openStream(w, r)
+	ws, gone, end, err := h.openStream(w, r, nil)
 	if err != nil {
 		return
 	}

@@ -41,8 +41,13 @@ func (d *Delta) Next(img *image.RGBA, quality, target int, key bool) (*devicectl
 		d.seed = maphash.MakeSeed()
 	}
 	rows := d.rowHashes(img)
-	d.seq++
-	u := &devicectl.LiveUpdate{Width: w, Height: h, Seq: d.seq}
+	// An update that carries nothing is not sent, so takes no number.
+	u := &devicectl.LiveUpdate{Width: w, Height: h, Seq: d.seq + 1}
+	defer func() {
+		if u.Key || len(u.Ops) > 0 {
+			d.seq++
+		}
+	}()
 	if key || d.prev == nil || d.prev.Rect != img.Rect {
 		u.Key = true
 		d.cols, d.rows = (w+Tile-1)/Tile, (h+Tile-1)/Tile

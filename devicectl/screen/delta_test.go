@@ -92,6 +92,7 @@ func TestDeltaUpdates(t *testing.T) {
 	var d Delta
 	var pic *image.RGBA
 	coarse := false
+	var lastSeq uint32
 	step := func(img *image.RGBA, q int, key bool) *devicectl.LiveUpdate {
 		t.Helper()
 		u, err := d.Next(img, q, 80, key)
@@ -101,6 +102,14 @@ func TestDeltaUpdates(t *testing.T) {
 		parsed, err := devicectl.ParseLiveUpdate(u.Marshal())
 		if err != nil {
 			t.Fatal(err)
+		}
+		// Updates sent are numbered one after another; one with nothing
+		// in it is not sent.
+		if len(u.Ops) > 0 && !u.Key && u.Seq != lastSeq+1 {
+			t.Fatalf("update %d after %d", u.Seq, lastSeq)
+		}
+		if len(u.Ops) > 0 || u.Key {
+			lastSeq = u.Seq
 		}
 		pic = apply(t, pic, parsed)
 		limit := 4.0

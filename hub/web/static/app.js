@@ -646,8 +646,55 @@ function stopLive() {
   if (state.live) { state.live.onclose = null; state.live.close(); state.live = null; }
 }
 
+// liveViewer draws the live screen's updates onto canvas, in order: a
+// whole frame, then what changed (regions copied from elsewhere on the
+// picture, a scroll; JPEG tiles drawn over it). The wire form is
+// devicectl.LiveUpdate's. An update that does not follow the last one
+// drawn is dropped and a whole frame asked for (askKey).
+function liveViewer(canvas, askKey) {
+  const ctx = canvas.getContext("2d");
+  let last = null, chain = Promise.resolve();
+  function parse(buf) {
+    const d = new DataView(buf);
+    if (buf.byteLength < 15 || d.getUint32(0) !== 0x4c4b5531) return null; // "LKU1"
+    const u = { key: (d.getUint8(4) & 1) === 1, width: d.getUint16(5), height: d.getUint16(7), seq: d.getUint32(9), ops: [] };
+    let at = 15;
+    for (let n = d.getUint16(13); n > 0; n--) {
+      const op = { copy: d.getUint8(at) === 1, x: d.getUint16(at + 1), y: d.getUint16(at + 3), w: d.getUint16(at + 5), h: d.getUint16(at + 7) };
+      at += 9;
+      if (op.copy) { op.sx = d.getUint16(at); op.sy = d.getUint16(at + 2); at += 4; }
+      else { const len = d.getUint32(at); op.jpeg = new Blob([new Uint8Array(buf, at + 4, len)], { type: "image/jpeg" }); at += 4 + len; }
+      u.ops.push(op);
+    }
+    return u;
+  }
+  async function draw(u) {
+    if (u.key) {
+      if (canvas.width !== u.width || canvas.height !== u.height) { canvas.width = u.width; canvas.height = u.height; }
+    } else if (last === null || u.seq !== last + 1) {
+      last = null; askKey(); return;
+    }
+    // Tiles decode in parallel, then all of the update draws at once.
+    const bitmaps = await Promise.all(u.ops.map(op => op.copy ? null : createImageBitmap(op.jpeg)));
+    u.ops.forEach((op, i) => {
+      if (op.copy) ctx.drawImage(canvas, op.sx, op.sy, op.w, op.h, op.x, op.y, op.w, op.h);
+      else { ctx.drawImage(bitmaps[i], op.x, op.y); bitmaps[i].close(); }
+    });
+    last = u.seq;
+  }
+  return {
+    add(buf) {
+      const u = parse(buf);
+      if (!u) return;
+      chain = chain.then(() => draw(u)).catch(() => { last = null; askKey(); });
+    },
+  };
+}
+
 function focusPane(sid, devices, toggles) {
   const img = el("img", { id: "focus-img", alt: "What the agent sees", hidden: true });
+  // The live screen: updates drawn onto a canvas (see liveViewer).
+  const canvas = el("canvas", { id: "focus-live", "aria-label": "Live view of the computer", role: "img", hidden: true });
   const caption = el("p", { class: "muted small", id: "focus-caption", text: "Screenshots and the live screen of the computer being driven show here." });
   const pages = el("ul", { class: "pages" });
   const pick = el("select", { "aria-label": "Computer" }, devices.map(d => el("option", { value: d.id, text: d.name })));
@@ -655,7 +702,7 @@ function focusPane(sid, devices, toggles) {
   const show = (blob, text) => {
     if (url) URL.revokeObjectURL(url);
     url = URL.createObjectURL(blob);
-    img.src = url; img.hidden = false; caption.textContent = text;
+    img.src = url; img.hidden = false; canvas.hidden = true; caption.textContent = text;
   };
   async function refresh() {
     const device = pick.value;
@@ -670,9 +717,14 @@ function focusPane(sid, devices, toggles) {
     stopLive();
     const device = pick.value;
     if (!device) return;
-    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/sessions/${sid}/devices/${device}/live?source=${source}&fps=10`);
-    ws.binaryType = "blob";
-    ws.onmessage = m => show(new Blob([m.data], { type: "image/jpeg" }), `live ${source} of ${deviceName(devices, device)}`);
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/sessions/${sid}/devices/${device}/live?source=${source}&fps=30`);
+    ws.binaryType = "arraybuffer";
+    const view = liveViewer(canvas, () => ws.readyState === WebSocket.OPEN && ws.send("key"));
+    ws.onmessage = m => {
+      view.add(m.data);
+      img.hidden = true; canvas.hidden = false;
+      caption.textContent = `live ${source} of ${deviceName(devices, device)}`;
+    };
     ws.onclose = ev => { caption.textContent = "live view ended" + (ev.reason ? ": " + ev.reason : ""); };
     state.live = ws;
   }
@@ -692,10 +744,10 @@ function focusPane(sid, devices, toggles) {
   const tabs = el("div", { class: "buttons", role: "toolbar", "aria-label": "Focus pane" }, refreshBtn, liveTab, liveScreen,
     el("button", { type: "button", onclick: stopLive, text: "Pause" }),
     el("button", { type: "button", onclick: () => { if (url) window.open(url, "_blank", "noopener"); }, text: "Pop out" }),
-    el("button", { type: "button", onclick: () => img.requestFullscreen && img.requestFullscreen(), text: "Fullscreen" }));
+    el("button", { type: "button", onclick: () => { const v = canvas.hidden ? img : canvas; if (v.requestFullscreen) v.requestFullscreen(); }, text: "Fullscreen" }));
   const close = el("button", { type: "button", class: "small narrow-only", text: "Close", onclick: () => closeFn() });
   const node = el("aside", { class: "focus", id: "focus", "aria-label": "Focus pane" }, el("div", { class: "focus-head" }, el("h2", { text: "Focus" }), close),
-    devices.length ? pick : el("p", { class: "muted small", text: "No paired computers." }), tabs, img, caption, el("h3", { text: "Pages" }), pages);
+    devices.length ? pick : el("p", { class: "muted small", text: "No paired computers." }), tabs, img, canvas, caption, el("h3", { text: "Pages" }), pages);
   grantsChanged();
   return {
     node, grantsChanged,
