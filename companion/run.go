@@ -293,7 +293,9 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 }
 
 // liveChannel sends live frames on the link's live data channel.
-type liveChannel struct{ dc atomic.Pointer[webrtc.DataChannel] }
+type liveChannel struct {
+	dc atomic.Pointer[webrtc.DataChannel]
+}
 
 func (l *liveChannel) send(frame uint32, data []byte) bool {
 	dc := l.dc.Load()
