@@ -77,6 +77,16 @@ func TestBenchBrowserAndLiveReportTheirFigures(t *testing.T) {
 	if err := json.Unmarshal([]byte(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), &rep); err != nil || rep["fps"] <= 0 || rep["width"] != 1280 {
 		t.Fatalf("bench live: %v %s", err, out)
 	}
+	// Every scene's figure is there; the still page is the one that costs
+	// least and whole frames the most (what sending changes is for).
+	for _, k := range []string{"still_mbit_s", "typing_mbit_s", "scrolling_mbit_s", "full_frame_mbit_s"} {
+		if _, ok := rep[k]; !ok {
+			t.Fatalf("bench live: no %s in %s", k, out)
+		}
+	}
+	if !(rep["still_mbit_s"] < rep["typing_mbit_s"] && rep["typing_mbit_s"] < rep["full_frame_mbit_s"] && rep["scrolling_mbit_s"] < rep["full_frame_mbit_s"]) {
+		t.Fatalf("bench live: the scenes do not order as they must: %s", out)
+	}
 }
 
 func TestSecretsCommandsAndBenchSessions(t *testing.T) {

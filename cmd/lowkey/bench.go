@@ -16,7 +16,7 @@ import (
 type benchCmd struct {
 	Link     benchLinkCmd     `cmd:"" help:"A raw pion data channel beside the link: echo round trips, a 5 MiB result, small calls during transfers."`
 	Browser  benchBrowserCmd  `cmd:"" help:"The same browser actions through rod directly and through the link."`
-	Live     benchLiveCmd     `cmd:"" help:"The live screen's frame rate (a private Xvfb)."`
+	Live     benchLiveCmd     `cmd:"" help:"The live screen's rate and bandwidth for a still page, typing and scrolling, beside whole JPEG frames (a private Xvfb)."`
 	Sessions benchSessionsCmd `cmd:"" help:"Plain fork/exec beside a turn in a fresh session; killing a session of 100 processes."`
 	Load     benchLoadCmd     `cmd:"" help:"50 companions and 20 busy sessions on one box."`
 	Soak     benchSoakCmd     `cmd:"" help:"The box's whole life in a loop, errors and resources."`
@@ -112,7 +112,7 @@ type benchLiveCmd struct {
 	jsonFlag
 	Display string        `placeholder:":N" help:"X display to stream (default: a private 1280x720 Xvfb)."`
 	FPS     int           `name:"fps" default:"30" help:"Frame rate to ask for (default: ${default})."`
-	For     time.Duration `name:"for" default:"5s" placeholder:"DURATION" help:"How long to watch (5s, 1m) (default: ${default})."`
+	For     time.Duration `name:"for" default:"5s" placeholder:"DURATION" help:"How long to watch each scene (5s, 1m) (default: ${default})."`
 }
 
 func (c *benchLiveCmd) Run(o *cli.IO) error {
@@ -135,7 +135,11 @@ func (c *benchLiveCmd) Run(o *cli.IO) error {
 		return err
 	}
 	return c.report(o, rep, func(w io.Writer) {
-		fmt.Fprintf(w, "live screen %dx%d: %.1f frames per second (asked for %d), %.0f KiB a frame\n", rep.Width, rep.Height, rep.FPS, rep.Asked, rep.KBPer)
+		fmt.Fprintf(w, "live screen %dx%d at %d fps asked, first (whole) frame %.0f KiB\n", rep.Width, rep.Height, rep.Asked, rep.KeyKiB)
+		fmt.Fprintf(w, "  still page            %6.2f Mbit/s\n", rep.StillMbit)
+		fmt.Fprintf(w, "  typing (%.0f chars/s)   %6.2f Mbit/s\n", rep.TypedCPS, rep.TypingMbit)
+		fmt.Fprintf(w, "  scrolling (%d px/frame) %6.2f Mbit/s at %.1f updates/s\n", rep.ScrollPx, rep.ScrollingMbit, rep.FPS)
+		fmt.Fprintf(w, "  the same scrolling as whole JPEG frames: %.2f Mbit/s at %.1f frames/s (%.0fx)\n", rep.FullFrameMbit, rep.FullFrameFPS, rep.FullFrameMbit/max(rep.ScrollingMbit, 0.001))
 	})
 }
 

@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/lowkeyhq/lowkey/companion"
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/devicectl/browser"
@@ -176,72 +174,6 @@ func Browser(ctx context.Context, rounds int, progress io.Writer) (*BrowserRepor
 	rep.ClickRatio = rep.LinkClickMS / pw.ClickMS
 	rep.ScreenshotRatio = rep.LinkScreenshotMS / pw.ScreenshotMS
 	return rep, nil
-}
-
-// LiveReport is "lowkey bench live --json".
-type LiveReport struct {
-	Width  int     `json:"width"`
-	Height int     `json:"height"`
-	Asked  int     `json:"asked_fps"`
-	FPS    float64 `json:"fps"`
-	Frames int     `json:"frames"`
-	KBPer  float64 `json:"kib_per_frame"`
-}
-
-// Live measures the live screen's frame rate from a display through the
-// link and the box's relay to a WebSocket viewer.
-func Live(ctx context.Context, display string, asked int, d time.Duration, progress io.Writer) (*LiveReport, error) {
-	dir, err := os.MkdirTemp("", "lowkey-bench-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	unpaint, err := paint(display)
-	if err != nil {
-		return nil, err
-	}
-	defer unpaint()
-	p, err := local.Start(ctx, dir, local.Options{Logger: quiet, Companion: func(c *companion.Config) { c.Display = display }})
-	if err != nil {
-		return nil, err
-	}
-	defer p.Close()
-	c := p.Client()
-	sess, err := grantedSession(c, p.DeviceID, "desktop")
-	if err != nil {
-		return nil, err
-	}
-	var size struct {
-		Result struct{ Width, Height int }
-	}
-	if err := c.Do("POST", "/api/v1/sessions/"+sess.ID+"/devices/"+p.DeviceID+"/actions", map[string]string{"action": "screen.size"}, &size); err != nil {
-		return nil, err
-	}
-	u := "ws" + strings.TrimPrefix(p.URL(), "http") + fmt.Sprintf("/api/v1/sessions/%s/devices/%s/live?fps=%d&max_edge=4096", sess.ID, p.DeviceID, asked)
-	ws, _, err := websocket.DefaultDialer.DialContext(ctx, u, http.Header{"Authorization": {"Bearer " + p.Hub.Token()}})
-	if err != nil {
-		return nil, fmt.Errorf("live stream: %w", err)
-	}
-	defer ws.Close()
-	fmt.Fprintf(progress, "live: watching %dx%d for %s\n", size.Result.Width, size.Result.Height, d)
-	// The first frame starts the clock.
-	if _, _, err := ws.ReadMessage(); err != nil {
-		return nil, err
-	}
-	start, frames, bytes := time.Now(), 0, 0
-	for time.Since(start) < d {
-		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, data, err := ws.ReadMessage()
-		if err != nil {
-			return nil, err
-		}
-		frames++
-		bytes += len(data)
-	}
-	el := time.Since(start)
-	return &LiveReport{Width: size.Result.Width, Height: size.Result.Height, Asked: asked, Frames: frames,
-		FPS: float64(frames) / el.Seconds(), KBPer: float64(bytes) / float64(max(frames, 1)) / 1024}, nil
 }
 
 // grantedSession makes a conversation with one toggle on for a computer.
