@@ -81,3 +81,25 @@ func FuzzLiveAssembler(f *testing.F) {
 		_, _ = DecodeLiveRequest(b)
 	})
 }
+
+// An update that parses stays inside its picture, and reads back the
+// same when written again.
+func FuzzParseLiveUpdate(f *testing.F) {
+	f.Add((&LiveUpdate{Key: true, Width: 64, Height: 32, Seq: 1, Ops: []LiveOp{{W: 64, H: 32, JPEG: []byte{0xff, 0xd8}}}}).Marshal())
+	f.Add((&LiveUpdate{Width: 64, Height: 32, Seq: 2, Ops: []LiveOp{{Copy: true, W: 64, H: 16, SrcY: 16}, {X: 8, Y: 8, W: 8, H: 8, JPEG: []byte("x")}}}).Marshal())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		u, err := ParseLiveUpdate(b)
+		if err != nil {
+			return
+		}
+		for _, op := range u.Ops {
+			if op.X+op.W > u.Width || op.Y+op.H > u.Height || (op.Copy && (op.SrcX+op.W > u.Width || op.SrcY+op.H > u.Height)) {
+				t.Fatalf("an op outside its %dx%d picture: %+v", u.Width, u.Height, op)
+			}
+		}
+		again, err := ParseLiveUpdate(u.Marshal())
+		if err != nil || again.Seq != u.Seq || len(again.Ops) != len(u.Ops) {
+			t.Fatalf("written again it reads %v %+v", err, again)
+		}
+	})
+}
