@@ -110,37 +110,46 @@ func (ls *liveStream) run(ctx context.Context, capability devicectl.Capability) 
 		frame   uint32
 		delta   screen.Delta
 		quality = ls.req.Quality
-		skipped = false
 	)
 	for ctx.Err() == nil {
 		if ls.c.allowed(ls.req.Conversation, capability) != nil {
 			return
 		}
+		behind := false
 		switch b := ls.out.buffered(); {
 		case b > liveHighWater:
-			quality = max(minQuality, quality-10)
-			skipped = true
+			quality, behind = max(minQuality, quality-10), true
 		case b > liveLowWater:
 			quality = max(minQuality, quality-5)
 		default:
 			quality = min(ls.req.Quality, quality+5)
 		}
-		if !skipped {
-			data, err := ls.frame(ctx, &delta, quality)
-			if err != nil {
-				ls.c.log.Warn("live screen stopped", "err", err)
-				return
-			}
-			if data != nil {
-				frame++
-				if !ls.out.send(frame, data) && ls.req.Mode == devicectl.LiveUpdates {
-					// A lost update breaks the chain: start it again.
-					ls.key.Store(true)
-				}
-				ls.frames.Add(1)
+		var (
+			data []byte
+			err  error
+		)
+		switch {
+		case !behind:
+			data, err = ls.frame(ctx, &delta, quality)
+		case ls.req.Mode == devicectl.LiveUpdates:
+			// Behind: this frame is skipped, but the pointer still moves
+			// (a few bytes).
+			if u := delta.PointerOnly(ls.pointer()); u != nil {
+				data = u.Marshal()
 			}
 		}
-		skipped = false
+		if err != nil {
+			ls.c.log.Warn("live screen stopped", "err", err)
+			return
+		}
+		if data != nil {
+			frame++
+			if !ls.out.send(frame, data) && ls.req.Mode == devicectl.LiveUpdates {
+				// A lost update breaks the chain: start it again.
+				ls.key.Store(true)
+			}
+			ls.frames.Add(1)
+		}
 		next = next.Add(interval)
 		if d := time.Until(next); d > 0 {
 			select {
@@ -163,14 +172,32 @@ func (ls *liveStream) frame(ctx context.Context, delta *screen.Delta, quality in
 	if err != nil {
 		return nil, err
 	}
-	u, err := delta.Next(img, quality, ls.req.Quality, ls.key.Swap(false))
-	if err != nil {
+	u, err := delta.Next(img, ls.pointer(), quality, ls.req.Quality, ls.key.Swap(false))
+	if err != nil || u == nil {
 		return nil, err
 	}
-	if len(u.Ops) == 0 && !u.Key {
-		return nil, nil
-	}
 	return u.Marshal(), nil
+}
+
+// pointer is where the mouse pointer is on the picture sent (nil for the
+// browser's tab, or when the screen does not say).
+func (ls *liveStream) pointer() *image.Point {
+	if ls.req.Source == "browser" {
+		return nil
+	}
+	s, err := ls.c.screenDriver()
+	if err != nil {
+		return nil
+	}
+	p, err := s.Pointer()
+	if err != nil {
+		return nil
+	}
+	if w, h := s.Size(); ls.req.MaxEdge > 0 && max(w, h) > ls.req.MaxEdge {
+		scale := float64(ls.req.MaxEdge) / float64(max(w, h))
+		p = image.Point{X: int(float64(p.X) * scale), Y: int(float64(p.Y) * scale)}
+	}
+	return &p
 }
 
 // picture captures the source as pixels, no larger than max_edge.

@@ -2,6 +2,7 @@ package devicectl
 
 import (
 	"encoding/binary"
+	"image"
 	"encoding/json"
 	"errors"
 	"sync"
@@ -56,15 +57,18 @@ func DecodeLiveRequest(b json.RawMessage) (LiveRequest, error) {
 // regions copied from elsewhere on the previous picture (a scroll) and
 // JPEG tiles drawn over it, in order.
 //
-// On the wire, big-endian: "LKU1", flags (1 = key), width, height (2 bytes
-// each), seq (4), op count (2); each op: kind (1: 0 tile, 1 copy), x, y, w,
-// h (2 bytes each), then a copy's source x, y (2 each) or a tile's JPEG
-// length (4) and bytes.
+// On the wire, big-endian: "LKU1", flags (1 = key, 2 = pointer), width,
+// height (2 bytes each), seq (4), op count (2); with a pointer, its x, y (2
+// each); each op: kind (1: 0 tile, 1 copy), x, y, w, h (2 bytes each),
+// then a copy's source x, y (2 each) or a tile's JPEG length (4) and bytes.
 type LiveUpdate struct {
 	Key           bool
 	Width, Height int
 	Seq           uint32
-	Ops           []LiveOp
+	// Pointer is where the mouse pointer is now (the screen's pictures do
+	// not show it), when known.
+	Pointer *image.Point
+	Ops     []LiveOp
 }
 
 // LiveOp is one step of an update.
@@ -81,7 +85,7 @@ var liveMagic = []byte("LKU1")
 
 // Marshal writes the update in its wire form.
 func (u *LiveUpdate) Marshal() []byte {
-	n := 15
+	n := 19
 	for _, op := range u.Ops {
 		n += 9 + 4 + len(op.JPEG)
 	}
@@ -89,13 +93,20 @@ func (u *LiveUpdate) Marshal() []byte {
 	b = append(b, liveMagic...)
 	flags := byte(0)
 	if u.Key {
-		flags = 1
+		flags |= 1
+	}
+	if u.Pointer != nil {
+		flags |= 2
 	}
 	b = append(b, flags)
 	b = binary.BigEndian.AppendUint16(b, uint16(u.Width))
 	b = binary.BigEndian.AppendUint16(b, uint16(u.Height))
 	b = binary.BigEndian.AppendUint32(b, u.Seq)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(u.Ops)))
+	if u.Pointer != nil {
+		b = binary.BigEndian.AppendUint16(b, uint16(u.Pointer.X))
+		b = binary.BigEndian.AppendUint16(b, uint16(u.Pointer.Y))
+	}
 	for _, op := range u.Ops {
 		kind := byte(0)
 		if op.Copy {
@@ -129,7 +140,21 @@ func ParseLiveUpdate(b []byte) (*LiveUpdate, error) {
 	u := &LiveUpdate{Key: b[4]&1 == 1, Width: int(binary.BigEndian.Uint16(b[5:])), Height: int(binary.BigEndian.Uint16(b[7:])),
 		Seq: binary.BigEndian.Uint32(b[9:])}
 	count := int(binary.BigEndian.Uint16(b[13:]))
+	flags := b[4]
 	b = b[15:]
+	if flags&^3 != 0 {
+		return nil, ErrBadLiveUpdate
+	}
+	if flags&2 != 0 {
+		if len(b) < 4 {
+			return nil, ErrBadLiveUpdate
+		}
+		u.Pointer = &image.Point{X: int(binary.BigEndian.Uint16(b)), Y: int(binary.BigEndian.Uint16(b[2:]))}
+		if u.Pointer.X >= u.Width || u.Pointer.Y >= u.Height {
+			return nil, ErrBadLiveUpdate
+		}
+		b = b[4:]
+	}
 	inside := func(x, y, w, h int) bool { return w > 0 && h > 0 && x+w <= u.Width && y+h <= u.Height }
 	for range count {
 		if len(b) < 9 {

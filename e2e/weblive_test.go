@@ -39,7 +39,7 @@ func TestWebAppLiveScreen(t *testing.T) {
 	w.until(`() => [...document.querySelectorAll(".focus button")].some(b => b.textContent === "Live screen" && !b.disabled)`, 15*time.Second, "Live screen enabled")
 	w.clickText(".focus button", "Live screen")
 	pixel := func(x, y int) string {
-		return fmt.Sprintf(`() => { const c = document.getElementById("focus-live"); if (!c || c.hidden || c.width !== 1280) return null;
+		return fmt.Sprintf(`() => { const c = document.getElementById("focus-live"); if (!c || c.closest(".live").hidden || c.width !== 1280) return null;
 			const p = c.getContext("2d").getImageData(%d, %d, 1, 1).data; return [p[0], p[1], p[2]] }`, x, y)
 	}
 	is := func(x, y int, c color.RGBA) string {
@@ -52,6 +52,12 @@ func TestWebAppLiveScreen(t *testing.T) {
 	testenv.Paint(t, display, image.Rect(800, 400, 900, 500), color.RGBA{40, 200, 60, 255})
 	w.until(is(850, 450, color.RGBA{40, 200, 60, 255}), 20*time.Second, "the green box on the live canvas")
 	w.until(is(250, 225, color.RGBA{220, 30, 30, 255}), 5*time.Second, "the red box still on the live canvas")
+	// The pointer, which the screen's pictures do not show, is over the
+	// canvas where it is on the screen.
+	apiJSON(t, "POST", base+"/api/v1/sessions/"+sid+"/devices/"+id+"/actions", token, `{"action": "screen.move", "args": {"x": 960, "y": 540}}`, 200)
+	w.until(`() => { const p = document.querySelector(".live .pointer"), c = document.getElementById("focus-live");
+		if (!p || p.hidden) return false; const a = p.getBoundingClientRect(), b = c.getBoundingClientRect();
+		return Math.abs((a.left - b.left) / b.width - 0.75) < 0.02 && Math.abs((a.top - b.top) / b.height - 0.75) < 0.02 }`, 20*time.Second, "the pointer at three quarters of the canvas")
 	w.shot("live")
 	w.axe("the live screen")
 	if errs := uncaught(); len(errs) > 0 {

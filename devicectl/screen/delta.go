@@ -23,6 +23,8 @@ type Delta struct {
 	// tileQ is the quality each tile was last sent at.
 	tileQ []int
 	seed  maphash.Seed
+	// pointer is the last pointer position sent (nil: none yet).
+	pointer *image.Point
 }
 
 // Tile is the side of the squares changes are found in.
@@ -33,30 +35,57 @@ const refineTiles = 96
 
 // Next is the update that takes a viewer from the last frame to img, with
 // new tiles at quality; target is the quality still tiles are brought up
-// to. An update with no ops means nothing changed.
-func (d *Delta) Next(img *image.RGBA, quality, target int, key bool) (*devicectl.LiveUpdate, error) {
+// to; pointer (nil: unknown) is where the mouse pointer is. Nil means
+// nothing changed: there is nothing to send.
+func (d *Delta) Next(img *image.RGBA, pointer *image.Point, quality, target int, key bool) (*devicectl.LiveUpdate, error) {
 	img = atOrigin(img)
 	w, h := img.Rect.Dx(), img.Rect.Dy()
 	if d.seed == (maphash.Seed{}) {
 		d.seed = maphash.MakeSeed()
 	}
 	rows := d.rowHashes(img)
-	// An update that carries nothing is not sent, so takes no number.
 	u := &devicectl.LiveUpdate{Width: w, Height: h, Seq: d.seq + 1}
-	defer func() {
-		if u.Key || len(u.Ops) > 0 {
-			d.seq++
-		}
-	}()
+	if err := d.next(u, img, rows, quality, target, key); err != nil {
+		return nil, err
+	}
+	return d.finish(u, pointer), nil
+}
+
+// PointerOnly is an update that moves the pointer, nil when it has not
+// moved (or no frame was sent yet).
+func (d *Delta) PointerOnly(pointer *image.Point) *devicectl.LiveUpdate {
+	if d.prev == nil {
+		return nil
+	}
+	return d.finish(&devicectl.LiveUpdate{Width: d.prev.Rect.Dx(), Height: d.prev.Rect.Dy(), Seq: d.seq + 1}, pointer)
+}
+
+// finish adds the pointer where it moved and numbers an update that goes
+// out; one that carries nothing is nil, and takes no number.
+func (d *Delta) finish(u *devicectl.LiveUpdate, pointer *image.Point) *devicectl.LiveUpdate {
+	if pointer != nil && (u.Key || d.pointer == nil || *d.pointer != *pointer) &&
+		pointer.X >= 0 && pointer.Y >= 0 && pointer.X < u.Width && pointer.Y < u.Height {
+		p := *pointer
+		u.Pointer, d.pointer = &p, &p
+	}
+	if !u.Key && len(u.Ops) == 0 && u.Pointer == nil {
+		return nil
+	}
+	d.seq++
+	return u
+}
+
+func (d *Delta) next(u *devicectl.LiveUpdate, img *image.RGBA, rows []uint64, quality, target int, key bool) error {
+	w, h := u.Width, u.Height
 	if key || d.prev == nil || d.prev.Rect != img.Rect {
 		u.Key = true
 		d.cols, d.rows = (w+Tile-1)/Tile, (h+Tile-1)/Tile
 		d.tileQ = make([]int, d.cols*d.rows)
 		if err := d.tile(u, img, image.Rect(0, 0, w, h), quality); err != nil {
-			return nil, err
+			return err
 		}
 		d.keep(img, rows)
-		return u, nil
+		return nil
 	}
 	same := true
 	for y := range rows {
@@ -66,7 +95,7 @@ func (d *Delta) Next(img *image.RGBA, quality, target int, key bool) (*devicectl
 		}
 	}
 	if same {
-		return u, d.refine(u, img, target)
+		return d.refine(u, img, target)
 	}
 	if dy, lo, hi := findScroll(d.prevRows, rows); dy != 0 {
 		// Rows lo..hi of the new frame are rows lo+dy..hi+dy of the last.
@@ -89,17 +118,17 @@ func (d *Delta) Next(img *image.RGBA, quality, target int, key bool) (*devicectl
 			}
 		}
 		if err := d.tile(u, img, box, quality); err != nil {
-			return nil, err
+			return err
 		}
 	} else {
 		for _, r := range joinTiles(changed, d.cols, d.rows) {
 			if err := d.tile(u, img, image.Rect(r.Min.X*Tile, r.Min.Y*Tile, min(r.Max.X*Tile, w), min(r.Max.Y*Tile, h)), quality); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
 	d.keep(img, rows)
-	return u, nil
+	return nil
 }
 
 // refine re-sends, into a still frame's update, tiles last sent below

@@ -95,9 +95,16 @@ func TestDeltaUpdates(t *testing.T) {
 	var lastSeq uint32
 	step := func(img *image.RGBA, q int, key bool) *devicectl.LiveUpdate {
 		t.Helper()
-		u, err := d.Next(img, q, 80, key)
+		u, err := d.Next(img, nil, q, 80, key)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if u == nil {
+			// Nothing to send: the viewer's picture is already the screen.
+			if diff := off(pic, img); diff > 4 && !coarse {
+				t.Fatalf("nothing sent, and the viewer's picture is %.1f off the screen", diff)
+			}
+			return &devicectl.LiveUpdate{}
 		}
 		parsed, err := devicectl.ParseLiveUpdate(u.Marshal())
 		if err != nil {
@@ -105,12 +112,10 @@ func TestDeltaUpdates(t *testing.T) {
 		}
 		// Updates sent are numbered one after another; one with nothing
 		// in it is not sent.
-		if len(u.Ops) > 0 && !u.Key && u.Seq != lastSeq+1 {
+		if u.Seq != lastSeq+1 {
 			t.Fatalf("update %d after %d", u.Seq, lastSeq)
 		}
-		if len(u.Ops) > 0 || u.Key {
-			lastSeq = u.Seq
-		}
+		lastSeq = u.Seq
 		pic = apply(t, pic, parsed)
 		limit := 4.0
 		if coarse {
@@ -183,11 +188,37 @@ func TestDeltaUpdates(t *testing.T) {
 	}
 }
 
+// The pointer goes with an update when it moved, alone when nothing else
+// changed, and not at all when it stayed.
+func TestDeltaPointer(t *testing.T) {
+	var d Delta
+	img := page(320, 200)
+	u, err := d.Next(img, &image.Point{X: 10, Y: 20}, 80, 80, false)
+	if err != nil || !u.Key || u.Pointer == nil || *u.Pointer != (image.Point{X: 10, Y: 20}) {
+		t.Fatalf("the first update: %v %+v", err, u)
+	}
+	if u, _ := d.Next(img, &image.Point{X: 10, Y: 20}, 80, 80, false); u != nil {
+		t.Fatalf("nothing moved, and an update went: %+v", u)
+	}
+	u = d.PointerOnly(&image.Point{X: 30, Y: 40})
+	if u == nil || u.Key || len(u.Ops) != 0 || *u.Pointer != (image.Point{X: 30, Y: 40}) || u.Seq != 2 {
+		t.Fatalf("the pointer moved: %+v", u)
+	}
+	parsed, err := devicectl.ParseLiveUpdate(u.Marshal())
+	if err != nil || *parsed.Pointer != *u.Pointer {
+		t.Fatalf("read back: %v %+v", err, parsed)
+	}
+	if d.PointerOnly(&image.Point{X: 30, Y: 40}) != nil || d.PointerOnly(&image.Point{X: 999, Y: 40}) != nil {
+		t.Fatal("a pointer that did not move, or off the screen, was sent")
+	}
+}
+
 func TestParseLiveUpdateRefusesRegionsOutsideThePicture(t *testing.T) {
 	for _, u := range []devicectl.LiveUpdate{
 		{Width: 100, Height: 100, Ops: []devicectl.LiveOp{{X: 90, Y: 0, W: 20, H: 10, JPEG: []byte{1}}}},
 		{Width: 100, Height: 100, Ops: []devicectl.LiveOp{{Copy: true, X: 0, Y: 0, W: 100, H: 50, SrcX: 0, SrcY: 60}}},
 		{Width: 100, Height: 100, Ops: []devicectl.LiveOp{{X: 0, Y: 0, W: 0, H: 10}}},
+		{Width: 100, Height: 100, Pointer: &image.Point{X: 100, Y: 5}},
 	} {
 		if _, err := devicectl.ParseLiveUpdate(u.Marshal()); err == nil {
 			t.Errorf("an update with %+v was taken", u.Ops)

@@ -50,6 +50,12 @@ func (s *Screen) Capture() (*image.RGBA, error) {
 	return s.d.Capture(image.Rect(0, 0, w, h))
 }
 
+// Pointer is where the mouse pointer is on the screen.
+func (s *Screen) Pointer() (image.Point, error) {
+	x, y, err := s.d.Pointer()
+	return image.Point{X: x, Y: y}, err
+}
+
 // SharedMemory reports whether capture uses MIT-SHM.
 func (s *Screen) SharedMemory() bool {
 	m, ok := s.d.(interface{ SHM() bool })

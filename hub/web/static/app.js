@@ -650,15 +650,18 @@ function stopLive() {
 // whole frame, then what changed (regions copied from elsewhere on the
 // picture, a scroll; JPEG tiles drawn over it). The wire form is
 // devicectl.LiveUpdate's. An update that does not follow the last one
-// drawn is dropped and a whole frame asked for (askKey).
-function liveViewer(canvas, askKey) {
+// drawn is dropped and a whole frame asked for (askKey). The pointer, which
+// the screen's pictures do not show, is placed over the canvas.
+function liveViewer(canvas, pointer, askKey) {
   const ctx = canvas.getContext("2d");
   let last = null, chain = Promise.resolve();
   function parse(buf) {
     const d = new DataView(buf);
     if (buf.byteLength < 15 || d.getUint32(0) !== 0x4c4b5531) return null; // "LKU1"
-    const u = { key: (d.getUint8(4) & 1) === 1, width: d.getUint16(5), height: d.getUint16(7), seq: d.getUint32(9), ops: [] };
+    const flags = d.getUint8(4);
+    const u = { key: (flags & 1) === 1, width: d.getUint16(5), height: d.getUint16(7), seq: d.getUint32(9), ops: [] };
     let at = 15;
+    if (flags & 2) { u.pointer = { x: d.getUint16(at), y: d.getUint16(at + 2) }; at += 4; }
     for (let n = d.getUint16(13); n > 0; n--) {
       const op = { copy: d.getUint8(at) === 1, x: d.getUint16(at + 1), y: d.getUint16(at + 3), w: d.getUint16(at + 5), h: d.getUint16(at + 7) };
       at += 9;
@@ -680,6 +683,11 @@ function liveViewer(canvas, askKey) {
       if (op.copy) ctx.drawImage(canvas, op.sx, op.sy, op.w, op.h, op.x, op.y, op.w, op.h);
       else { ctx.drawImage(bitmaps[i], op.x, op.y); bitmaps[i].close(); }
     });
+    if (u.pointer) {
+      pointer.style.left = `${(100 * u.pointer.x) / u.width}%`;
+      pointer.style.top = `${(100 * u.pointer.y) / u.height}%`;
+      pointer.hidden = false;
+    }
     last = u.seq;
   }
   return {
@@ -693,8 +701,11 @@ function liveViewer(canvas, askKey) {
 
 function focusPane(sid, devices, toggles) {
   const img = el("img", { id: "focus-img", alt: "What the agent sees", hidden: true });
-  // The live screen: updates drawn onto a canvas (see liveViewer).
-  const canvas = el("canvas", { id: "focus-live", "aria-label": "Live view of the computer", role: "img", hidden: true });
+  // The live screen: updates drawn onto a canvas (see liveViewer), the
+  // pointer over it.
+  const canvas = el("canvas", { id: "focus-live", "aria-label": "Live view of the computer", role: "img" });
+  const pointer = el("span", { class: "pointer", hidden: true });
+  const liveBox = el("div", { class: "live", hidden: true }, canvas, pointer);
   const caption = el("p", { class: "muted small", id: "focus-caption", text: "Screenshots and the live screen of the computer being driven show here." });
   const pages = el("ul", { class: "pages" });
   const pick = el("select", { "aria-label": "Computer" }, devices.map(d => el("option", { value: d.id, text: d.name })));
@@ -702,7 +713,7 @@ function focusPane(sid, devices, toggles) {
   const show = (blob, text) => {
     if (url) URL.revokeObjectURL(url);
     url = URL.createObjectURL(blob);
-    img.src = url; img.hidden = false; canvas.hidden = true; caption.textContent = text;
+    img.src = url; img.hidden = false; liveBox.hidden = true; caption.textContent = text;
   };
   async function refresh() {
     const device = pick.value;
@@ -719,10 +730,10 @@ function focusPane(sid, devices, toggles) {
     if (!device) return;
     const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/sessions/${sid}/devices/${device}/live?source=${source}&fps=30`);
     ws.binaryType = "arraybuffer";
-    const view = liveViewer(canvas, () => ws.readyState === WebSocket.OPEN && ws.send("key"));
+    const view = liveViewer(canvas, pointer, () => ws.readyState === WebSocket.OPEN && ws.send("key"));
     ws.onmessage = m => {
       view.add(m.data);
-      img.hidden = true; canvas.hidden = false;
+      img.hidden = true; liveBox.hidden = false;
       caption.textContent = `live ${source} of ${deviceName(devices, device)}`;
     };
     ws.onclose = ev => { caption.textContent = "live view ended" + (ev.reason ? ": " + ev.reason : ""); };
@@ -744,10 +755,10 @@ function focusPane(sid, devices, toggles) {
   const tabs = el("div", { class: "buttons", role: "toolbar", "aria-label": "Focus pane" }, refreshBtn, liveTab, liveScreen,
     el("button", { type: "button", onclick: stopLive, text: "Pause" }),
     el("button", { type: "button", onclick: () => { if (url) window.open(url, "_blank", "noopener"); }, text: "Pop out" }),
-    el("button", { type: "button", onclick: () => { const v = canvas.hidden ? img : canvas; if (v.requestFullscreen) v.requestFullscreen(); }, text: "Fullscreen" }));
+    el("button", { type: "button", onclick: () => { const v = liveBox.hidden ? img : liveBox; if (v.requestFullscreen) v.requestFullscreen(); }, text: "Fullscreen" }));
   const close = el("button", { type: "button", class: "small narrow-only", text: "Close", onclick: () => closeFn() });
   const node = el("aside", { class: "focus", id: "focus", "aria-label": "Focus pane" }, el("div", { class: "focus-head" }, el("h2", { text: "Focus" }), close),
-    devices.length ? pick : el("p", { class: "muted small", text: "No paired computers." }), tabs, img, canvas, caption, el("h3", { text: "Pages" }), pages);
+    devices.length ? pick : el("p", { class: "muted small", text: "No paired computers." }), tabs, img, liveBox, caption, el("h3", { text: "Pages" }), pages);
   grantsChanged();
   return {
     node, grantsChanged,
