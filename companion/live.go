@@ -16,10 +16,11 @@ import (
 
 // liveOut is where a live stream's frames go: the live data channel.
 type liveOut interface {
-	// send sends one frame (in parts); false when it could not.
-	send(frame uint32, data []byte) bool
-	// buffered is what the channel has not yet sent.
-	buffered() uint64
+	// send sends one frame (in parts) of a stream in mode; false when it
+	// could not.
+	send(mode string, frame uint32, data []byte) bool
+	// buffered is what the mode's channel has not yet sent.
+	buffered(mode string) uint64
 }
 
 // liveStream captures and sends frames at a steady rate while its
@@ -34,18 +35,51 @@ type liveStream struct {
 	stop   context.CancelFunc
 	done   chan struct{}
 	frames atomic.Int64
+	// skipped counts frames not captured because the path was behind.
+	skipped atomic.Int64
 	// key asks for a whole frame at the next capture.
 	key atomic.Bool
 }
 
-// How the stream fits the path: past highWater unsent, a frame is
-// skipped; past lowWater, quality steps down (to minQuality); below it,
-// back up to what was asked.
+// How the stream fits the path: with more unsent than the channel drains
+// in skipAfter, a frame is skipped; with more than it drains in
+// lowerAfter, quality steps down (to minQuality); below that, back up to
+// what was asked. What the channel drains is measured as it goes (never
+// counted below minDrain a second).
 const (
-	liveHighWater = 512 << 10
-	liveLowWater  = 64 << 10
-	minQuality    = 25
+	skipAfter  = 250 * time.Millisecond
+	lowerAfter = 80 * time.Millisecond
+	minDrain   = 256 << 10
+	minQuality = 25
 )
+
+// drain measures how fast the channel sends what it is given.
+type drain struct {
+	rate     float64 // bytes a second, smoothed
+	buffered uint64
+	at       time.Time
+}
+
+// update takes what is unsent now and what was handed over since the
+// last update.
+func (d *drain) update(buffered uint64, added int) {
+	now := time.Now()
+	if !d.at.IsZero() {
+		if el := now.Sub(d.at).Seconds(); el > 0 {
+			sent := float64(d.buffered) + float64(added) - float64(buffered)
+			// Only a channel that had something to send says how fast it goes.
+			if d.buffered > 0 || buffered > 0 {
+				d.rate = 0.8*d.rate + 0.2*max(sent, 0)/el
+			}
+		}
+	}
+	d.buffered, d.at = buffered, now
+}
+
+// holds says how long the unsent bytes will take.
+func (d *drain) holds() time.Duration {
+	return time.Duration(float64(d.buffered) / max(d.rate, minDrain) * float64(time.Second))
+}
 
 func (c *control) setLive(r devicectl.LiveRequest, out liveOut) {
 	if r.On && r.Key {
@@ -87,7 +121,7 @@ func (c *control) stopLive() {
 	if ls != nil {
 		ls.stop()
 		<-ls.done
-		c.log.Info("live screen off", "frames", ls.frames.Load())
+		c.log.Info("live screen off", "frames", ls.frames.Load(), "skipped", ls.skipped.Load())
 	}
 }
 
@@ -110,16 +144,21 @@ func (ls *liveStream) run(ctx context.Context, capability devicectl.Capability) 
 		frame   uint32
 		delta   screen.Delta
 		quality = ls.req.Quality
+		path    drain
+		added   int
 	)
 	for ctx.Err() == nil {
 		if ls.c.allowed(ls.req.Conversation, capability) != nil {
 			return
 		}
+		path.update(ls.out.buffered(ls.req.Mode), added)
+		added = 0
 		behind := false
-		switch b := ls.out.buffered(); {
-		case b > liveHighWater:
+		switch held := path.holds(); {
+		case held > skipAfter:
 			quality, behind = max(minQuality, quality-10), true
-		case b > liveLowWater:
+			ls.skipped.Add(1)
+		case held > lowerAfter:
 			quality = max(minQuality, quality-5)
 		default:
 			quality = min(ls.req.Quality, quality+5)
@@ -144,7 +183,9 @@ func (ls *liveStream) run(ctx context.Context, capability devicectl.Capability) 
 		}
 		if data != nil {
 			frame++
-			if !ls.out.send(frame, data) && ls.req.Mode == devicectl.LiveUpdates {
+			if ls.out.send(ls.req.Mode, frame, data) {
+				added = len(data) + (len(data)/devicectl.LivePart+1)*8
+			} else if ls.req.Mode == devicectl.LiveUpdates {
 				// A lost update breaks the chain: start it again.
 				ls.key.Store(true)
 			}

@@ -264,7 +264,8 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 		Logger: r.log, Link: devicectl.LinkConfig{Handler: ctl.handle, OnNotice: func(n devicectl.Notice) { ctl.notice(n, live) }},
 	}, sig)
 	if conn != nil {
-		live.dc.Store(conn.Live)
+		live.jpeg.Store(conn.Live)
+		live.updates.Store(conn.Updates)
 	}
 	cancel()
 	if conn == nil {
@@ -292,15 +293,24 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 	}
 }
 
-// liveChannel sends live frames on the link's live data channel.
+// liveChannel sends live frames on the link's data channel for the mode:
+// whole JPEGs on the one that drops what is late, updates on the one that
+// loses nothing.
 type liveChannel struct {
-	dc atomic.Pointer[webrtc.DataChannel]
+	jpeg, updates atomic.Pointer[webrtc.DataChannel]
 }
 
-func (l *liveChannel) send(frame uint32, data []byte) bool {
-	dc := l.dc.Load()
-	if dc == nil || dc.BufferedAmount() > 2<<20 {
-		return false // the viewer is behind: drop this frame
+func (l *liveChannel) channel(mode string) *webrtc.DataChannel {
+	if mode == devicectl.LiveUpdates {
+		return l.updates.Load()
+	}
+	return l.jpeg.Load()
+}
+
+func (l *liveChannel) send(mode string, frame uint32, data []byte) bool {
+	dc := l.channel(mode)
+	if dc == nil || dc.BufferedAmount() > 4<<20 {
+		return false // far behind: drop this frame
 	}
 	for _, part := range devicectl.LiveParts(frame, data) {
 		if dc.Send(part) != nil {
@@ -310,8 +320,8 @@ func (l *liveChannel) send(frame uint32, data []byte) bool {
 	return true
 }
 
-func (l *liveChannel) buffered() uint64 {
-	if dc := l.dc.Load(); dc != nil {
+func (l *liveChannel) buffered(mode string) uint64 {
+	if dc := l.channel(mode); dc != nil {
 		return dc.BufferedAmount()
 	}
 	return 0

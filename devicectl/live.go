@@ -1,10 +1,14 @@
 package devicectl
 
 import (
+	"bytes"
 	"encoding/binary"
-	"image"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"image"
+	"image/draw"
+	"image/jpeg"
 	"sync"
 )
 
@@ -264,4 +268,32 @@ func (a *LiveAssembler) Add(m []byte) ([]byte, bool) {
 	a.parts, a.got = nil, 0
 	a.frame++ // anything for this frame now is a duplicate
 	return out, true
+}
+
+// Apply draws the update onto a viewer's picture (nil before the first
+// whole frame) and returns the picture, as the web app does.
+func (u *LiveUpdate) Apply(pic *image.RGBA) (*image.RGBA, error) {
+	if u.Key {
+		pic = image.NewRGBA(image.Rect(0, 0, u.Width, u.Height))
+	} else if pic == nil || pic.Rect.Dx() != u.Width || pic.Rect.Dy() != u.Height {
+		return nil, fmt.Errorf("%w: update %d builds on a picture the viewer does not have", ErrBadLiveUpdate, u.Seq)
+	}
+	for _, op := range u.Ops {
+		dst := image.Rect(op.X, op.Y, op.X+op.W, op.Y+op.H)
+		if op.Copy {
+			src := image.NewRGBA(pic.Rect)
+			copy(src.Pix, pic.Pix)
+			draw.Draw(pic, dst, src, image.Pt(op.SrcX, op.SrcY), draw.Src)
+			continue
+		}
+		tile, err := jpeg.Decode(bytes.NewReader(op.JPEG))
+		if err != nil {
+			return nil, fmt.Errorf("%w: tile at %v: %w", ErrBadLiveUpdate, dst, err)
+		}
+		if tile.Bounds().Dx() != op.W || tile.Bounds().Dy() != op.H {
+			return nil, fmt.Errorf("%w: a %v tile for %v", ErrBadLiveUpdate, tile.Bounds().Size(), dst.Size())
+		}
+		draw.Draw(pic, dst, tile, tile.Bounds().Min, draw.Src)
+	}
+	return pic, nil
 }

@@ -58,8 +58,11 @@ const maxUpgradeWait = 5 * time.Minute
 // long as both the peer connection and its signaling do.
 type Conn struct {
 	Link *Link
-	// Live carries live screen frames (see LiveSender, LiveReceiver).
-	Live *webrtc.DataChannel
+	// Live carries live screen frames as whole JPEGs: unordered and never
+	// retransmitted, a late frame is dropped. Updates carries the updates
+	// mode's (each builds on the one before, so none may be lost): ordered
+	// and reliable, and the computer keeps what waits in it short.
+	Live, Updates *webrtc.DataChannel
 
 	pc      *webrtc.PeerConnection
 	sig     Signaler
@@ -154,6 +157,10 @@ func newConn(ctx context.Context, cfg PeerConfig, sig Signaler, offerer bool) (*
 			// frame is dropped rather than holding up the next one.
 			id2, none := uint16(2), uint16(0)
 			c.Live, err = pc.CreateDataChannel("live", &webrtc.DataChannelInit{Negotiated: &neg, ID: &id2, Ordered: &unordered, MaxRetransmits: &none})
+		}
+		if err == nil {
+			id3 := uint16(3)
+			c.Updates, err = pc.CreateDataChannel("updates", &webrtc.DataChannelInit{Negotiated: &neg, ID: &id3, Ordered: &ordered})
 		}
 		if err == nil {
 			c.Link = NewLink(c.ctx, ctl, bulk, cfg.Link)

@@ -16,8 +16,8 @@ import (
 // lan is two network namespaces joined by a veth pair: a small LAN with
 // multicast, made and removed by the test.
 type lan struct {
-	box, laptop string // namespace names
-	boxIf       string
+	box, laptop  string // namespace names
+	boxIf, lapIf string
 }
 
 const (
@@ -47,6 +47,7 @@ func newLAN(t *testing.T) *lan {
 	id := os.Getpid() % 100000
 	l := &lan{box: fmt.Sprintf("lk-box-%d", id), laptop: fmt.Sprintf("lk-lap-%d", id), boxIf: fmt.Sprintf("lkb%d", id)}
 	lapIf := fmt.Sprintf("lkl%d", id)
+	l.lapIf = lapIf
 	ip(t, "netns", "add", l.box)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", l.box).Run() })
 	ip(t, "netns", "add", l.laptop)

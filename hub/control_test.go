@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"image"
 	"image/color"
-	"image/draw"
 	"image/jpeg"
 	"io"
 	"net/http"
@@ -403,27 +402,11 @@ func TestDesktopAndLiveScreenUnderXvfb(t *testing.T) {
 func composeLive(t *testing.T, pic *image.RGBA, data []byte) (*image.RGBA, *devicectl.LiveUpdate) {
 	t.Helper()
 	u, err := devicectl.ParseLiveUpdate(data)
+	if err == nil {
+		pic, err = u.Apply(pic)
+	}
 	if err != nil {
 		t.Fatal(err)
-	}
-	if u.Key {
-		pic = image.NewRGBA(image.Rect(0, 0, u.Width, u.Height))
-	} else if pic == nil {
-		t.Fatalf("update %d builds on a picture the viewer does not have", u.Seq)
-	}
-	for _, op := range u.Ops {
-		dst := image.Rect(op.X, op.Y, op.X+op.W, op.Y+op.H)
-		if op.Copy {
-			src := image.NewRGBA(pic.Rect)
-			copy(src.Pix, pic.Pix)
-			draw.Draw(pic, dst, src, image.Pt(op.SrcX, op.SrcY), draw.Src)
-			continue
-		}
-		tile, err := jpeg.Decode(bytes.NewReader(op.JPEG))
-		if err != nil {
-			t.Fatal(err)
-		}
-		draw.Draw(pic, dst, tile, tile.Bounds().Min, draw.Src)
 	}
 	return pic, u
 }

@@ -106,6 +106,7 @@ func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
 	h.log.Info("device online", "device", devID, "name", d.Peer.Name)
 	h.changed(DevicesChanged)
 	conn.Live.OnMessage(func(m webrtc.DataChannelMessage) { h.liveFrame(devID, m.Data) })
+	conn.Updates.OnMessage(func(m webrtc.DataChannelMessage) { h.liveFrame(devID, m.Data) })
 	h.pushGrants(devID)
 	h.resumeLive(devID)
 	go h.describe(devID, l)

@@ -154,11 +154,26 @@ func (d *Delta) refine(u *devicectl.LiveUpdate, img *image.RGBA, target int) err
 	return nil
 }
 
+// maxUpdate bounds one update; a picture that would make it larger is
+// sent coarser (and refined once still).
+const maxUpdate = devicectl.MaxLiveFrame / 2
+
 // tile adds r of img as a JPEG and notes the quality of its tiles.
 func (d *Delta) tile(u *devicectl.LiveUpdate, img *image.RGBA, r image.Rectangle, quality int) error {
+	used := 0
+	for _, op := range u.Ops {
+		used += len(op.JPEG) + 13
+	}
 	var buf bytes.Buffer
-	if err := jpeg.Encode(&buf, img.SubImage(r), &jpeg.Options{Quality: quality}); err != nil {
-		return err
+	for {
+		buf.Reset()
+		if err := jpeg.Encode(&buf, img.SubImage(r), &jpeg.Options{Quality: quality}); err != nil {
+			return err
+		}
+		if used+buf.Len() <= maxUpdate || quality <= 5 {
+			break
+		}
+		quality /= 2
 	}
 	u.Ops = append(u.Ops, devicectl.LiveOp{X: r.Min.X, Y: r.Min.Y, W: r.Dx(), H: r.Dy(), JPEG: buf.Bytes()})
 	for ty := r.Min.Y / Tile; ty < (r.Max.Y+Tile-1)/Tile; ty++ {

@@ -1,11 +1,9 @@
 package screen
 
 import (
-	"bytes"
 	"image"
 	"image/color"
 	"image/draw"
-	"image/jpeg"
 	"math/rand/v2"
 	"testing"
 
@@ -45,29 +43,6 @@ func view(doc *image.RGBA, w, h, top int) *image.RGBA {
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	draw.Draw(img, img.Rect, doc, image.Pt(0, top), draw.Src)
 	return img
-}
-
-// apply draws an update onto a viewer's picture, as the web app does.
-func apply(t *testing.T, pic *image.RGBA, u *devicectl.LiveUpdate) *image.RGBA {
-	t.Helper()
-	if u.Key || pic == nil {
-		pic = image.NewRGBA(image.Rect(0, 0, u.Width, u.Height))
-	}
-	for _, op := range u.Ops {
-		dst := image.Rect(op.X, op.Y, op.X+op.W, op.Y+op.H)
-		if op.Copy {
-			src := image.NewRGBA(pic.Rect)
-			copy(src.Pix, pic.Pix)
-			draw.Draw(pic, dst, src, image.Pt(op.SrcX, op.SrcY), draw.Src)
-			continue
-		}
-		tile, err := jpeg.Decode(bytes.NewReader(op.JPEG))
-		if err != nil || tile.Bounds().Dx() != op.W || tile.Bounds().Dy() != op.H {
-			t.Fatalf("tile at %v: %v (%v)", dst, err, tile.Bounds())
-		}
-		draw.Draw(pic, dst, tile, tile.Bounds().Min, draw.Src)
-	}
-	return pic
 }
 
 // off is the mean difference per channel between what the viewer shows
@@ -116,7 +91,9 @@ func TestDeltaUpdates(t *testing.T) {
 			t.Fatalf("update %d after %d", u.Seq, lastSeq)
 		}
 		lastSeq = u.Seq
-		pic = apply(t, pic, parsed)
+		if pic, err = parsed.Apply(pic); err != nil {
+			t.Fatal(err)
+		}
 		limit := 4.0
 		if coarse {
 			limit = 12 // sent coarse on purpose, not all refined yet
