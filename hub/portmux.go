@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +22,10 @@ var stunCookie = []byte{0x21, 0x12, 0xa4, 0x42}
 // sniffWait is how long a new connection has to say what it is.
 const sniffWait = 10 * time.Second
 
+// maxPeerConns bounds the connections ICE and the relay each hold at once
+// (a box's few computers need a handful); more are closed at once.
+const maxPeerConns = 64
+
 // portMux splits one listener into the web app's, ICE's and the relay's.
 type portMux struct {
 	ln             net.Listener
@@ -30,6 +35,7 @@ type portMux struct {
 
 func newPortMux(ln net.Listener) *portMux {
 	m := &portMux{ln: ln, web: newChanListener(ln.Addr()), ice: newChanListener(ln.Addr()), turn: newChanListener(ln.Addr())}
+	m.ice.limit, m.turn.limit = maxPeerConns, maxPeerConns
 	// The web app's end closes the port; ICE's and the relay's only their
 	// own side (a connection for one that is closed is closed).
 	m.web.onClose = m.Close
@@ -104,6 +110,10 @@ type chanListener struct {
 	done    chan struct{}
 	once    sync.Once
 	onClose func() error
+	// open counts the connections handed out and not yet closed, for
+	// a listener with a limit.
+	limit int
+	open  atomic.Int64
 }
 
 func newChanListener(addr net.Addr) *chanListener {
@@ -111,11 +121,31 @@ func newChanListener(addr net.Addr) *chanListener {
 }
 
 func (l *chanListener) deliver(c net.Conn) {
+	if l.limit > 0 {
+		if l.open.Add(1) > int64(l.limit) {
+			l.open.Add(-1)
+			c.Close()
+			return
+		}
+		c = &countedConn{Conn: c, l: l}
+	}
 	select {
 	case l.conns <- c:
 	case <-l.done:
 		c.Close()
 	}
+}
+
+// countedConn gives its place back when closed.
+type countedConn struct {
+	net.Conn
+	l    *chanListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return c.Conn.Close()
 }
 
 func (l *chanListener) Accept() (net.Conn, error) {

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
@@ -171,5 +173,80 @@ func TestLoadICEServers(t *testing.T) {
 		if _, err := LoadICEServers(write(tc.name, tc.body, tc.mode)); err == nil || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("%s: %v, want it to say %q", tc.name, err, tc.says)
 		}
+	}
+}
+
+// Connections to the relay (and to ICE) on the web port are bounded: the
+// first maxPeerConns are answered, one more is closed at once, and the web
+// app still answers beside them.
+func TestRelayConnectionsAreBounded(t *testing.T) {
+	h, err := Start(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", NoMDNS: true, LoopbackICE: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	addr := h.ln.Addr().String()
+	binding := func() (net.Conn, error) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := stun.Build(stun.TransactionID, stun.BindingRequest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(msg.Raw); err != nil {
+			return c, err
+		}
+		if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		if err == nil && !stun.IsMessage(buf[:n]) {
+			err = fmt.Errorf("not a STUN answer: %q", buf[:n])
+		}
+		return c, err
+	}
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := range maxPeerConns {
+		c, err := binding()
+		if err != nil {
+			t.Fatalf("connection %d of %d: %v", i+1, maxPeerConns, err)
+		}
+		held = append(held, c)
+	}
+	c, err := binding()
+	if err == nil {
+		t.Fatalf("connection %d was answered", maxPeerConns+1)
+	}
+	c.Close()
+	// One closes: its place is free again (the box sees it close first).
+	held[0].Close()
+	for i := 0; ; i++ {
+		c, err := binding()
+		if err == nil {
+			held[0] = c
+			break
+		}
+		c.Close()
+		if i == 100 {
+			t.Fatal("a freed place was never given again")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the web app beside them: %s", resp.Status)
 	}
 }

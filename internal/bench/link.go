@@ -12,6 +12,7 @@ import (
 
 	"github.com/lowkeyhq/lowkey/companion"
 	"github.com/lowkeyhq/lowkey/devicectl"
+	"github.com/lowkeyhq/lowkey/hub"
 	"github.com/lowkeyhq/lowkey/internal/local"
 )
 
@@ -103,7 +104,11 @@ func Link(ctx context.Context, o LinkOptions) (*LinkReport, error) {
 	var relayed *local.Pair
 	if o.Relayed {
 		fmt.Fprintln(o.Progress, "relayed link: a second box and a computer that may only be relayed")
-		relayed, err = local.Start(ctx, dir+"/relayed", local.Options{Logger: quiet, Companion: func(c *companion.Config) { c.RelayOnly = true }})
+		// It never has a direct path: the box does not try for one (an
+		// ICE restart mid-run would be measured).
+		relayed, err = local.Start(ctx, dir+"/relayed", local.Options{Logger: quiet,
+			Hub:       func(c *hub.Config) { c.UpgradeEvery = -1 },
+			Companion: func(c *companion.Config) { c.RelayOnly = true }})
 		if err != nil {
 			return nil, err
 		}
