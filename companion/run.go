@@ -43,11 +43,13 @@ type Config struct {
 
 // Status is what "lowkey-companion status" shows.
 type Status struct {
-	PID       int       `json:"pid"`
-	Hub       string    `json:"hub"`
-	HubID     string    `json:"hub_id"`
-	Addr      string    `json:"addr"`
-	Link      string    `json:"link"` // connecting, online, offline, unpaired, stopped
+	PID   int    `json:"pid"`
+	Hub   string `json:"hub"`
+	HubID string `json:"hub_id"`
+	Addr  string `json:"addr"`
+	Link  string `json:"link"` // connecting, online, offline, unpaired, stopped
+	// Path is how the link goes while online: direct, direct-tcp, relayed.
+	Path      string    `json:"path,omitempty"`
 	Since     time.Time `json:"since"`
 	LastError string    `json:"last_error,omitempty"`
 	Grants    []string  `json:"grants"`
@@ -91,6 +93,9 @@ func (r *Runner) setStatus(link string, err error) {
 		r.status.Since = time.Now().UTC()
 	}
 	r.status.Link = link
+	if link != "online" {
+		r.status.Path = ""
+	}
 	// The last failure stays on show while the next attempt is made.
 	switch {
 	case err != nil:
@@ -279,18 +284,36 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 	if err != nil {
 		return revokedOr(err)
 	}
+	r.setPath(conn.Path())
 	r.setStatus("online", nil)
-	r.log.Info("link up", "hub", hub.Peer.Name, "addr", addr)
+	r.log.Info("link up", "hub", hub.Peer.Name, "addr", addr, "path", conn.Path())
 	select {
 	case r.linkUp <- struct{}{}:
 	default:
 	}
-	select {
-	case <-conn.Done():
-		return revokedOr(conn.Err())
-	case <-ctx.Done():
-		return ctx.Err()
+	// The path may change under the link (a restart, a move to direct).
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-conn.Done():
+			return revokedOr(conn.Err())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			if p := conn.Path(); p != "" && p != r.Status().Path {
+				r.log.Info("the link's path changed", "path", p)
+				r.setPath(p)
+				r.setStatus("online", nil)
+			}
+		}
 	}
+}
+
+func (r *Runner) setPath(p string) {
+	r.mu.Lock()
+	r.status.Path = p
+	r.mu.Unlock()
 }
 
 // liveChannel sends live frames on the link's data channel for the mode:

@@ -195,6 +195,8 @@ func TestLinkThroughANAT(t *testing.T) {
 				t.Fatalf("a %d-byte echo, %s: %v", size, step.path, err)
 			}
 		}
+		// The computer says the same.
+		waitStatus(t, n.laptop, state, "online, "+step.path)
 		if step.path == "relayed" {
 			// A direct path appears mid-link: the box tries for one, the
 			// link moves to it, and calls all along get their answers.
@@ -227,10 +229,27 @@ func TestLinkThroughANAT(t *testing.T) {
 				t.Fatalf("%d of %d calls failed while the link moved to direct: %v", len(failed), calls, failed)
 			}
 			t.Logf("moved from relayed to direct with %d calls, none failed", calls)
+			waitStatus(t, n.laptop, state, "online, direct since")
 			b.waitFor(`trying for a direct path`, time.Second)
 		}
 		c.stop()
 		b.waitOffline(t, id, 30*time.Second)
+	}
+}
+
+// waitStatus waits for "lowkey-companion status" to say want.
+func waitStatus(t *testing.T, ns, state, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := mustRun(t, ns, "lowkey-companion", "status", "--state", state)
+		if strings.Contains(out, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the computer's status does not say %q:\n%s", want, out)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 

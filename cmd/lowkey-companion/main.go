@@ -17,6 +17,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/lowkeyhq/lowkey/companion"
+	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/internal/cli"
 	"github.com/lowkeyhq/lowkey/pairing"
 )
@@ -193,7 +194,11 @@ func (statusCmd) Run(g *companionCLI, o *cli.IO) error {
 	case err != nil || !s.Running():
 		fmt.Fprintln(w, "link:          not running (start it with \"lowkey-companion run\")")
 	default:
-		line := fmt.Sprintf("link:          %s since %s (pid %d)", s.Link, s.Since.Local().Format("15:04:05"), s.PID)
+		link := s.Link
+		if s.Path != "" {
+			link += ", " + devicectl.PathLabel(s.Path)
+		}
+		line := fmt.Sprintf("link:          %s since %s (pid %d)", link, s.Since.Local().Format("15:04:05"), s.PID)
 		if s.LastError != "" {
 			line += ": " + s.LastError
 		}
