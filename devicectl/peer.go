@@ -83,7 +83,9 @@ type Conn struct {
 	wg       sync.WaitGroup
 	restarts int
 	upgrades int
-	offerMu  sync.Mutex
+	// descMu puts a description out before the candidates gathered for
+	// it, and one offer out at a time.
+	descMu sync.Mutex
 
 	// Touched only by the signal reader.
 	remoteSet bool
@@ -188,7 +190,10 @@ func newConn(ctx context.Context, cfg PeerConfig, sig Signaler, offerer bool) (*
 			return
 		}
 		init := cand.ToJSON()
-		if err := c.sig.Send(c.ctx, Signal{Type: "candidate", Candidate: &init}); err != nil {
+		c.descMu.Lock()
+		err := c.sig.Send(c.ctx, Signal{Type: "candidate", Candidate: &init})
+		c.descMu.Unlock()
+		if err != nil {
 			c.fail(fmt.Errorf("send candidate: %w", err))
 		}
 	})
@@ -328,8 +333,8 @@ func (c *Conn) waitOpen(ctx context.Context) error {
 func (c *Conn) sendOffer(restart bool) error {
 	// One offer at a time: a restart after a disconnect and a try for a
 	// direct path may come together.
-	c.offerMu.Lock()
-	defer c.offerMu.Unlock()
+	c.descMu.Lock()
+	defer c.descMu.Unlock()
 	offer, err := c.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: restart})
 	if err != nil {
 		return fmt.Errorf("offer: %w", err)
@@ -438,6 +443,8 @@ func (c *Conn) handle(s Signal) error {
 		if err != nil {
 			return fmt.Errorf("answer: %w", err)
 		}
+		c.descMu.Lock()
+		defer c.descMu.Unlock()
 		if err := c.pc.SetLocalDescription(ans); err != nil {
 			return fmt.Errorf("answer: %w", err)
 		}
