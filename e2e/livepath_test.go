@@ -63,7 +63,10 @@ func watch(t *testing.T, data, path string) *liveViewer {
 				v.err = err
 				return
 			}
-			v.pic.Store(pic)
+			// The test reads a copy; the next update draws on pic.
+			shown := image.NewRGBA(pic.Rect)
+			copy(shown.Pix, pic.Pix)
+			v.pic.Store(shown)
 			v.updates.Add(1)
 			v.bytes.Add(int64(len(m)))
 		}
