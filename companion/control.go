@@ -32,6 +32,8 @@ type control struct {
 	browser *browser.Browser
 	screen  *screen.Screen
 	live    *liveStream
+	// closed: the drivers are going; nothing starts on them.
+	closed bool
 }
 
 func newControl(cfg Config, log *slog.Logger, onChange func([]string)) *control {
@@ -190,6 +192,9 @@ func activeList(gs map[string]devicectl.Grant) []string {
 
 // close stops the drivers: a launched browser is closed, never left behind.
 func (c *control) close() {
+	c.mu.Lock()
+	c.closed = true // no live stream starts after this
+	c.mu.Unlock()
 	c.stopLive()
 	c.mu.Lock()
 	b, s := c.browser, c.screen

@@ -107,6 +107,11 @@ func (c *control) setLive(r devicectl.LiveRequest, out liveOut) {
 	ctx, stop := context.WithCancel(context.Background())
 	ls := &liveStream{c: c, req: r, out: out, stop: stop, done: make(chan struct{})}
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		stop()
+		return
+	}
 	c.live = ls
 	c.mu.Unlock()
 	c.log.Info("live screen on", "conversation", r.Conversation, "source", r.Source, "fps", r.FPS, "mode", r.Mode)

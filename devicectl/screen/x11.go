@@ -272,6 +272,9 @@ func (x *x11) loadKeymap() error {
 }
 
 func (x *x11) Close() error {
+	// Not while a capture reads the shared memory.
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	if x.shmData != nil {
 		_ = shm.Detach(x.conn, x.shmSeg)
 		_ = unix.SysvShmDetach(x.shmData)
