@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -180,24 +181,38 @@ func TestLinkThroughANAT(t *testing.T) {
 		return c
 	}
 
-	for _, step := range []struct{ rules, path string }{
-		{passAll, "direct"},
-		{passTCP, "direct (tcp)"},
-		{passNoneMore, "relayed"},
+	for _, step := range []struct {
+		rules string
+		paths []string // what the link may come up as, the best first
+	}{
+		// UDP passes: direct (a busy machine may first settle on a
+		// slower path; the box then moves it to direct).
+		{passAll, []string{"direct", "direct (tcp)", "relayed"}},
+		// UDP dropped: over TCP to the box, directly or through its relay
+		// (both TCP to the same port; ICE takes whichever answered first).
+		{passTCP, []string{"direct (tcp)", "relayed"}},
+		// Only the forwarded web port: the box's relay on it.
+		{passNoneMore, []string{"relayed"}},
 	} {
 		n.pass(t, step.rules)
 		c := companion()
-		if got := b.path(t, "cafe-laptop"); got != step.path {
-			t.Fatalf("router passing %q: the link goes %q, want %q\n%s", step.rules, got, step.path, mustRun(t, "", "lowkey", "devices", "--data", data))
+		got := b.path(t, "cafe-laptop")
+		if !slices.Contains(step.paths, got) {
+			t.Fatalf("router passing %q: the link goes %q, want one of %q\n%s", step.rules, got, step.paths, mustRun(t, "", "lowkey", "devices", "--data", data))
+		}
+		if gots[0] == "direct" && got != "direct" {
+			t.Logf("UDP passes and the link came up %s; waiting for it to move to direct", got)
+			b.waitPath(t, "cafe-laptop", "direct", 2*time.Minute)
+			got = "direct"
 		}
 		for _, size := range []int{16, 5 << 20} {
 			if err := b.echo(t, sess, id, size); err != nil {
-				t.Fatalf("a %d-byte echo, %s: %v", size, step.path, err)
+				t.Fatalf("a %d-byte echo, %s: %v", size, got, err)
 			}
 		}
 		// The computer says the same.
-		waitStatus(t, n.laptop, state, "online, "+step.path)
-		if step.path == "relayed" {
+		waitStatus(t, n.laptop, state, "online, "+got)
+		if got == "relayed" {
 			// A direct path appears mid-link: the box tries for one, the
 			// link moves to it, and calls all along get their answers.
 			n.pass(t, passAll)
