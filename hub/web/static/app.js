@@ -728,7 +728,7 @@ function focusPane(sid, devices, toggles) {
     stopLive();
     const device = pick.value;
     if (!device) return;
-    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/sessions/${sid}/devices/${device}/live?source=${source}&fps=30`);
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/sessions/${sid}/devices/${device}/live?source=${source}&fps=${source === "screen" ? 30 : 10}`);
     ws.binaryType = "arraybuffer";
     const view = liveViewer(canvas, pointer, () => ws.readyState === WebSocket.OPEN && ws.send("key"));
     ws.onmessage = m => {
