@@ -502,6 +502,65 @@ func TestLiveUpdatesUnderXvfb(t *testing.T) {
 	}
 }
 
+// The controlled tab's live view: a whole frame of the page, then what
+// changed when the agent types into it, and nothing while it is still.
+func TestLiveTabUpdates(t *testing.T) {
+	p := startControlPair(t, nil, nil)
+	s := newConversation(t, p)
+	s.access(true, false)
+	if status, _, raw := s.act("browser.navigate", map[string]string{"url": pageServer(t)}); status != 200 {
+		t.Fatalf("navigate: %d %s", status, raw)
+	}
+	u := "ws" + strings.TrimPrefix(p.URL(), "http") + "/api/v1/sessions/" + s.id + "/devices/" + s.dev + "/live?source=browser&fps=10"
+	ws, _, err := websocket.DefaultDialer.Dial(u, http.Header{"Authorization": {"Bearer " + p.Hub.Token()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	read := func() []byte {
+		t.Helper()
+		_ = ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	pic, up := composeLive(t, nil, read())
+	if !up.Key || up.Width < 300 || up.Pointer != nil {
+		t.Fatalf("the tab's first update: key %v, %dx%d, pointer %v", up.Key, up.Width, up.Height, up.Pointer)
+	}
+	key := len(up.Marshal())
+	// Nothing changes: nothing comes (the first frame was at full quality).
+	_ = ws.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+	if _, data, err := ws.ReadMessage(); err == nil {
+		t.Fatalf("a still tab sent %d bytes", len(data))
+	}
+	ws.Close()
+	ws, _, err = websocket.DefaultDialer.Dial(u, http.Header{"Authorization": {"Bearer " + p.Hub.Token()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	pic, _ = composeLive(t, nil, read())
+	_, m, _ := s.act("browser.snapshot", nil)
+	snap := m["result"].(map[string]any)["snapshot"].(string)
+	i := strings.Index(snap, `textbox "User" [ref=`)
+	if i < 0 {
+		t.Fatalf("no User field in %s", snap)
+	}
+	ref := snap[i+len(`textbox "User" [ref=`) : i+strings.Index(snap[i:], "]")]
+	if status, _, raw := s.act("browser.type", map[string]string{"ref": ref, "text": "ada lovelace"}); status != 200 {
+		t.Fatalf("type: %d %s", status, raw)
+	}
+	// The typing arrives as updates smaller than the whole frame.
+	data := read()
+	pic, up = composeLive(t, pic, data)
+	if up.Key || len(data)*2 > key {
+		t.Fatalf("typing came as key %v, %d bytes (a whole frame is %d)", up.Key, len(data), key)
+	}
+}
+
 // A grant cannot outlive its conversation: deleting the conversation ends
 // it on the computer too.
 func TestGrantsEndWithTheConversation(t *testing.T) {
