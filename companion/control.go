@@ -34,10 +34,12 @@ type control struct {
 	live    *liveStream
 	// closed: the drivers are going; nothing starts on them.
 	closed bool
+	// ask asks the person here where the consent rule says so.
+	ask *asker
 }
 
 func newControl(cfg Config, log *slog.Logger, onChange func([]string)) *control {
-	return &control{cfg: cfg, log: log, onChange: onChange, grants: map[string]devicectl.Grant{}}
+	return &control{cfg: cfg, log: log, onChange: onChange, grants: map[string]devicectl.Grant{}, ask: newAsker(cfg.State, log, cfg.AskWait)}
 }
 
 // handle serves one request from the box.
@@ -51,6 +53,15 @@ func (c *control) handle(ctx context.Context, req *devicectl.Request) (*devicect
 	}
 	if err := c.allowed(req.Conversation, capability); err != nil {
 		c.log.Warn("refused an action", "action", req.Action, "conversation", req.Conversation, "why", err)
+		return nil, err
+	}
+	// The person here has the last word: where they chose to be asked,
+	// the action waits for them; and the grant must still hold after.
+	if err := c.ask.check(ctx, req.Conversation, capability, req.Action); err != nil {
+		c.log.Warn("refused an action", "action", req.Action, "conversation", req.Conversation, "why", err)
+		return nil, err
+	}
+	if err := c.allowed(req.Conversation, capability); err != nil {
 		return nil, err
 	}
 	switch capability {
@@ -218,11 +229,26 @@ func announce(log *slog.Logger, display string, active []string) {
 	} else {
 		log.Warn("device control inactive")
 	}
-	notify, err := exec.LookPath("notify-send")
+	notify(display, title, body)
+}
+
+// showQuestions tells the person here what waits for their answer.
+func showQuestions(log *slog.Logger, display string, qs []Question, page string) {
+	for _, q := range qs {
+		notify(display, "Lowkey: the box asks to use this computer",
+			fmt.Sprintf("Conversation %s wants %s access (first action: %s). Answer on %s or with \"lowkey-companion approve %s\" / \"deny %s\"; no answer is a no.",
+				q.Conversation, q.Capability, q.Action, page, q.ID, q.ID))
+	}
+}
+
+// notify shows a desktop notification where notify-send and a display are
+// there; it never waits long for one.
+func notify(display, title, body string) {
+	bin, err := exec.LookPath("notify-send")
 	if err != nil || display == "" {
 		return
 	}
-	cmd := exec.Command(notify, "--app-name=Lowkey", "--urgency=normal", title, body)
+	cmd := exec.Command(bin, "--app-name=Lowkey", "--urgency=normal", title, body)
 	cmd.Env = append(cmd.Environ(), "DISPLAY="+display)
 	if err := cmd.Start(); err == nil {
 		go func() {

@@ -143,6 +143,12 @@ func (ls *liveStream) check() {
 
 func (ls *liveStream) run(ctx context.Context, capability devicectl.Capability) {
 	defer close(ls.done)
+	// Watching is acting too: where the person here asked to be asked, the
+	// stream waits for their answer.
+	if err := ls.c.ask.check(ctx, ls.req.Conversation, capability, "live."+ls.req.Source); err != nil {
+		ls.c.log.Warn("refused the live screen", "conversation", ls.req.Conversation, "why", err)
+		return
+	}
 	interval := time.Second / time.Duration(ls.req.FPS)
 	next := time.Now()
 	var (

@@ -37,6 +37,9 @@ type Config struct {
 	// RelayOnly links through a relay only, never to an address of the
 	// box directly (benchmarks of the relayed path).
 	RelayOnly bool
+	// AskWait is how long a question waits for the person here before it
+	// is a Deny (default DefaultAskWait).
+	AskWait time.Duration
 	Version   string
 	Logger    *slog.Logger
 }
@@ -53,6 +56,13 @@ type Status struct {
 	Since     time.Time `json:"since"`
 	LastError string    `json:"last_error,omitempty"`
 	Grants    []string  `json:"grants"`
+	// Questions wait for the person here (see AnswerURL and
+	// "lowkey-companion approve|deny").
+	Questions []Question `json:"questions,omitempty"`
+	// AnswerAddr is the answer page's loopback address; AnswerURL opens it
+	// with its token.
+	AnswerAddr string `json:"answer_addr,omitempty"`
+	AnswerURL  string `json:"answer_url,omitempty"`
 }
 
 // Runner keeps the link to the pinned box up.
@@ -64,6 +74,10 @@ type Runner struct {
 	status Status
 	// linkUp is signalled each time a link comes up (tests).
 	linkUp chan struct{}
+	// link is the current link (nil between links): questions are told to
+	// the box on it.
+	link atomic.Pointer[devicectl.Link]
+	ask  *asker
 }
 
 // NewRunner prepares a run loop.
@@ -133,6 +147,18 @@ func ReadStatus(st State) (*Status, error) {
 	return &s, json.Unmarshal(b, &s)
 }
 
+// Answer answers an open question of this runner (tests, and callers in
+// the same process).
+func (r *Runner) Answer(id, answer string) (*Question, error) {
+	r.mu.Lock()
+	a := r.ask
+	r.mu.Unlock()
+	if a == nil {
+		return nil, errors.New("not running")
+	}
+	return a.answer(id, answer)
+}
+
 // Run keeps the link up until ctx ends (nil) or the box says this computer
 // was unpaired (an error pairing.Unpaired recognises).
 func (r *Runner) Run(ctx context.Context) error {
@@ -160,6 +186,40 @@ func (r *Runner) Run(ctx context.Context) error {
 		announce(r.log, r.cfg.Display, active)
 	})
 	defer ctl.close()
+	ctl.ask.tell = func(n devicectl.ConsentNotice) {
+		if l := r.link.Load(); l != nil {
+			if err := l.Notify(n.Notice()); err != nil {
+				r.log.Debug("the box did not hear about a question", "err", err)
+			}
+		}
+	}
+	shown := map[string]bool{}
+	ctl.ask.changed = func(qs []Question) {
+		r.mu.Lock()
+		r.status.Questions = qs
+		var fresh []Question
+		for _, q := range qs {
+			if !shown[q.ID] {
+				shown[q.ID] = true
+				fresh = append(fresh, q)
+			}
+		}
+		r.mu.Unlock()
+		r.setStatus(r.Status().Link, nil)
+		showQuestions(r.log, r.cfg.Display, fresh, r.Status().AnswerURL)
+	}
+	r.mu.Lock()
+	r.ask = ctl.ask
+	r.mu.Unlock()
+	page, err := startAnswerServer(r.cfg.State, ctl.ask)
+	if err != nil {
+		return err
+	}
+	defer page.Close()
+	r.mu.Lock()
+	r.status.AnswerAddr, r.status.AnswerURL = page.ln.Addr().String(), page.URL()
+	r.mu.Unlock()
+	r.log.Info("questions from the box are answered here", "page", "http://"+page.ln.Addr().String()+"/ (the full address, with its token, is in lowkey-companion status)")
 	failures := 0
 	var (
 		browsing sync.Mutex
@@ -284,6 +344,8 @@ func (r *Runner) linkOnce(ctx context.Context, id *pairing.Identity, hub *HubRec
 	if err != nil {
 		return revokedOr(err)
 	}
+	r.link.Store(conn.Link)
+	defer r.link.Store(nil)
 	r.setPath(conn.Path())
 	r.setStatus("online", nil)
 	r.log.Info("link up", "hub", hub.Peer.Name, "addr", addr, "path", conn.Path())

@@ -45,6 +45,31 @@ type Notice struct {
 	Body json.RawMessage `json:"body,omitempty"`
 }
 
+// ConsentNotice is what a computer tells the box about a question it asks
+// the person there before a conversation's first action on a capability:
+// that it waits, then how they answered (allowed, denied, unanswered).
+type ConsentNotice struct {
+	Conversation string    `json:"conversation"`
+	Capability   string    `json:"capability"`
+	Action       string    `json:"action"`
+	State        string    `json:"state"`
+	Until        time.Time `json:"until,omitzero"`
+}
+
+// Consent notice states.
+const (
+	ConsentWaiting    = "waiting"
+	ConsentAllowed    = "allowed"
+	ConsentDenied     = "denied"
+	ConsentUnanswered = "unanswered"
+)
+
+// Notice wraps it for the link.
+func (n ConsentNotice) Notice() Notice {
+	b, _ := json.Marshal(n)
+	return Notice{Type: "consent", Body: b}
+}
+
 // LinkConfig tunes a link; the zero value works.
 type LinkConfig struct {
 	// Handler serves incoming requests; nil refuses them.

@@ -92,6 +92,8 @@ func TestLiveScreenOnASlowPath(t *testing.T) {
 	state := t.TempDir()
 	mustRun(t, l.laptop, "lowkey-companion", "pair", "--hub", boxIP+":7780", "--code", b.pairCode(t), "--state", state, "--name", "cafe-laptop")
 	id := b.devices(t)[0].ID
+	// The person at this computer trusts the box with the screen.
+	mustRun(t, l.laptop, "lowkey-companion", "consent", "trust", "--desktop", "--state", state)
 	comp := start(t, l.laptop, "lowkey-companion", "run", "--state", state, "--no-mdns", "--headless", "--display", display)
 	b.waitOnline(t, id, 30*time.Second)
 	sess := b.session(t)

@@ -24,6 +24,8 @@ func TestWebAppLiveScreen(t *testing.T) {
 	state := t.TempDir()
 	mustRun(t, "", "lowkey-companion", "pair", "--hub", b.addr, "--code", b.pairCode(t), "--state", state, "--name", "desk")
 	id := b.devices(t)[0].ID
+	// The person at this computer trusts the box with the screen.
+	mustRun(t, "", "lowkey-companion", "consent", "trust", "--desktop", "--state", state)
 	start(t, "", "lowkey-companion", "run", "--state", state, "--no-mdns", "--headless", "--display", display)
 	b.waitOnline(t, id, 30*time.Second)
 	w := ownerPage(t, openBrowser(t), setup)

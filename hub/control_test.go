@@ -51,6 +51,11 @@ func startControlPair(t *testing.T, hubCfg func(*hub.Config), compCfg func(*comp
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
+	// These tests are about the box's side; the person at the computer
+	// trusts it here (consent_test.go is about asking them).
+	if err := p.State.SetRule(companion.Trust); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 

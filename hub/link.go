@@ -60,6 +60,7 @@ func (h *Hub) handleLink(w http.ResponseWriter, r *http.Request) {
 		Identity: h.id, PeerFingerprint: d.Peer.Fingerprint, LoopbackOnly: h.cfg.LoopbackICE, TCPMux: h.iceTCP,
 		ICEServers: h.cfg.ICEServers, RelayOnly: h.cfg.RelayOnly, UpgradeEvery: max(h.cfg.UpgradeEvery, 0),
 		Logger: h.log.With("device", devID),
+		Link:   devicectl.LinkConfig{OnNotice: func(n devicectl.Notice) { h.computerNotice(devID, d.Peer.Name, n) }},
 	}
 	if h.relay != nil {
 		cred, forget, err := h.relay.mint(devID)

@@ -40,6 +40,10 @@ type companionCLI struct {
 	Pause  pauseCmd  `cmd:"" help:"The local kill switch: refuse every device action here, whatever the box asks."`
 	Resume resumeCmd `cmd:"" help:"Allow device actions again (for conversations that hold a grant)."`
 
+	Consent consentCmd `cmd:"" help:"Whether a conversation's first action on this computer waits for you (ask) or the box's grant is enough (trust)."`
+	Approve approveCmd `cmd:"" help:"Allow what the box asks (the question named, or the only one open)."`
+	Deny    denyCmd    `cmd:"" help:"Refuse what the box asks (the question named, or the only one open)."`
+
 	cli.Common
 }
 
@@ -141,18 +145,22 @@ func discover(ctx context.Context, progress io.Writer) (string, error) {
 }
 
 type runCmd struct {
-	Browser      string `placeholder:"PATH" help:"Chromium binary to drive (default: the system's Chrome, Chromium or Edge)."`
-	Headless     bool   `help:"Run the browser without a window."`
-	Display      string `placeholder:":N" env:"DISPLAY" help:"X display for the screen and a windowed browser."`
-	NoMDNS       bool   `name:"no-mdns" help:"Never look for the box on the LAN; use only its last address."`
-	AttachChrome string `placeholder:"DIR" help:"Drive the running Chrome whose user data directory this is (started with --remote-debugging-port=0) instead of launching one."`
+	Browser      string        `placeholder:"PATH" help:"Chromium binary to drive (default: the system's Chrome, Chromium or Edge)."`
+	Headless     bool          `help:"Run the browser without a window."`
+	Display      string        `placeholder:":N" env:"DISPLAY" help:"X display for the screen and a windowed browser."`
+	NoMDNS       bool          `name:"no-mdns" help:"Never look for the box on the LAN; use only its last address."`
+	AttachChrome string        `placeholder:"DIR" help:"Drive the running Chrome whose user data directory this is (started with --remote-debugging-port=0) instead of launching one."`
+	AskWait      time.Duration `name:"ask-wait" default:"2m" placeholder:"DURATION" help:"How long a question waits for your answer; no answer is a no (default: ${default})."`
 }
 
 func (c *runCmd) Run(g *companionCLI, o *cli.IO) error {
 	cfg := companion.Config{
 		State:       companion.State{Dir: g.State},
 		BrowserPath: c.Browser, Headless: c.Headless, Display: c.Display,
-		NoMDNS: c.NoMDNS, AttachChrome: c.AttachChrome, Version: version,
+		NoMDNS: c.NoMDNS, AttachChrome: c.AttachChrome, Version: version, AskWait: c.AskWait,
+	}
+	if c.AskWait <= 0 || c.AskWait > time.Hour {
+		return &cli.UsageError{Msg: "--ask-wait must be between 0 and 1h"}
 	}
 	level := slog.LevelInfo
 	if os.Getenv("LOWKEY_DEBUG") != "" {
@@ -189,6 +197,9 @@ func (statusCmd) Run(g *companionCLI, o *cli.IO) error {
 	if paused {
 		fmt.Fprintln(w, "control:       PAUSED here (\"lowkey-companion resume\" to allow it again)")
 	}
+	if rules, err := st.Consent(); err == nil {
+		fmt.Fprintf(w, "consent:       browser %s, desktop %s (\"lowkey-companion consent\" to change)\n", rules.Browser, rules.Desktop)
+	}
 	s, err := companion.ReadStatus(st)
 	switch {
 	case err != nil || !s.Running():
@@ -207,6 +218,13 @@ func (statusCmd) Run(g *companionCLI, o *cli.IO) error {
 			fmt.Fprintln(w, "control:       no conversation holds control of this computer")
 		} else {
 			fmt.Fprintf(w, "control:       active for %s\n", strings.Join(s.Grants, ", "))
+		}
+		for _, q := range s.Questions {
+			fmt.Fprintf(w, "asks you:      %s: conversation %s wants %s access (%s); \"lowkey-companion approve %s\" or \"deny %s\" by %s\n",
+				q.ID, q.Conversation, q.Capability, q.Action, q.ID, q.ID, q.Deadline.Local().Format("15:04:05"))
+		}
+		if s.AnswerURL != "" {
+			fmt.Fprintf(w, "answer page:   %s\n", s.AnswerURL)
 		}
 	}
 	return nil
@@ -236,6 +254,86 @@ func (pauseCmd) Run(g *companionCLI, o *cli.IO) error {
 		return err
 	}
 	fmt.Fprintln(o.Out, "Paused: every device action is refused here until \"lowkey-companion resume\", whatever the box asks.")
+	return nil
+}
+
+type consentCmd struct {
+	Rule    string `arg:"" optional:"" help:"ask or trust; without it, the rules are shown."`
+	Browser bool   `help:"The rule for browser access only."`
+	Desktop bool   `help:"The rule for desktop access only."`
+}
+
+func (c *consentCmd) Run(g *companionCLI, o *cli.IO) error {
+	st := companion.State{Dir: g.State}
+	if c.Rule != "" && c.Rule != companion.Ask && c.Rule != companion.Trust {
+		return &cli.UsageError{Msg: fmt.Sprintf("the rule is ask or trust, not %q", c.Rule)}
+	}
+	if c.Rule != "" {
+		var caps []devicectl.Capability
+		if c.Browser {
+			caps = append(caps, devicectl.CapBrowser)
+		}
+		if c.Desktop {
+			caps = append(caps, devicectl.CapDesktop)
+		}
+		if err := st.SetRule(c.Rule, caps...); err != nil {
+			return err
+		}
+	} else if c.Browser || c.Desktop {
+		return &cli.UsageError{Msg: "--browser and --desktop go with a rule: lowkey-companion consent ask --desktop"}
+	}
+	rules, err := st.Consent()
+	if err != nil {
+		return err
+	}
+	say := func(what, rule string) {
+		if rule == companion.Ask {
+			fmt.Fprintf(o.Out, "%s access: ask (a conversation's first action waits for you here)\n", what)
+		} else {
+			fmt.Fprintf(o.Out, "%s access: trust (the box's grant is enough)\n", what)
+		}
+	}
+	say("browser", rules.Browser)
+	say("desktop", rules.Desktop)
+	return nil
+}
+
+type approveCmd struct {
+	ID   string `arg:"" optional:"" help:"The question (lowkey-companion status lists them); without it, the only one open."`
+	Hour bool   `help:"For an hour, not for as long as the conversation lasts."`
+}
+
+func (c *approveCmd) Run(g *companionCLI, o *cli.IO) error {
+	answer := companion.AllowConversation
+	if c.Hour {
+		answer = companion.AllowHour
+	}
+	return answerQuestion(g, o, c.ID, answer)
+}
+
+type denyCmd struct {
+	ID string `arg:"" optional:"" help:"The question (lowkey-companion status lists them); without it, the only one open."`
+}
+
+func (c *denyCmd) Run(g *companionCLI, o *cli.IO) error {
+	return answerQuestion(g, o, c.ID, companion.Deny)
+}
+
+func answerQuestion(g *companionCLI, o *cli.IO, id, answer string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	q, err := companion.Answer(ctx, companion.State{Dir: g.State}, id, answer)
+	if err != nil {
+		return err
+	}
+	switch answer {
+	case companion.Deny:
+		fmt.Fprintf(o.Out, "Denied %s access to conversation %s.\n", q.Capability, q.Conversation)
+	case companion.AllowHour:
+		fmt.Fprintf(o.Out, "Allowed %s access to conversation %s for an hour.\n", q.Capability, q.Conversation)
+	default:
+		fmt.Fprintf(o.Out, "Allowed %s access to conversation %s for as long as it lasts.\n", q.Capability, q.Conversation)
+	}
 	return nil
 }
 

@@ -61,10 +61,36 @@ func TestWrongCommandLinesAreRefusedWithUsage(t *testing.T) {
 		{[]string{"pair", "box.local"}, "unexpected argument box.local"},
 		{[]string{"pair", "--hub", "http://[::1", "--code", "1234-5678", "--state", t.TempDir()}, "Usage: lowkey-companion pair"},
 		{[]string{"completion"}, `expected "<shell>"`},
+		{[]string{"consent", "maybe"}, `the rule is ask or trust, not "maybe"`},
+		{[]string{"consent", "--desktop", "--state", t.TempDir()}, "--browser and --desktop go with a rule"},
+		{[]string{"approve", "a", "b"}, "unexpected argument b"},
+		{[]string{"deny", "--hour"}, "unknown flag --hour"},
+		{[]string{"run", "--ask-wait", "2h", "--state", t.TempDir()}, "--ask-wait must be between 0 and 1h"},
 	} {
 		r := lc(t, tc.args...)
 		if r.code != cli.ExitUsage || !strings.Contains(r.err, tc.says) || !strings.Contains(r.err, "Usage: lowkey-companion") {
 			t.Errorf("lowkey-companion %s: exit %d, want 2 saying %q\n%s%s", strings.Join(tc.args, " "), r.code, tc.says, r.out, r.err)
+		}
+	}
+}
+
+// The consent rules are the person's, kept in the state directory: the
+// defaults ask before desktop access and trust the box for the browser;
+// approve and deny need a running companion and say so.
+func TestConsentCommands(t *testing.T) {
+	dir := t.TempDir()
+	if r := lc(t, "consent", "--state", dir); r.code != 0 || !strings.Contains(r.out, "browser access: trust") || !strings.Contains(r.out, "desktop access: ask") {
+		t.Fatalf("the defaults: %d %s%s", r.code, r.out, r.err)
+	}
+	if r := lc(t, "consent", "ask", "--browser", "--state", dir); r.code != 0 || !strings.Contains(r.out, "browser access: ask") || !strings.Contains(r.out, "desktop access: ask") {
+		t.Fatalf("ask --browser: %d %s%s", r.code, r.out, r.err)
+	}
+	if r := lc(t, "consent", "trust", "--state", dir); r.code != 0 || !strings.Contains(r.out, "browser access: trust") || !strings.Contains(r.out, "desktop access: trust") {
+		t.Fatalf("trust: %d %s%s", r.code, r.out, r.err)
+	}
+	for _, cmd := range []string{"approve", "deny"} {
+		if r := lc(t, cmd, "--state", dir); r.code != 1 || !strings.Contains(r.err, "no companion is running here") {
+			t.Errorf("%s with nothing running: %d %s", cmd, r.code, r.err)
 		}
 	}
 }

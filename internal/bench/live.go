@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/lowkeyhq/lowkey/companion"
+	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/internal/local"
 )
 
@@ -62,6 +63,10 @@ func Live(ctx context.Context, display string, asked int, d time.Duration, progr
 		return nil, err
 	}
 	defer p.Close()
+	// The benchmark's own private computer: its person trusts the box.
+	if err := p.State.SetRule(companion.Trust, devicectl.CapDesktop); err != nil {
+		return nil, err
+	}
 	c := p.Client()
 	sess, err := grantedSession(c, p.DeviceID, "desktop")
 	if err != nil {
