@@ -204,4 +204,3 @@ func (a *asker) listLocked() []Question {
 	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
 	return out
 }
-

@@ -40,8 +40,8 @@ type Config struct {
 	// AskWait is how long a question waits for the person here before it
 	// is a Deny (default DefaultAskWait).
 	AskWait time.Duration
-	Version   string
-	Logger    *slog.Logger
+	Version string
+	Logger  *slog.Logger
 }
 
 // Status is what "lowkey-companion status" shows.
