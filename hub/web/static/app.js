@@ -388,7 +388,7 @@ async function showConversation(id) {
     t.details.hidden = false;
     t.summary.textContent = `${t.n} step${t.n === 1 ? "" : "s"} · ${text}`;
     // What went wrong is seen without a click.
-    if (kind === "refused" || kind === "failed" || kind === "declined") t.details.open = true;
+    if (kind === "refused" || kind === "failed" || kind === "declined" || kind === "waiting") t.details.open = true;
   }
   function setRunning(tid, st) {
     running = (st === "running" || st === "stalled") ? tid : (running === tid ? null : running);
@@ -492,11 +492,17 @@ async function showConversation(id) {
           if (turn || lastTurn) step(turn || lastTurn, line, d.outcome);
           toggles.acting(d.device, d, turn);
         }
+        // The person at the computer answered it asking: a step of the
+        // turn that waited.
+        if (d.action.startsWith("consent.") && lastTurn) step(lastTurn, `${d.who}: ${d.detail}`, d.outcome);
         // Opening or reloading a page replays these: it never acts on the
         // computer itself (that is the person's click on Refresh).
         if (d.outcome === "done" && d.action.startsWith("browser.")) focus.noted(d);
         break;
       }
+      // The computer waits for the person there before letting the
+      // conversation act on it.
+      case "device.waiting": if (lastTurn) step(lastTurn, d.text, "waiting"); break;
       case "grant.changed": toggles.changed(d); focus.grantsChanged(); break;
       case "session.warning": banner.hidden = false; banner.textContent = d.message; break;
       case "session.killed": thread.append(el("li", { class: "notice-line failed", text: "All work in this conversation was stopped." })); break;
