@@ -352,13 +352,12 @@ async function showConversation(id) {
   drawer(focusBtn, "focus-open");
   focus.onClose(() => { layout.classList.remove("focus-open"); focusBtn.setAttribute("aria-expanded", "false"); });
 
-  // The thread stays at its end only while the reader is there.
-  let atEnd = true;
-  thread.addEventListener("scroll", () => {
-    atEnd = thread.scrollHeight - thread.scrollTop - thread.clientHeight < 48;
-    if (atEnd) jump.hidden = true;
-  });
-  const follow = () => { if (atEnd) thread.scrollTop = thread.scrollHeight; else jump.hidden = false; };
+  // The thread stays at its end only while the reader is there: where they
+  // are is read before anything new is drawn (not from the last scroll
+  // event, which may come a frame later).
+  const atEndNow = () => thread.scrollHeight - thread.scrollTop - thread.clientHeight < 48;
+  thread.addEventListener("scroll", () => { if (atEndNow()) jump.hidden = true; });
+  const follow = atEnd => { if (atEnd) thread.scrollTop = thread.scrollHeight; else jump.hidden = false; };
 
   const turns = {}, jobs = {}, confirms = {};
   let running = null, lastTurn = null;
@@ -445,6 +444,7 @@ async function showConversation(id) {
   }
   function onEvent(e) {
     const d = e.data || {};
+    const atEnd = atEndNow();
     switch (e.type) {
       case "message":
         if (d.role === "assistant" && e.turn) {
@@ -509,7 +509,7 @@ async function showConversation(id) {
       // The sidebar follows from the box's stream (sessions.changed).
       case "session.renamed": title.textContent = d.title; break;
     }
-    follow();
+    follow(atEnd);
   }
   // The rest of the box: devices going on or off line, conversations
   // made, renamed or deleted elsewhere.
