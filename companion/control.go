@@ -221,7 +221,7 @@ func (c *control) close() {
 
 // announce shows a change of control on the computer: always a log line,
 // and a desktop notification where the system has notify-send.
-func announce(log *slog.Logger, display string, active []string) {
+func announce(log *slog.Logger, display string, active []string, notifySend bool) {
 	title, body := "Lowkey: control ended", "No conversation controls this computer now."
 	if len(active) > 0 {
 		title, body = "Lowkey: this computer is being controlled", "Active for "+strings.Join(active, "; ")+". Stop it with \"lowkey-companion pause\"."
@@ -229,7 +229,9 @@ func announce(log *slog.Logger, display string, active []string) {
 	} else {
 		log.Warn("device control inactive")
 	}
-	notify(display, title, body)
+	if notifySend {
+		notify(display, title, body)
+	}
 }
 
 // showQuestions tells the person here what waits for their answer.

@@ -178,12 +178,34 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.setStatus("stopped", nil)
 		}
 	}()
-	ctl := newControl(r.cfg, r.log, func(active []string) {
+	var (
+		ctl  *control
+		desk *desktop
+	)
+	// The desktop's own indicator and questions, where a session bus
+	// offers them; its pause is the same kill switch as "pause".
+	pause := func() {
+		if err := r.cfg.State.SetPaused(true); err != nil {
+			r.log.Error("could not pause", "err", err)
+			return
+		}
+		r.log.Warn("paused from the desktop: every device action is refused here until \"lowkey-companion resume\"")
+		desk.indicate(r.Status().Grants, true)
+	}
+	desk = openDesktop(r.log, func(id, answer string) {
+		if _, err := ctl.ask.answer(id, answer); err != nil {
+			r.log.Info("an answer from the desktop", "err", err)
+		}
+	}, pause)
+	defer desk.close()
+	ctl = newControl(r.cfg, r.log, func(active []string) {
 		r.mu.Lock()
 		r.status.Grants = active
 		r.mu.Unlock()
 		r.setStatus(r.Status().Link, nil)
-		announce(r.log, r.cfg.Display, active)
+		paused, _ := r.cfg.State.Paused()
+		announce(r.log, r.cfg.Display, active, desk == nil)
+		desk.indicate(active, paused)
 	})
 	defer ctl.close()
 	ctl.ask.tell = func(n devicectl.ConsentNotice) {
@@ -206,7 +228,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		r.mu.Unlock()
 		r.setStatus(r.Status().Link, nil)
-		showQuestions(r.log, r.cfg.Display, fresh, r.Status().AnswerURL)
+		if desk != nil {
+			desk.ask(qs, r.Status().AnswerURL)
+		} else {
+			showQuestions(r.log, r.cfg.Display, fresh, r.Status().AnswerURL)
+		}
 	}
 	r.mu.Lock()
 	r.ask = ctl.ask
