@@ -2,6 +2,7 @@ package hub
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
@@ -44,5 +45,8 @@ func (h *Hub) computerNotice(devID, name string, n devicectl.Notice) {
 			rec.Outcome, rec.Detail = "refused", "no answer at the computer in time"
 		}
 		h.audit(rec)
+		if rec.Outcome == "refused" && strings.HasPrefix(c.Action, "live.") {
+			h.refusedLive(devID, c.Conversation, who+": "+rec.Detail)
+		}
 	}
 }

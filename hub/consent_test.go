@@ -14,6 +14,7 @@ import (
 	"github.com/lowkeyhq/lowkey/devicectl"
 	"github.com/lowkeyhq/lowkey/errcode"
 	"github.com/lowkeyhq/lowkey/internal/local"
+	"github.com/lowkeyhq/lowkey/internal/testenv"
 )
 
 // question waits for the companion to ask the person there.
@@ -218,5 +219,44 @@ func TestConsentAnswersDoNotOutliveThePairing(t *testing.T) {
 	}
 	if c, _ := st.Consent(); len(c.Answers) != 0 {
 		t.Fatalf("with no pairing: %+v", c)
+	}
+}
+
+// Watching the screen is acting on it too: with ask, the live view waits
+// for the person at the computer, and a Deny sends nothing.
+func TestWatchingTheScreenAsksToo(t *testing.T) {
+	display := testenv.Xvfb(t, 800, 600)
+	p := startControlPair(t, nil, func(c *companion.Config) { c.Display = display })
+	if err := p.State.SetRule(companion.Ask, devicectl.CapDesktop); err != nil {
+		t.Fatal(err)
+	}
+	s := newConversation(t, p)
+	s.access(false, true)
+	u := "ws" + strings.TrimPrefix(p.URL(), "http") + "/api/v1/sessions/" + s.id + "/devices/" + s.dev + "/live?fps=10"
+	hdr := http.Header{"Authorization": {"Bearer " + p.Hub.Token()}}
+	for _, answer := range []string{companion.Deny, companion.AllowConversation} {
+		ws, _, err := websocket.DefaultDialer.Dial(u, hdr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := question(t, p)
+		if q.Action != "live.screen" || q.Capability != "desktop" {
+			t.Fatalf("the question: %+v", q)
+		}
+		if _, err := p.Runner.Answer(q.ID, answer); err != nil {
+			t.Fatal(err)
+		}
+		_ = ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+		_, data, err := ws.ReadMessage()
+		switch {
+		case answer == companion.Deny && err == nil:
+			t.Fatalf("denied, and the screen came: %d bytes", len(data))
+		case answer == companion.Deny && !strings.Contains(err.Error(), "the person at laptop: denied at the computer"):
+			// The viewer is told why, not left waiting.
+			t.Fatalf("denied: the view ended with %v", err)
+		case answer != companion.Deny && err != nil:
+			t.Fatalf("allowed, and no screen: %v", err)
+		}
+		ws.Close()
 	}
 }

@@ -30,6 +30,8 @@ type liveRelay struct {
 	last    uint32
 	broken  bool
 	askedAt time.Time
+	// ended says why the view ended, for its viewers.
+	ended string
 }
 
 type viewer struct{ behind bool }
@@ -102,13 +104,16 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 	defer end()
 	rec.Outcome = "done"
 	h.audit(rec)
-	h.watch(devID, req, frames)
+	rl = h.watch(devID, req, frames)
 	defer h.unwatch(devID, frames)
 	for {
 		select {
 		case f, ok := <-frames:
 			if !ok {
-				_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "control ended"), time.Now().Add(time.Second))
+				rl.mu.Lock()
+				why := rl.ended
+				rl.mu.Unlock()
+				_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, why), time.Now().Add(time.Second))
 				return
 			}
 			_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -123,7 +128,7 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (h *Hub) watch(devID string, req devicectl.LiveRequest, ch chan []byte) {
+func (h *Hub) watch(devID string, req devicectl.LiveRequest, ch chan []byte) *liveRelay {
 	h.mu.Lock()
 	rl := h.lives[devID]
 	first := rl == nil
@@ -141,6 +146,7 @@ func (h *Hub) watch(devID string, req devicectl.LiveRequest, ch chan []byte) {
 	} else {
 		h.askKey(devID, true)
 	}
+	return rl
 }
 
 // askKey asks the computer for a whole frame, at most once per keyEvery
@@ -284,15 +290,32 @@ func (h *Hub) checkLive(devID string) {
 	if g, _ := h.grant(rl.req.Conversation, devID); g.Allows(capability) || h.cfg.UnsafeSkipGrantCheck {
 		return
 	}
+	h.endLive(rl, "control ended")
+}
+
+// endLive ends a computer's live view for every viewer, saying why.
+func (h *Hub) endLive(rl *liveRelay, why string) {
 	h.mu.Lock()
-	if h.lives[devID] == rl {
-		delete(h.lives, devID)
+	if h.lives[rl.device] == rl {
+		delete(h.lives, rl.device)
 	}
 	h.mu.Unlock()
 	rl.mu.Lock()
+	rl.ended = why
 	for ch := range rl.viewers {
 		close(ch)
 	}
 	rl.viewers = map[chan []byte]*viewer{}
 	rl.mu.Unlock()
+}
+
+// refusedLive ends the live view of conversation on a computer whose
+// person did not allow it.
+func (h *Hub) refusedLive(devID, conversation, why string) {
+	h.mu.Lock()
+	rl := h.lives[devID]
+	h.mu.Unlock()
+	if rl != nil && rl.req.Conversation == conversation {
+		h.endLive(rl, why)
+	}
 }
