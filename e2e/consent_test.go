@@ -28,7 +28,7 @@ func TestThePersonAtTheComputerAnswersOnItsPage(t *testing.T) {
 	mustRun(t, "", "lowkey-companion", "pair", "--hub", b.addr, "--code", b.pairCode(t), "--state", state, "--name", "laptop")
 	id := b.devices(t)[0].ID
 	mustRun(t, "", "lowkey-companion", "consent", "ask", "--browser", "--state", state)
-	start(t, "", "lowkey-companion", "run", "--state", state, "--no-mdns", "--headless")
+	comp := start(t, "", "lowkey-companion", "run", "--state", state, "--no-mdns", "--headless")
 	b.waitOnline(t, id, 30*time.Second)
 	br := openBrowser(t)
 	w := ownerPage(t, br, setup)
@@ -102,5 +102,27 @@ func TestThePersonAtTheComputerAnswersOnItsPage(t *testing.T) {
 	local.waitText(`Nothing waits for you now|Answered`, 10*time.Second)
 	if errs := uncaught(); len(errs) > 0 {
 		t.Fatalf("uncaught page errors: %v", errs)
+	}
+
+	// The answer, the rules and pause outlive the computer's program and
+	// the box: after both restart, the allowed conversation acts without a
+	// question, and a pause set meanwhile holds.
+	comp.stop()
+	b.stop()
+	b = startBox(t, "", b.data, b.addr, "--no-mdns")
+	comp = start(t, "", "lowkey-companion", "run", "--state", state, "--no-mdns", "--headless")
+	b.waitOnline(t, id, 30*time.Second)
+	if status, raw := apiDo(t, "POST", base+"/api/v1/sessions/"+sid+"/devices/"+id+"/actions", token, `{"action": "browser.tabs"}`); status != 200 {
+		t.Fatalf("the allowed conversation after both restarted: %d %s", status, raw)
+	}
+	if out := mustRun(t, "", "lowkey-companion", "status", "--state", state); !strings.Contains(out, "consent:       browser ask, desktop ask") {
+		t.Fatalf("the rules after a restart:\n%s", out)
+	}
+	mustRun(t, "", "lowkey-companion", "pause", "--state", state)
+	comp.stop()
+	start(t, "", "lowkey-companion", "run", "--state", state, "--no-mdns", "--headless")
+	b.waitOnline(t, id, 30*time.Second)
+	if _, raw := apiDo(t, "POST", base+"/api/v1/sessions/"+sid+"/devices/"+id+"/actions", token, `{"action": "browser.tabs"}`); !strings.Contains(string(raw), "paused") {
+		t.Fatalf("paused, then restarted: %s", raw)
 	}
 }
