@@ -34,6 +34,8 @@ type desktop struct {
 	// answer answers a question; pause pauses control.
 	answer func(id, answer string)
 	pause  func()
+	// box is the paired box's name, for who holds control.
+	box string
 
 	mu        sync.Mutex
 	questions map[uint32]string // notification → question
@@ -168,7 +170,7 @@ func (d *desktop) indicate(active []string, paused bool) {
 	status := "Passive"
 	tip := "No conversation controls this computer."
 	if len(active) > 0 {
-		status, tip = "NeedsAttention", "Controlled by the box for "+strings.Join(active, "; ")+"."
+		status, tip = "NeedsAttention", "Controlled by the box "+d.box+" for "+strings.Join(active, "; ")+"."
 		if paused {
 			status, tip = "Active", "Paused here: "+tip
 		}

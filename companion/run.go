@@ -197,6 +197,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.log.Info("an answer from the desktop", "err", err)
 		}
 	}, pause)
+	if desk != nil {
+		desk.box = hub.Peer.Name
+	}
 	defer desk.close()
 	ctl = newControl(r.cfg, r.log, func(active []string) {
 		r.mu.Lock()

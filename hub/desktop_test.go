@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"bufio"
+	"fmt"
 	"context"
 	"encoding/json"
 	"os"
@@ -216,6 +217,12 @@ func TestTheComputersDesktopShowsAndAnswers(t *testing.T) {
 	var status dbus.Variant
 	if err := obj.Call("org.freedesktop.DBus.Properties.Get", 0, "org.kde.StatusNotifierItem", "Status").Store(&status); err != nil || status.Value() != "NeedsAttention" {
 		t.Fatalf("the tray item's status: %v %v", status, err)
+	}
+	// Its tool tip says who holds control and for which conversation.
+	var tip dbus.Variant
+	if err := obj.Call("org.freedesktop.DBus.Properties.Get", 0, "org.kde.StatusNotifierItem", "ToolTip").Store(&tip); err != nil ||
+		!strings.Contains(fmt.Sprint(tip.Value()), "Controlled by the box box for "+s.id) {
+		t.Fatalf("the tray item's tool tip: %v %v", tip, err)
 	}
 	if err := obj.Call("org.kde.StatusNotifierItem.Activate", 0, int32(0), int32(0)).Err; err != nil {
 		t.Fatal(err)
