@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -151,6 +150,7 @@ type runCmd struct {
 	NoMDNS       bool          `name:"no-mdns" help:"Never look for the box on the LAN; use only its last address."`
 	AttachChrome string        `placeholder:"DIR" help:"Drive the running Chrome whose user data directory this is (started with --remote-debugging-port=0) instead of launching one."`
 	AskWait      time.Duration `name:"ask-wait" default:"2m" placeholder:"DURATION" help:"How long a question waits for your answer; no answer is a no (default: ${default})."`
+	LogFormat    string        `name:"log-format" enum:"text,json" default:"text" help:"The log on stderr: text lines, or one JSON object a line (text, json) (default: ${default})."`
 }
 
 func (c *runCmd) Run(g *companionCLI, o *cli.IO) error {
@@ -162,11 +162,7 @@ func (c *runCmd) Run(g *companionCLI, o *cli.IO) error {
 	if c.AskWait <= 0 || c.AskWait > time.Hour {
 		return &cli.UsageError{Msg: "--ask-wait must be between 0 and 1h"}
 	}
-	level := slog.LevelInfo
-	if os.Getenv("LOWKEY_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	cfg.Logger = slog.New(slog.NewTextHandler(o.Err, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = cli.Logger(o.Err, c.LogFormat)
 	if _, err := cfg.State.Hub(); err != nil {
 		return err
 	}

@@ -109,13 +109,7 @@ func defaultData() string {
 	return filepath.Join(home, ".local", "share", "lowkey")
 }
 
-func logger(w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	if os.Getenv("LOWKEY_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
+func logger(w io.Writer) *slog.Logger { return cli.Logger(w, "text") }
 
 func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -137,6 +131,7 @@ type hubCmd struct {
 	ICEServer     []string          `name:"ice-server" sep:"none" placeholder:"URL" help:"A STUN server to find paths with (stun:HOST:PORT); repeatable. TURN servers, which need credentials, go in --ice-servers."`
 	ICEServers    string            `name:"ice-servers" type:"existingfile" placeholder:"FILE" help:"STUN/TURN servers with their credentials, as WebRTC writes them: [{\"urls\":[\"turn:HOST:3478?transport=tcp\"],\"username\":\"…\",\"credential\":\"…\"}] (owner-only file)."`
 	NoRelay       bool              `name:"no-relay" help:"Do not relay links through the box itself (TURN over TCP on the web port)."`
+	LogFormat     string            `name:"log-format" enum:"text,json" default:"text" help:"The log on stderr: text lines, or one JSON object a line (text, json) (default: ${default})."`
 }
 
 func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
@@ -157,7 +152,7 @@ func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
 		DataDir: g.Data, Listen: c.Listen, PagesListen: c.PagesListen, PagesOrigin: c.PagesOrigin,
 		Name: c.Name, TLSCert: c.TLSCert, TLSKey: c.TLSKey, NoMDNS: c.NoMDNS,
 		SessionMemory: int64(c.SessionMemory), AgentUser: c.AgentUser, AgentPath: c.AgentPath, AgentBins: c.AgentBin, WorkDir: c.WorkDir,
-		Version: version, Logger: logger(o.Err),
+		Version: version, Logger: cli.Logger(o.Err, c.LogFormat),
 	}
 	h, err := hub.Start(cfg)
 	if err != nil {

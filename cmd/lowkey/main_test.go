@@ -132,6 +132,7 @@ func TestWrongCommandLinesAreRefusedWithUsage(t *testing.T) {
 		{[]string{"hub", "--ice-server", "stun:", "--data", dir}, "stun:HOST:PORT"},
 		{[]string{"hub", "--ice-servers", filepath.Join(dir, "none.json"), "--data", dir}, "none.json"},
 		{[]string{"bench", "link", "--path", "sideways"}, `--path must be one of "direct","relayed"`},
+		{[]string{"hub", "--log-format", "xml", "--data", dir}, `--log-format must be one of "text","json"`},
 	} {
 		r := lk(t, "", tc.args...)
 		if r.code != cli.ExitUsage || !strings.Contains(r.err, tc.says) || !strings.Contains(r.err, "Usage: lowkey") || r.out != "" {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -214,4 +215,19 @@ func withExitCodes(options kong.HelpOptions, ctx *kong.Context) error {
 	}
 	_, err := fmt.Fprintf(ctx.Stdout, "\n%s\n", ExitCodes)
 	return err
+}
+
+// Logger is a program's log on w: text lines people read, or with format
+// "json" one JSON object a line for a log collector. LOWKEY_DEBUG set
+// shows debug lines too.
+func Logger(w io.Writer, format string) *slog.Logger {
+	level := slog.LevelInfo
+	if os.Getenv("LOWKEY_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
