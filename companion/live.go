@@ -96,11 +96,7 @@ func (c *control) setLive(r devicectl.LiveRequest, out liveOut) {
 	if !r.On {
 		return
 	}
-	capability := devicectl.CapDesktop
-	if r.Source == "browser" {
-		capability = devicectl.CapBrowser
-	}
-	if err := c.allowed(r.Conversation, capability); err != nil {
+	if err := c.allowed(r.Conversation, r.Capability()); err != nil {
 		c.log.Warn("refused the live screen", "conversation", r.Conversation, "why", err)
 		return
 	}
@@ -115,7 +111,7 @@ func (c *control) setLive(r devicectl.LiveRequest, out liveOut) {
 	c.live = ls
 	c.mu.Unlock()
 	c.log.Info("live screen on", "conversation", r.Conversation, "source", r.Source, "fps", r.FPS, "mode", r.Mode)
-	go ls.run(ctx, capability)
+	go ls.run(ctx)
 }
 
 func (c *control) stopLive() {
@@ -132,16 +128,13 @@ func (c *control) stopLive() {
 
 // check ends the stream when its grant is gone.
 func (ls *liveStream) check() {
-	capability := devicectl.CapDesktop
-	if ls.req.Source == "browser" {
-		capability = devicectl.CapBrowser
-	}
-	if ls.c.allowed(ls.req.Conversation, capability) != nil {
+	if ls.c.allowed(ls.req.Conversation, ls.req.Capability()) != nil {
 		go ls.c.stopLive()
 	}
 }
 
-func (ls *liveStream) run(ctx context.Context, capability devicectl.Capability) {
+func (ls *liveStream) run(ctx context.Context) {
+	capability := ls.req.Capability()
 	defer close(ls.done)
 	// Watching is acting too: where the person here asked to be asked, the
 	// stream waits for their answer.

@@ -30,6 +30,15 @@ type LiveRequest struct {
 	Key bool `json:"key,omitempty"`
 }
 
+// Capability is what the stream needs the conversation to hold: the
+// browser for its tab, the desktop for the screen.
+func (r LiveRequest) Capability() Capability {
+	if r.Source == "browser" {
+		return CapBrowser
+	}
+	return CapDesktop
+}
+
 // Live stream modes.
 const (
 	LiveUpdates = "updates"
@@ -281,9 +290,8 @@ func (u *LiveUpdate) Apply(pic *image.RGBA) (*image.RGBA, error) {
 	for _, op := range u.Ops {
 		dst := image.Rect(op.X, op.Y, op.X+op.W, op.Y+op.H)
 		if op.Copy {
-			src := image.NewRGBA(pic.Rect)
-			copy(src.Pix, pic.Pix)
-			draw.Draw(pic, dst, src, image.Pt(op.SrcX, op.SrcY), draw.Src)
+			// image/draw copies within one picture in the safe direction.
+			draw.Draw(pic, dst, pic, image.Pt(op.SrcX, op.SrcY), draw.Src)
 			continue
 		}
 		tile, err := jpeg.Decode(bytes.NewReader(op.JPEG))

@@ -82,7 +82,6 @@ type Conn struct {
 	err      error
 	wg       sync.WaitGroup
 	restarts int
-	upgrades int
 	// descMu puts a description out before the candidates gathered for
 	// it, and one offer out at a time.
 	descMu sync.Mutex
@@ -295,9 +294,6 @@ func (c *Conn) upgrade() {
 			continue
 		}
 		c.log.Info("trying for a direct path", "path", path)
-		c.errMu.Lock()
-		c.upgrades++
-		c.errMu.Unlock()
 		if err := c.sendOffer(true); err != nil {
 			c.fail(fmt.Errorf("ICE restart: %w", err))
 			return
@@ -378,13 +374,6 @@ func (c *Conn) restartICE() {
 	if err := c.sendOffer(true); err != nil {
 		c.fail(fmt.Errorf("ICE restart: %w", err))
 	}
-}
-
-// Upgrades counts the tries for a direct path on this connection.
-func (c *Conn) Upgrades() int {
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
-	return c.upgrades
 }
 
 // Restarts counts ICE restarts after a disconnect on this connection.

@@ -69,10 +69,7 @@ func (h *Hub) getLive(w http.ResponseWriter, r *http.Request) {
 		fail(w, errcode.BadRequest, err.Error())
 		return
 	}
-	capability := devicectl.CapDesktop
-	if req.Source == "browser" {
-		capability = devicectl.CapBrowser
-	}
+	capability := req.Capability()
 	rec := devicectl.AuditRecord{Time: time.Now().UTC(), Who: who(r), Conversation: s.ID, Device: devID, Action: "live." + req.Source, Args: body}
 	if g, _ := h.grant(s.ID, devID); !g.Allows(capability) && !h.cfg.UnsafeSkipGrantCheck {
 		rec.Outcome, rec.Detail = "refused", "the toggle is off"
@@ -283,11 +280,7 @@ func (h *Hub) checkLive(devID string) {
 	if rl == nil {
 		return
 	}
-	capability := devicectl.CapDesktop
-	if rl.req.Source == "browser" {
-		capability = devicectl.CapBrowser
-	}
-	if g, _ := h.grant(rl.req.Conversation, devID); g.Allows(capability) || h.cfg.UnsafeSkipGrantCheck {
+	if g, _ := h.grant(rl.req.Conversation, devID); g.Allows(rl.req.Capability()) || h.cfg.UnsafeSkipGrantCheck {
 		return
 	}
 	h.endLive(rl, "control ended")

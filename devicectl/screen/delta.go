@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"hash/maphash"
 	"image"
+	"image/draw"
 	"image/jpeg"
 
 	"github.com/lowkeyhq/lowkey/devicectl"
@@ -100,7 +101,7 @@ func (d *Delta) next(u *devicectl.LiveUpdate, img *image.RGBA, rows []uint64, qu
 	if dy, lo, hi := findScroll(d.prevRows, rows); dy != 0 {
 		// Rows lo..hi of the new frame are rows lo+dy..hi+dy of the last.
 		u.Ops = append(u.Ops, devicectl.LiveOp{Copy: true, X: 0, Y: lo, W: w, H: hi - lo, SrcX: 0, SrcY: lo + dy})
-		shiftRows(d.prev, lo, hi, dy)
+		draw.Draw(d.prev, image.Rect(0, lo, w, hi), d.prev, image.Pt(0, lo+dy), draw.Src)
 	}
 	changed := d.changedTiles(img)
 	n := 0
@@ -282,20 +283,6 @@ func findScroll(prev, cur []uint64) (dy, lo, hi int) {
 		return 0, 0, 0
 	}
 	return best, lo, hi
-}
-
-// shiftRows moves rows lo+dy..hi+dy of img to lo..hi.
-func shiftRows(img *image.RGBA, lo, hi, dy int) {
-	row := func(y int) []byte { return img.Pix[y*img.Stride : (y+1)*img.Stride] }
-	if dy > 0 {
-		for y := lo; y < hi; y++ {
-			copy(row(y), row(y+dy))
-		}
-		return
-	}
-	for y := hi - 1; y >= lo; y-- {
-		copy(row(y), row(y+dy))
-	}
 }
 
 // joinTiles turns marked tiles into rectangles (in tiles): runs along a
