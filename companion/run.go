@@ -218,17 +218,19 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		}
 	}
-	shown := map[string]bool{}
+	shown := map[string]bool{} // the open questions already shown
 	ctl.ask.changed = func(qs []Question) {
 		r.mu.Lock()
 		r.status.Questions = qs
 		var fresh []Question
+		open := map[string]bool{}
 		for _, q := range qs {
+			open[q.ID] = true
 			if !shown[q.ID] {
-				shown[q.ID] = true
 				fresh = append(fresh, q)
 			}
 		}
+		shown = open
 		r.mu.Unlock()
 		r.setStatus(r.Status().Link, nil)
 		if desk != nil {

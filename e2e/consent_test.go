@@ -63,6 +63,22 @@ func TestThePersonAtTheComputerAnswersOnItsPage(t *testing.T) {
 	if status, _ := apiDo(t, "GET", "http://"+addr+"/api/questions", "guess", ""); status != 401 {
 		t.Errorf("the questions without the token: %d", status)
 	}
+	// With the token, but by a name a page in the browser could rebind to
+	// loopback: refused; by its own address: answered.
+	pageToken := strings.SplitN(page, "/#", 2)[1]
+	for host, want := range map[string]int{"localhost:" + strings.SplitN(addr, ":", 2)[1]: 403, "evil.example": 403, addr: 200} {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/api/questions", nil)
+		req.Host = host
+		req.Header.Set("Authorization", "Bearer "+pageToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("the questions asked as Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
 	local := &webUI{t: t, page: br.MustPage(""), dir: w.dir}
 	if err := local.page.Navigate(page); err != nil {
 		t.Fatal(err)

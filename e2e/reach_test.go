@@ -47,7 +47,7 @@ type natNet struct{ box, router, laptop string }
 // masqueraded as the router.
 func newNAT(t *testing.T) *natNet {
 	t.Helper()
-	newLAN(t) // checks root and ip, as every namespace test does
+	needNamespaces(t)
 	id := os.Getpid() % 100000
 	n := &natNet{box: fmt.Sprintf("lk-nbox-%d", id), router: fmt.Sprintf("lk-nrt-%d", id), laptop: fmt.Sprintf("lk-nlap-%d", id)}
 	for _, ns := range []string{n.box, n.router, n.laptop} {
