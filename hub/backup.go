@@ -29,19 +29,24 @@ const (
 // that can fail before the first byte does: a failed store backup is an
 // error, not a short archive.
 func (h *Hub) Backup(w io.Writer) error {
-	id, err := os.ReadFile(filepath.Join(h.cfg.DataDir, "identity.json"))
+	return writeBackup(w, filepath.Join(h.cfg.DataDir, "identity.json"), h.store)
+}
+
+// writeBackup writes the archive of the identity at idPath and the store.
+func writeBackup(w io.Writer, idPath string, s *Store) error {
+	id, err := os.ReadFile(idPath)
 	if err != nil {
 		return err
 	}
 	// Badger streams its backup; its size is not known ahead, so it goes
 	// through a temporary file.
-	tmp, err := os.CreateTemp(h.cfg.DataDir, ".backup-")
+	tmp, err := os.CreateTemp(filepath.Dir(idPath), ".backup-")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	if _, err := h.store.db.Backup(tmp, 0); err != nil {
+	if _, err := s.db.Backup(tmp, 0); err != nil {
 		return fmt.Errorf("store backup: %w", err)
 	}
 	size, err := tmp.Seek(0, io.SeekCurrent)
@@ -74,6 +79,54 @@ func (h *Hub) Backup(w io.Writer) error {
 		return err
 	}
 	return tw.Close()
+}
+
+// writeVerifiedBackup has write fill path.partial (owner-only), syncs it,
+// reads it back whole, and only then names it path: a file of that name
+// is always a complete archive.
+func writeVerifiedBackup(path string, write func(*os.File) error) error {
+	tmp := path + ".partial"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = write(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = VerifyBackupFile(tmp)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// VerifyBackupFile checks the archive at path is complete.
+func VerifyBackupFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return VerifyBackup(f)
 }
 
 func (h *Hub) getBackup(w http.ResponseWriter, r *http.Request) {

@@ -20,24 +20,28 @@ import (
 
 // ownDataDir makes the data directory, or checks the one there: a real
 // directory of the hub's own account, 0700.
-func ownDataDir(dir string) error {
+func ownDataDir(dir string) error { return privateDir("data directory", dir) }
+
+// privateDir makes dir, or checks the one there: a real directory of the
+// hub's own account, 0700 (made so when it was wider).
+func privateDir(what, dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	fi, err := os.Lstat(dir)
 	if err != nil {
-		return fmt.Errorf("data directory: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !fi.IsDir() || !ok {
-		return fmt.Errorf("data directory %s is not a directory", dir)
+		return fmt.Errorf("%s %s is not a directory", what, dir)
 	}
 	if int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("data directory %s belongs to uid %d, not to this hub's account (uid %d): run the hub as its owner, or chown it", dir, st.Uid, os.Geteuid())
+		return fmt.Errorf("%s %s belongs to uid %d, not to this hub's account (uid %d): run the hub as its owner, or chown it", what, dir, st.Uid, os.Geteuid())
 	}
 	if fi.Mode().Perm() != 0o700 {
 		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("data directory: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 	}
 	return nil

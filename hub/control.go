@@ -203,7 +203,11 @@ func (h *Hub) postConfirmation(w http.ResponseWriter, r *http.Request) {
 // audit stores one record. Keys sort by time.
 func (h *Hub) audit(rec devicectl.AuditRecord) {
 	rec.ID = fmt.Sprintf("a-%020d-%s", rec.Time.UnixNano(), strings.ToLower(rand.Text()[:8]))
-	if err := h.store.Put("audit/"+rec.ID[2:], rec); err != nil {
+	kv := map[string]any{"audit/" + rec.ID[2:]: rec}
+	if rec.Conversation != "" {
+		kv[auditConvKey(rec.Conversation, rec.ID[2:])] = true
+	}
+	if err := h.store.PutAll(kv); err != nil {
 		h.log.Error("could not store an audit record", "action", rec.Action, "err", err)
 	}
 	if rec.Conversation != "" {
@@ -218,6 +222,27 @@ func (h *Hub) audit(rec devicectl.AuditRecord) {
 // device when given.
 func (h *Hub) AuditRecords(session, device string) ([]devicectl.AuditRecord, error) {
 	out := []devicectl.AuditRecord{}
+	if session != "" {
+		// The conversation's index names its records.
+		var ids []string
+		prefix := auditConvKey(session, "")
+		if err := h.store.Each(prefix, func(key string, _ []byte) error {
+			ids = append(ids, key[len(prefix):])
+			return nil
+		}); err != nil {
+			return out, err
+		}
+		for _, id := range ids {
+			var rec devicectl.AuditRecord
+			if err := h.store.Get("audit/"+id, &rec); err != nil {
+				return out, err
+			}
+			if device == "" || rec.Device == device {
+				out = append(out, rec)
+			}
+		}
+		return out, nil
+	}
 	err := h.store.Each("audit/", func(_ string, raw []byte) error {
 		var rec devicectl.AuditRecord
 		if err := json.Unmarshal(raw, &rec); err != nil {

@@ -95,6 +95,13 @@ type Config struct {
 	// UpgradeEvery is how soon a link that is not direct UDP tries for a
 	// direct path (default 15 s, doubling to 5 minutes; negative: never).
 	UpgradeEvery time.Duration
+	// BackupEvery is how often the box backs itself up into BackupDir
+	// (0: never), keeping the newest BackupKeep archives.
+	BackupEvery time.Duration
+	// BackupDir is where timed backups go (default DataDir/backups).
+	BackupDir string
+	// BackupKeep is how many timed backups are kept (default 7).
+	BackupKeep int
 	// Version is reported in mDNS and the API.
 	Version string
 	Logger  *slog.Logger
@@ -122,6 +129,12 @@ func (c *Config) fill() {
 	if c.UpgradeEvery == 0 {
 		c.UpgradeEvery = 15 * time.Second
 	}
+	if c.BackupDir == "" && c.DataDir != "" {
+		c.BackupDir = filepath.Join(c.DataDir, "backups")
+	}
+	if c.BackupKeep <= 0 {
+		c.BackupKeep = 7
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -130,6 +143,7 @@ func (c *Config) fill() {
 // Hub is a running box.
 type Hub struct {
 	cfg     Config
+	backups backups
 	log     *slog.Logger
 	store   *Store
 	id      *pairing.Identity
@@ -217,6 +231,11 @@ func Start(cfg Config) (*Hub, error) {
 		return nil, err
 	}
 	if h.id, err = pairing.LoadOrCreateIdentity(filepath.Join(cfg.DataDir, "identity.json")); err != nil {
+		return nil, err
+	}
+	if err := h.store.migrate(h.log, func(from int) (string, error) {
+		return preMigrationBackup(cfg.DataDir, h.store, from)
+	}); err != nil {
 		return nil, err
 	}
 	if h.token, err = h.loadToken(); err != nil {
@@ -325,6 +344,11 @@ func Start(cfg Config) (*Hub, error) {
 	go func() { defer h.wg.Done(); _ = h.admin.Serve(h.adminLn) }()
 	if !cfg.NoMDNS {
 		h.startMDNS()
+	}
+	if cfg.BackupEvery > 0 {
+		if err := h.startBackups(); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	h.log.Info("hub ready", "url", h.URL(), "id", h.id.ID(), "data", cfg.DataDir)

@@ -19,17 +19,23 @@ type metrics struct {
 	requests prometheus.Counter
 	actions  *prometheus.CounterVec
 	runtime  *sessions.Metrics
+	// backups counts timed backups by result (done, failed); lastBackup
+	// is when the last one was made.
+	backups    *prometheus.CounterVec
+	lastBackup prometheus.Gauge
 }
 
 func newMetrics(h *Hub) *metrics {
 	m := &metrics{
-		reg:      prometheus.NewRegistry(),
-		requests: prometheus.NewCounter(prometheus.CounterOpts{Name: "lowkey_http_requests_total", Help: "HTTP requests the hub has served."}),
-		actions:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lowkey_device_actions_total", Help: "Device actions, by outcome (done, refused, declined, failed, cancelled)."}, []string{"outcome"}),
-		runtime:  sessions.NewMetrics(),
+		reg:        prometheus.NewRegistry(),
+		requests:   prometheus.NewCounter(prometheus.CounterOpts{Name: "lowkey_http_requests_total", Help: "HTTP requests the hub has served."}),
+		actions:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lowkey_device_actions_total", Help: "Device actions, by outcome (done, refused, declined, failed, cancelled)."}, []string{"outcome"}),
+		runtime:    sessions.NewMetrics(),
+		backups:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lowkey_backups_total", Help: "Timed backups, by result (done, failed)."}, []string{"result"}),
+		lastBackup: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lowkey_backup_last_success_timestamp_seconds", Help: "When the last timed backup was made (Unix time; 0: none yet in this run)."}),
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.actions, boxCollector{h})
+		m.requests, m.actions, m.backups, m.lastBackup, boxCollector{h})
 	m.reg.MustRegister(m.runtime.Collectors()...)
 	return m
 }

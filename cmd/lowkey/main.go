@@ -131,6 +131,9 @@ type hubCmd struct {
 	ICEServer     []string          `name:"ice-server" sep:"none" placeholder:"URL" help:"A STUN server to find paths with (stun:HOST:PORT); repeatable. TURN servers, which need credentials, go in --ice-servers."`
 	ICEServers    string            `name:"ice-servers" type:"existingfile" placeholder:"FILE" help:"STUN/TURN servers with their credentials, as WebRTC writes them: [{\"urls\":[\"turn:HOST:3478?transport=tcp\"],\"username\":\"…\",\"credential\":\"…\"}] (owner-only file)."`
 	NoRelay       bool              `name:"no-relay" help:"Do not relay links through the box itself (TURN over TCP on the web port)."`
+	BackupEvery   time.Duration     `name:"backup-every" default:"24h" placeholder:"DURATION" help:"Back the box up this often, checking each archive (0: never; at least 1m) (default: ${default})."`
+	BackupDir     string            `name:"backup-dir" type:"path" placeholder:"DIR" help:"Where timed backups go, owner-only: they hold the box's keys (default: DATA/backups)."`
+	BackupKeep    int               `name:"backup-keep" default:"7" placeholder:"N" help:"How many timed backups to keep, the newest (default: ${default})."`
 	LogFormat     string            `name:"log-format" enum:"text,json" default:"text" help:"The log on stderr: text lines, or one JSON object a line (text, json) (default: ${default})."`
 }
 
@@ -143,11 +146,18 @@ func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
 			return &cli.UsageError{Msg: fmt.Sprintf("--agent-bin %s=…: there is no preset %q", name, name)}
 		}
 	}
+	if c.BackupEvery != 0 && c.BackupEvery < time.Minute {
+		return &cli.UsageError{Msg: fmt.Sprintf("--backup-every %s: at least 1m, or 0 for no timed backups", c.BackupEvery)}
+	}
+	if c.BackupKeep < 1 {
+		return &cli.UsageError{Msg: fmt.Sprintf("--backup-keep %d: keep at least 1", c.BackupKeep)}
+	}
 	servers, err := c.iceServers()
 	if err != nil {
 		return err
 	}
 	cfg := hub.Config{
+		BackupEvery: c.BackupEvery, BackupDir: c.BackupDir, BackupKeep: c.BackupKeep,
 		ICEServers: servers, NoRelay: c.NoRelay,
 		DataDir: g.Data, Listen: c.Listen, PagesListen: c.PagesListen, PagesOrigin: c.PagesOrigin,
 		Name: c.Name, TLSCert: c.TLSCert, TLSKey: c.TLSKey, NoMDNS: c.NoMDNS,
@@ -172,6 +182,9 @@ func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
 	}
 	if u := h.SetupURL(); u != "" {
 		fmt.Fprintf(o.Out, "Create the owner (this link works once): %s\n", u)
+	}
+	if b := h.BackupState(); b.Dir != "" {
+		fmt.Fprintf(o.Out, "Backing up every %s into %s (keeping %d)\n", b.Every, b.Dir, c.BackupKeep)
 	}
 	if origin := h.PagesOrigin(); origin != "" {
 		fmt.Fprintf(o.Out, "Published pages are served at %s\n", origin)
@@ -429,7 +442,7 @@ func (c *backupCmd) Run(g *lowkey, o *cli.IO) error {
 		return err
 	}
 	// "Backed up" only for an archive that is whole.
-	if err := verifyFile(tmp); err != nil {
+	if err := hub.VerifyBackupFile(tmp); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("backup not written: %w", err)
 	}
@@ -444,22 +457,12 @@ func (c *backupCmd) Run(g *lowkey, o *cli.IO) error {
 	return nil
 }
 
-// verifyFile checks a backup archive is complete.
-func verifyFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return hub.VerifyBackup(f)
-}
-
 type restoreCmd struct {
 	File string `arg:"" type:"existingfile" help:"The backup archive to restore from."`
 }
 
 func (c *restoreCmd) Run(g *lowkey, o *cli.IO) error {
-	if err := verifyFile(c.File); err != nil {
+	if err := hub.VerifyBackupFile(c.File); err != nil {
 		return fmt.Errorf("not restored: %w", err)
 	}
 	f, err := os.Open(c.File)
