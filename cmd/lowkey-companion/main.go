@@ -43,6 +43,9 @@ type companionCLI struct {
 	Approve approveCmd `cmd:"" help:"Allow what the box asks (the question named, or the only one open)."`
 	Deny    denyCmd    `cmd:"" help:"Refuse what the box asks (the question named, or the only one open)."`
 
+	InstallService   installServiceCmd   `cmd:"" name:"install-service" help:"Start the companion at every sign-in (systemd user unit, launchd agent, Windows startup entry) and now."`
+	UninstallService uninstallServiceCmd `cmd:"" name:"uninstall-service" help:"Stop starting it at sign-in (the pairing is kept)."`
+
 	cli.Common
 }
 
@@ -340,5 +343,63 @@ func (resumeCmd) Run(g *companionCLI, o *cli.IO) error {
 		return err
 	}
 	fmt.Fprintln(o.Out, "Resumed: conversations that hold a grant may act on this computer again.")
+	return nil
+}
+
+type installServiceCmd struct {
+	Print      bool `help:"Print what would be installed, and where, instead of installing it."`
+	ForPackage bool `name:"for-package" hidden:"" help:"The unit of the Debian package: /usr/bin/lowkey-companion, the default state."`
+}
+
+func (c *installServiceCmd) Run(g *companionCLI, o *cli.IO) error {
+	if c.ForPackage {
+		_, err := o.Out.Write(companion.SystemdUserUnit("/usr/bin/lowkey-companion", []string{"run"}))
+		return err
+	}
+	svc, err := companion.ThisService(g.State)
+	if err != nil {
+		return err
+	}
+	if c.Print {
+		fmt.Fprintf(o.Out, "# %s\n%s", svc.Path, svc.Content)
+		if len(svc.Content) > 0 && svc.Content[len(svc.Content)-1] != '\n' {
+			fmt.Fprintln(o.Out)
+		}
+		return nil
+	}
+	if _, err := (companion.State{Dir: g.State}).Hub(); err != nil {
+		return fmt.Errorf("not paired yet: run \"lowkey-companion pair\" first, then install the service")
+	}
+	err = svc.Install()
+	switch {
+	case errors.Is(err, companion.ErrNoServiceManager):
+		fmt.Fprintf(o.Out, "installed %s; it starts at your next sign-in (%v)\n", svc.Path, err)
+		return nil
+	case err != nil:
+		return err
+	case svc.GOOS == "windows":
+		fmt.Fprintf(o.Out, "installed the startup entry %q in %s: it starts at your next sign-in\n", companion.RunValue, svc.Path)
+	default:
+		fmt.Fprintf(o.Out, "installed %s and started it: the link stays up while you are signed in\n", svc.Path)
+	}
+	return nil
+}
+
+type uninstallServiceCmd struct{}
+
+func (uninstallServiceCmd) Run(g *companionCLI, o *cli.IO) error {
+	svc, err := companion.ThisService(g.State)
+	if err != nil {
+		return err
+	}
+	err = svc.Uninstall()
+	if errors.Is(err, companion.ErrNoServiceManager) {
+		fmt.Fprintf(o.Out, "removed %s (%v)\n", svc.Path, err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "removed %s: the companion no longer starts by itself; the pairing is kept\n", svc.Path)
 	return nil
 }

@@ -67,7 +67,7 @@ func Prepare(cfg Config) (*Boundary, error) {
 			b.hide = append(b.hide, abs)
 		}
 	}
-	if os.Geteuid() == 0 {
+	if privileged, err := MaySwitchUser(); privileged {
 		name := cfg.AgentUser
 		if name == "" {
 			name = DefaultAgentUser
@@ -86,10 +86,17 @@ func Prepare(cfg Config) (*Boundary, error) {
 		}
 		b.namespaces = true
 		if err := b.probe(); err != nil {
+			if os.Geteuid() != 0 {
+				// A worker started without the init would keep the
+				// account's capabilities: never.
+				return nil, fmt.Errorf("the hub's account has the capabilities to run agents as %s, but their namespaces could not be made: %w", name, err)
+			}
 			b.namespaces = false
 			b.missing = "workers run as " + name + " but share the hub's view of processes and files (namespaces unavailable: " + err.Error() + ")"
 		}
 		return b, nil
+	} else if err != nil {
+		return nil, err
 	}
 	b.mode = ModeUserNS
 	if u, err := user.Current(); err == nil {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -52,8 +53,11 @@ func Init(stderr io.Writer) int {
 			cmd.Path, cmd.ExtraFiles = "/proc/self/fd/3", []*os.File{f}
 		}
 	}
-	// Nothing the init was given to mount passes on to the worker.
-	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+	// Nothing the init was given to mount or to switch accounts passes on
+	// to the worker: capabilities are a thread's, so the thread that drops
+	// them is the one that starts the worker.
+	runtime.LockOSThread()
+	if err := dropInherited(); err != nil {
 		fmt.Fprintln(stderr, "lowkey: could not drop the init's capabilities:", err)
 		return 126
 	}
@@ -166,4 +170,20 @@ func (c *initConfig) setUp() error {
 		return fmt.Errorf("credentials: %w", err)
 	}
 	return nil
+}
+
+// dropInherited empties this thread's ambient and inheritable
+// capabilities: a program it starts gets none of them, even one whose
+// file asks to inherit some.
+func dropInherited() error {
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return err
+	}
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	return unix.Capset(&hdr, &data[0])
 }
