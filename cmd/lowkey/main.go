@@ -184,7 +184,7 @@ func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
 		fmt.Fprintf(o.Out, "Create the owner (this link works once): %s\n", u)
 	}
 	if b := h.BackupState(); b.Dir != "" {
-		fmt.Fprintf(o.Out, "Backing up every %s into %s (keeping %d)\n", b.Every, b.Dir, c.BackupKeep)
+		fmt.Fprintf(o.Out, "Backing up every %s into %s (keeping %d)\n", shortDuration(b.Every), b.Dir, c.BackupKeep)
 	}
 	if origin := h.PagesOrigin(); origin != "" {
 		fmt.Fprintf(o.Out, "Published pages are served at %s\n", origin)
@@ -194,6 +194,18 @@ func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
 	<-ctx.Done()
 	fmt.Fprintln(o.Out, "stopping")
 	return h.Close()
+}
+
+// shortDuration writes a duration as people do: 24h, 90m, 1h30m.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // iceServers are the --ice-server URLs and the --ice-servers file's.

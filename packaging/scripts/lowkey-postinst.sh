@@ -11,7 +11,7 @@ if [ "$1" = configure ] || [ "$1" = "" ]; then
 	fi
 	if ! getent passwd lowkey-agent >/dev/null; then
 		adduser --system --quiet --group --home /var/lib/lowkey-agent \
-			--shell /bin/bash --gecos "Lowkey agents" lowkey-agent
+			--shell /usr/sbin/nologin --gecos "Lowkey agents" lowkey-agent
 	fi
 	# The hub's data: its own, 0700 (an upgrade leaves what is in it).
 	install -d -o lowkey -g lowkey -m 0700 /var/lib/lowkey
