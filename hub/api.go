@@ -87,6 +87,9 @@ func (h *Hub) routes(admin bool) http.Handler {
 			writeJSON(w, http.StatusOK, map[string]string{"token": tok})
 		})
 		mux.HandleFunc("GET /admin/backup", h.getBackup)
+		mux.HandleFunc("GET /admin/doctor", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]any{"checks": h.Doctor(r.Context())})
+		})
 		mux.HandleFunc("GET /admin/setup", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"url": h.SetupURL()})
 		})

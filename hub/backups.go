@@ -144,3 +144,15 @@ func (h *Hub) BackupState() BackupState {
 	defer h.backups.mu.Unlock()
 	return h.backups.state
 }
+
+// ShortDuration writes a duration as people do: 24h, 90m, 1h30m.
+func ShortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

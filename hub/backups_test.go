@@ -1,6 +1,7 @@
 package hub_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,6 +110,11 @@ func TestTimedBackupsRotateAndEachRestores(t *testing.T) {
 	}
 	if st := h.BackupState(); !strings.Contains(st.Err, backups) {
 		t.Fatalf("the failure does not say where: %+v", st)
+	}
+	for _, c := range h.Doctor(context.Background()) {
+		if c.Name == "backups" && (c.Status != hub.CheckFail || !strings.Contains(c.Detail, "failed")) {
+			t.Fatalf("the doctor on a failing backup: %+v", c)
+		}
 	}
 	if err := os.Remove(backups); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/lowkeyhq/lowkey/internal/cli"
 	"github.com/lowkeyhq/lowkey/sessions"
 	"github.com/lowkeyhq/lowkey/sessions/agent"
+	"github.com/lowkeyhq/lowkey/sessions/cgroup"
 	"github.com/lowkeyhq/lowkey/sessions/sandbox"
 )
 
@@ -47,6 +49,7 @@ type lowkey struct {
 	Secrets  secretsCmd  `cmd:"" help:"Credentials for agents: set (value from stdin), list, rm."`
 	Backup   backupCmd   `cmd:"" help:"Back the running box up (identity and store) into FILE."`
 	Restore  restoreCmd  `cmd:"" help:"Fill an empty data directory from a backup."`
+	Doctor   doctorCmd   `cmd:"" help:"Check the box the way a person would ask, and say what to fix."`
 	Bench    benchCmd    `cmd:"" help:"Measurements, each beside its baseline in one run."`
 	Demo     demoCmd     `cmd:"" help:"A box and a paired computer on this machine: pairing, the link, the browser under a toggle, the web app."`
 
@@ -184,7 +187,7 @@ func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
 		fmt.Fprintf(o.Out, "Create the owner (this link works once): %s\n", u)
 	}
 	if b := h.BackupState(); b.Dir != "" {
-		fmt.Fprintf(o.Out, "Backing up every %s into %s (keeping %d)\n", shortDuration(b.Every), b.Dir, c.BackupKeep)
+		fmt.Fprintf(o.Out, "Backing up every %s into %s (keeping %d)\n", hub.ShortDuration(b.Every), b.Dir, c.BackupKeep)
 	}
 	if origin := h.PagesOrigin(); origin != "" {
 		fmt.Fprintf(o.Out, "Published pages are served at %s\n", origin)
@@ -194,18 +197,6 @@ func (c *hubCmd) Run(g *lowkey, o *cli.IO) error {
 	<-ctx.Done()
 	fmt.Fprintln(o.Out, "stopping")
 	return h.Close()
-}
-
-// shortDuration writes a duration as people do: 24h, 90m, 1h30m.
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
 
 // iceServers are the --ice-server URLs and the --ice-servers file's.
@@ -487,4 +478,69 @@ func (c *restoreCmd) Run(g *lowkey, o *cli.IO) error {
 	}
 	fmt.Fprintf(o.Out, "restored into %s: start it with \"lowkey hub --data %s\"\n", g.Data, g.Data)
 	return nil
+}
+
+type doctorCmd struct {
+	JSON bool `name:"json" help:"Print one JSON object: {\"ok\": bool, \"checks\": [{\"name\",\"status\",\"detail\",\"fix\"}]}."`
+}
+
+// Run asks the running hub (it checks with its own account and view);
+// with none running, it checks what it can from here and says so.
+func (c *doctorCmd) Run(g *lowkey, o *cli.IO) error {
+	var out struct {
+		Checks []hub.Check `json:"checks"`
+	}
+	err := call(g, "GET", "/admin/doctor", nil, &out)
+	var unreachable *cli.Unreachable
+	switch {
+	case errors.As(err, &unreachable):
+		out.Checks = append([]hub.Check{{Name: "hub", Status: hub.CheckFail,
+			Detail: "no hub runs on " + g.Data + ": the rest is checked from here, as " + currentUser(),
+			Fix:    "start it: systemctl start lowkey (the package), or lowkey hub --data " + g.Data}}, localChecks(g.Data)...)
+	case err != nil:
+		return err
+	}
+	bad := 0
+	for _, ch := range out.Checks {
+		if ch.Status == hub.CheckFail {
+			bad++
+		}
+	}
+	if c.JSON {
+		enc := json.NewEncoder(o.Out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(map[string]any{"ok": bad == 0, "checks": out.Checks}); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+		for _, ch := range out.Checks {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", strings.ToUpper(ch.Status), ch.Name, ch.Detail)
+			if ch.Fix != "" {
+				fmt.Fprintf(tw, "\t\t→ %s\n", ch.Fix)
+			}
+		}
+		tw.Flush()
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d of %d checks failed", bad, len(out.Checks))
+	}
+	return nil
+}
+
+// localChecks are what can be checked without the hub.
+func localChecks(data string) []hub.Check {
+	dir := data
+	if _, err := os.Stat(dir); err != nil {
+		dir = filepath.Dir(dir)
+	}
+	return []hub.Check{hub.CheckBudgets(cgroup.Detect("lowkey")), hub.CheckChromium(), hub.CheckDisplay(os.Getenv("DISPLAY")),
+		hub.CheckClock(nil), hub.CheckDisk(dir)}
+}
+
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return "uid " + strconv.Itoa(os.Getuid())
 }
