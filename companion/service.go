@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -40,7 +41,7 @@ type Service struct {
 // ServiceFor describes the service for goos that runs exe with state.
 // home and configHome are the person's home and XDG config directory.
 func ServiceFor(goos, exe, state, home, configHome string) (Service, error) {
-	if !filepath.IsAbs(exe) || !filepath.IsAbs(state) {
+	if !isAbs(goos, exe) || !isAbs(goos, state) {
 		return Service{}, fmt.Errorf("the program (%s) and the state directory (%s) must be absolute paths", exe, state)
 	}
 	switch goos {
@@ -66,6 +67,14 @@ func ServiceFor(goos, exe, state, home, configHome string) (Service, error) {
 			Content: []byte(windowsQuote(exe) + " run --state " + windowsQuote(state))}, nil
 	}
 	return Service{}, fmt.Errorf("no service for %s: run \"lowkey-companion run\" from your system's start-up", goos)
+}
+
+// isAbs says whether p is an absolute path on goos.
+func isAbs(goos, p string) bool {
+	if goos == "windows" {
+		return strings.HasPrefix(p, `\\`) || (len(p) > 2 && p[1] == ':' && (p[2] == '\\' || p[2] == '/'))
+	}
+	return path.IsAbs(p)
 }
 
 // SystemdUserUnit is the unit that runs exe with args for the person

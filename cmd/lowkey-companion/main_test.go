@@ -133,3 +133,21 @@ func TestStateFlagAnywhereAndFromTheEnvironment(t *testing.T) {
 		t.Errorf("status before pairing: %+v", r)
 	}
 }
+
+// install-service: --print shows the unit and where it goes; installing
+// before pairing says to pair first.
+func TestInstallServiceCommand(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	state := filepath.Join(t.TempDir(), "state")
+	r := lc(t, "install-service", "--print", "--state", state)
+	if r.code != 0 || !strings.Contains(r.out, "systemd/user/lowkey-companion.service") || !strings.Contains(r.out, "run --state "+state) {
+		t.Fatalf("install-service --print: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	r = lc(t, "install-service", "--state", state)
+	if r.code != 1 || !strings.Contains(r.err, "not paired yet") {
+		t.Fatalf("install-service before pairing: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	if r := lc(t, "install-service", "--for-package"); r.code != 0 || !strings.Contains(r.out, "ExecStart=/usr/bin/lowkey-companion run\n") {
+		t.Fatalf("the package's unit: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+}
