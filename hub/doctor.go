@@ -65,7 +65,7 @@ func (h *Hub) Doctor(ctx context.Context) []Check {
 func CheckBudgets(m *cgroup.Manager) Check {
 	if reason := m.Unavailable(); reason != "" {
 		return failed("memory budgets", "sessions get no memory budget: "+reason,
-			"run the hub as root, or from the lowkey package's systemd unit (Delegate=yes, its capabilities)")
+			"run the hub as root, or from the lowkey package's systemd unit (lowkey.service, with its capabilities)")
 	}
 	return ok("memory budgets", "each session has its own memory and process budget (cgroup "+m.Mode()+")")
 }

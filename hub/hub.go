@@ -313,7 +313,7 @@ func Start(cfg Config) (*Hub, error) {
 	}
 	h.groups = cgroup.Detect("lowkey")
 	if reason := h.groups.Unavailable(); reason != "" {
-		h.log.Warn("no memory budget for sessions: "+reason, "fix", "run the hub as root, or as a systemd unit with Delegate=yes")
+		h.log.Warn("no memory budget for sessions: "+reason, "fix", "run the hub as root, or from the lowkey package's unit (lowkey.service)")
 	} else {
 		h.log.Info("memory budgets for sessions", "cgroup", h.groups.Mode(), "default", cfg.SessionMemory)
 	}

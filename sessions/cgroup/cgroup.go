@@ -64,7 +64,7 @@ func Detect(root string) *Manager {
 	case cgroups.Unified:
 		m.mode = "v2"
 		if err := probeWrite(filepath.Join(v2Mount, root)); err != nil {
-			m.mode, m.reason = "none", "cgroup v2: cannot create groups ("+err.Error()+"): run the hub as root, or in a systemd unit with Delegate=yes"
+			m.mode, m.reason = "none", "cgroup v2: cannot create groups ("+err.Error()+"): run the hub as root, or from the lowkey package's unit (lowkey.service)"
 		} else if err := enableV2Controllers(filepath.Join(v2Mount, root)); err != nil {
 			m.mode, m.reason = "none", "cgroup v2: "+err.Error()
 		}
