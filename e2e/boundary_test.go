@@ -78,21 +78,28 @@ func TestAgentsCannotReachTheHub(t *testing.T) {
 	})
 	t.Run("box run as an ordinary user", func(t *testing.T) {
 		u := ordinaryUser(t)
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		own := filepath.Join(openTempDir(t), "owned")
-		if err := os.Mkdir(own, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(own, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-		b := startBoxIn(t, filepath.Join(own, "data"), &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, "--no-mdns")
+		b := startOrdinaryBox(t, u, "--no-mdns")
 		if !strings.Contains(b.out.String(), "Agents run in namespaces of their own") {
 			t.Fatalf("the box does not say its agents run in namespaces:\n%s", b.out)
 		}
 		attackBox(t, b, u.Username)
 	})
+}
+
+// startOrdinaryBox starts a box as the account u, its data in a
+// directory of u's own.
+func startOrdinaryBox(t *testing.T, u *user.User, extra ...string) *box {
+	t.Helper()
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	own := filepath.Join(openTempDir(t), "owned")
+	if err := os.Mkdir(own, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(own, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	return startBoxIn(t, filepath.Join(own, "data"), &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, extra...)
 }
 
 // ordinaryUser is an unprivileged account to run a box as.

@@ -12,9 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -108,17 +106,7 @@ func TestDoctorNamesWhatIsMissing(t *testing.T) {
 	})
 
 	t.Run("a box without budgets, on loopback, with no display, mDNS or backups", func(t *testing.T) {
-		u := ordinaryUser(t)
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		own := filepath.Join(openTempDir(t), "owned")
-		if err := os.Mkdir(own, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(own, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-		b := startBoxIn(t, filepath.Join(own, "data"), &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, "--no-mdns", "--backup-every", "0")
+		b := startOrdinaryBox(t, ordinaryUser(t), "--no-mdns", "--backup-every", "0")
 		checks, code := doctor(t, nil, b.data)
 		if code != 1 {
 			t.Fatalf("doctor exits %d", code)
