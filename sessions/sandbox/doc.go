@@ -4,7 +4,8 @@
 // identity, admin socket, policy), not its process (no signal, no trace,
 // no /proc entry), not another worker's credentials.
 //
-// When the hub runs as root, workers run as the box's agent account
+// When the hub runs as root, or as an account holding AgentUserCaps (the
+// package's unit gives them to lowkey), workers run as the box's agent account
 // (lowkey-agent by default, made when missing), each in mount and PID
 // namespaces of its own where the data directory is covered over and
 // /proc shows only the worker's own processes. When the hub runs as an
