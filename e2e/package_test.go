@@ -220,6 +220,22 @@ func TestThePackagesInstallRunUpgradeAndLeaveTheData(t *testing.T) {
 		t.Fatalf("the installed hub does not run agents as lowkey-agent in memory budgets:\n%s", b.out)
 	}
 	token := strings.TrimSpace(mustRun(t, "", "lowkey", "token", "--data", b.data))
+	// The admin commands find the installed box by themselves (sudo lowkey
+	// pair-code), and tell an account that is not the box's what to do.
+	plain := exec.Command("/usr/bin/lowkey", "token")
+	plain.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
+	if out, err := plain.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != token {
+		t.Fatalf("lowkey token as root, no --data: %v %s", err, out)
+	}
+	other := ordinaryUser(t)
+	ouid, _ := strconv.Atoi(other.Uid)
+	ogid, _ := strconv.Atoi(other.Gid)
+	plain = exec.Command("/usr/bin/lowkey", "pair-code")
+	plain.Env = []string{"HOME=/nonexistent", "PATH=/usr/bin:/bin"}
+	plain.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(ouid), Gid: uint32(ogid)}}
+	if out, err := plain.CombinedOutput(); err == nil || !strings.Contains(string(out), "not this account's") {
+		t.Fatalf("lowkey pair-code as %s: %v %s", other.Username, err, out)
+	}
 	probe := `exec:sh -c "id -un; grep -E '^Cap(Inh|Prm|Eff|Amb)' /proc/self/status; cat /proc/self/cgroup"`
 	sid := apiJSON(t, "POST", base(b.addr)+"/api/v1/sessions", token, `{"agent":`+strconv.Quote(probe)+`}`, http.StatusCreated)["id"].(string)
 	tr := runTurn(t, b, token, sid, "who am I")

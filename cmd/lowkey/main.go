@@ -104,12 +104,24 @@ func (s *size) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// packageData is where the package's box keeps its data.
+const packageData = "/var/lib/lowkey"
+
+// defaultData is ~/.local/share/lowkey; where there is none and the
+// package's box is installed, that box's (so "sudo lowkey pair-code"
+// reaches it).
 func defaultData() string {
 	home, err := os.UserHomeDir()
 	if err != nil {
 		return ".lowkey"
 	}
-	return filepath.Join(home, ".local", "share", "lowkey")
+	own := filepath.Join(home, ".local", "share", "lowkey")
+	if _, err := os.Stat(own); err != nil {
+		if fi, err := os.Stat(packageData); err == nil && fi.IsDir() {
+			return packageData
+		}
+	}
+	return own
 }
 
 func logger(w io.Writer) *slog.Logger { return cli.Logger(w, "text") }

@@ -133,6 +133,9 @@ func TestWrongCommandLinesAreRefusedWithUsage(t *testing.T) {
 		{[]string{"hub", "--ice-servers", filepath.Join(dir, "none.json"), "--data", dir}, "none.json"},
 		{[]string{"bench", "link", "--path", "sideways"}, `--path must be one of "direct","relayed"`},
 		{[]string{"hub", "--log-format", "xml", "--data", dir}, `--log-format must be one of "text","json"`},
+		{[]string{"hub", "--backup-every", "30s", "--data", dir}, "--backup-every 30s: at least 1m, or 0"},
+		{[]string{"hub", "--backup-keep", "0", "--data", dir}, "--backup-keep 0: keep at least 1"},
+		{[]string{"doctor", "extra"}, "unexpected argument extra"},
 	} {
 		r := lk(t, "", tc.args...)
 		if r.code != cli.ExitUsage || !strings.Contains(r.err, tc.says) || !strings.Contains(r.err, "Usage: lowkey") || r.out != "" {
@@ -385,5 +388,14 @@ func TestSizeTakesHumanUnits(t *testing.T) {
 	var s size
 	if err := s.UnmarshalText([]byte("lots")); err == nil {
 		t.Error(`"lots" was taken as a size`)
+	}
+}
+
+// With no hub, doctor says so first, checks what it can, and exits 1.
+func TestDoctorWithoutAHub(t *testing.T) {
+	r := lk(t, "", "doctor", "--data", filepath.Join(t.TempDir(), "none"))
+	if r.code != cli.ExitFailed || !strings.HasPrefix(r.out, "FAIL  hub") || !strings.Contains(r.out, "→ start it") ||
+		!strings.Contains(r.out, "disk") || !strings.Contains(r.err, "checks failed") {
+		t.Fatalf("doctor with no hub: exit %d\n%s%s", r.code, r.out, r.err)
 	}
 }

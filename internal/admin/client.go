@@ -9,11 +9,25 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/lowkeyhq/lowkey/errcode"
 )
+
+// noHub says why a request reached no hub, or nil when one answered and
+// the error is the request's own.
+func (c *Client) noHub(err error) error {
+	_, statErr := os.Stat(c.Socket)
+	if errors.Is(statErr, os.ErrPermission) || errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("the box's data directory (%s) is not this account's: run this as the account that runs the hub, or as root (sudo lowkey …)", filepath.Dir(c.Socket))
+	}
+	if statErr != nil || isRefused(err) {
+		return fmt.Errorf("%w (no socket answers at %s): start one with \"lowkey hub\"", ErrNoHub, c.Socket)
+	}
+	return nil
+}
 
 // ErrNoHub means nothing answers on the socket.
 var ErrNoHub = errors.New("no hub is running")
@@ -53,8 +67,8 @@ func (c *Client) Do(method, path string, body any, out any) error {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		if _, statErr := os.Stat(c.Socket); statErr != nil || isRefused(err) {
-			return fmt.Errorf("%w (no socket answers at %s): start one with \"lowkey hub\"", ErrNoHub, c.Socket)
+		if nohub := c.noHub(err); nohub != nil {
+			return nohub
 		}
 		return err
 	}
@@ -100,8 +114,8 @@ func (c *Client) Download(path string, w io.Writer) error {
 	hc.Timeout = 0 // a large store takes as long as it takes
 	resp, err := hc.Do(req)
 	if err != nil {
-		if _, statErr := os.Stat(c.Socket); statErr != nil || isRefused(err) {
-			return fmt.Errorf("%w (no socket answers at %s): start one with \"lowkey hub\"", ErrNoHub, c.Socket)
+		if nohub := c.noHub(err); nohub != nil {
+			return nohub
 		}
 		return err
 	}
