@@ -131,6 +131,8 @@ func TestDoctorNamesWhatIsMissing(t *testing.T) {
 		cmd.Env = append(os.Environ(), "DISPLAY="+display)
 		p := startCmd(t, "lowkey", cmd)
 		p.waitFor(`Lowkey hub is ready: https?://(\S+)`, 20*time.Second)
+		// Its first backup is made at once, but not before it is ready.
+		p.waitFor(`msg="backed up"`, 30*time.Second)
 		checks, code := doctor(t, nil, data)
 		if code != 1 {
 			t.Fatalf("doctor exits %d", code)
