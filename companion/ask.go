@@ -55,6 +55,9 @@ type asker struct {
 	// tell tells the box; changed tells whoever shows the open questions.
 	tell    func(devicectl.ConsentNotice)
 	changed func([]Question)
+	// changing keeps changed's calls in order, each with the list as it
+	// is then: two questions ending at once never leave an old list shown.
+	changing sync.Mutex
 
 	mu   sync.Mutex
 	open map[string]*question // by ID
@@ -113,12 +116,11 @@ func (a *asker) question(ctx context.Context, conversation string, capability de
 	q := &question{Question: Question{ID: strings.ToLower(rand.Text()[:6]), Conversation: conversation, Capability: string(capability),
 		Action: action, Since: time.Now().UTC(), Deadline: deadline.UTC()}, answer: make(chan string, 1), done: make(chan struct{})}
 	a.open[q.ID] = q
-	list := a.listLocked()
 	a.mu.Unlock()
 	a.log.Warn("waiting for the person at this computer", "question", q.ID, "conversation", conversation, "capability", capability, "action", action,
 		"answer", fmt.Sprintf("lowkey-companion approve %s (or deny %s)", q.ID, q.ID))
 	a.tell(devicectl.ConsentNotice{Conversation: conversation, Capability: string(capability), Action: action, State: devicectl.ConsentWaiting})
-	a.changed(list)
+	a.showOpen()
 	go a.await(q, time.Until(deadline))
 	return q, nil
 }
@@ -154,12 +156,20 @@ func (a *asker) await(q *question, wait time.Duration) {
 	}
 	a.mu.Lock()
 	delete(a.open, q.ID)
-	list := a.listLocked()
 	a.mu.Unlock()
-	close(q.done)
+	// Shown and told before the action learns its fate: whoever sees the
+	// action's answer sees the question gone.
+	a.showOpen()
 	a.log.Info("the person at this computer answered", "question", q.ID, "conversation", q.Conversation, "capability", q.Capability, "answer", n.State)
 	a.tell(n)
-	a.changed(list)
+	close(q.done)
+}
+
+// showOpen hands changed the questions open now.
+func (a *asker) showOpen() {
+	a.changing.Lock()
+	defer a.changing.Unlock()
+	a.changed(a.list())
 }
 
 // answer gives an open question its answer; with id "" the only one open.
