@@ -135,7 +135,10 @@ func startBoxIn(t *testing.T, data string, cred *syscall.Credential, extra ...st
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cmd := command("", "lowkey", append([]string{"hub", "--data", data, "--listen", "127.0.0.1:0", "--pages-listen="}, extra...)...)
+	// Its backups outside its data directory: agents must not reach them
+	// either (they hold the box's keys).
+	backups := data + "-backups"
+	cmd := command("", "lowkey", append([]string{"hub", "--data", data, "--listen", "127.0.0.1:0", "--pages-listen=", "--backup-dir", backups}, extra...)...)
 	cmd.Dir = data
 	if cred != nil {
 		if err := os.Chown(data, int(cred.Uid), int(cred.Gid)); err != nil {
@@ -150,7 +153,7 @@ func startBoxIn(t *testing.T, data string, cred *syscall.Credential, extra ...st
 	}
 	p := startCmd(t, "lowkey", cmd)
 	url := p.waitFor(`Lowkey hub is ready: https?://(\S+)`, 20*time.Second)
-	return &box{proc: p, data: data, addr: url}
+	return &box{proc: p, data: data, addr: url, backups: backups}
 }
 
 type turnView struct {
@@ -241,7 +244,24 @@ func attackBox(t *testing.T, b *box, agentAccount string) {
 		t.Fatalf("the victim's credentials file is not there to steal (%v): %q", err, held)
 	}
 
-	agent := fmt.Sprintf("exec:%s --hub-pid=%d --data=%s --api=%s --shared=%s", filepath.Join(bin, "attacker"), hubPid, b.data, base(b.addr), notes)
+	backups := b.backups
+	if backups == "" {
+		backups = filepath.Join(b.data, "backups")
+	}
+	// The box's first backup is made at once: there is one to steal.
+	deadline := time.Now().Add(30 * time.Second)
+	var archive string
+	for {
+		if names, _ := filepath.Glob(filepath.Join(backups, "lowkey-*.tar")); len(names) > 0 {
+			archive = names[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no backup in %s to attack", backups)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	agent := fmt.Sprintf("exec:%s --hub-pid=%d --data=%s --api=%s --shared=%s --backups=%s --backup-file=%s", filepath.Join(bin, "attacker"), hubPid, b.data, base(b.addr), notes, backups, archive)
 	sid := apiJSON(t, "POST", base(b.addr)+"/api/v1/sessions", token, `{"agent":`+strconv.Quote(agent)+`}`, http.StatusCreated)["id"].(string)
 	first := runTurn(t, b, token, sid, "try everything")
 	lines := strings.Split(first.Reply, "\n")

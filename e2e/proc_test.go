@@ -193,6 +193,8 @@ func mustRun(t *testing.T, ns, name string, args ...string) string {
 type box struct {
 	*proc
 	data string
+	// backups is where it keeps timed backups, when outside data.
+	backups string
 	addr string
 	ns   string
 }

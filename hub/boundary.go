@@ -51,6 +51,10 @@ func privateDir(what, dir string) error {
 // sessions' work directory outside the data directory.
 func (h *Hub) prepareBoundary() error {
 	hide := []string{h.cfg.DataDir}
+	if h.cfg.BackupEvery > 0 {
+		// Its archives hold the box's keys, wherever they are kept.
+		hide = append(hide, h.cfg.BackupDir)
+	}
 	if os.Geteuid() != 0 {
 		// Groups delegated to the hub's account are writable by it, and so
 		// by workers sharing that account: they must not see them.

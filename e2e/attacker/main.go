@@ -35,6 +35,8 @@ func main() {
 	data := flag.String("data", "", "the hub's data directory")
 	api := flag.String("api", "", "the hub's HTTP address")
 	shared := flag.String("shared", "", "a file the owner made for agents")
+	backups := flag.String("backups", "", "where the hub keeps its timed backups (they hold its keys)")
+	backup := flag.String("backup-file", "", "one of those backups")
 	flag.Parse()
 
 	// The turn on stdin.
@@ -103,6 +105,7 @@ func main() {
 		"policy":       filepath.Join(*data, "policy.json"),
 		"proc-environ": filepath.Join("/proc", pid, "environ"),
 		"proc-mem":     filepath.Join("/proc", pid, "mem"),
+		"backup-file":  *backup,
 	} {
 		if b, err := readSome(path); err != nil {
 			refused(name, err)
@@ -115,6 +118,7 @@ func main() {
 		"store":    filepath.Join(*data, "store"),
 		"proc-fd":  filepath.Join("/proc", pid, "fd"),
 		"proc-cwd": filepath.Join("/proc", pid, "cwd"),
+		"backups":  *backups,
 	} {
 		if es, err := os.ReadDir(dir); err != nil {
 			refused(name, err)
