@@ -195,8 +195,8 @@ type box struct {
 	data string
 	// backups is where it keeps timed backups, when outside data.
 	backups string
-	addr string
-	ns   string
+	addr    string
+	ns      string
 }
 
 func startBox(t *testing.T, ns, data, listen string, extra ...string) *box {
