@@ -70,7 +70,8 @@ func (s *Store) StoreVersion() (int, error) {
 var errStop = errors.New("stop")
 
 // migrate brings the store to SchemaVersion. Before it changes data of an
-// older version, it has before write a backup of the box as it was.
+// older version, before writes a backup of the box as it was and returns
+// where.
 func (s *Store) migrate(log *slog.Logger, before func(from int) (string, error)) error {
 	v, err := s.StoreVersion()
 	if err != nil {
