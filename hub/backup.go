@@ -81,10 +81,11 @@ func writeBackup(w io.Writer, idPath string, s *Store) error {
 	return tw.Close()
 }
 
-// writeVerifiedBackup has write fill path.partial (owner-only), syncs it,
+// WriteVerifiedBackup has write fill path.partial (owner-only), syncs it,
 // reads it back whole, and only then names it path: a file of that name
-// is always a complete archive.
-func writeVerifiedBackup(path string, write func(*os.File) error) error {
+// is always a complete archive. lowkey backup and the box's own backups
+// both write this way.
+func WriteVerifiedBackup(path string, write func(*os.File) error) error {
 	tmp := path + ".partial"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -98,7 +99,9 @@ func writeVerifiedBackup(path string, write func(*os.File) error) error {
 		err = cerr
 	}
 	if err == nil {
-		err = VerifyBackupFile(tmp)
+		if verr := VerifyBackupFile(tmp); verr != nil {
+			err = fmt.Errorf("backup not written: %w", verr)
+		}
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)

@@ -3,7 +3,6 @@ package hub
 import (
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -104,7 +103,7 @@ func (h *Hub) timedBackup() {
 	dir := h.cfg.BackupDir
 	now := time.Now().UTC()
 	path := filepath.Join(dir, backupPrefix+now.Format(backupStamp)+backupSuffix)
-	err := writeVerifiedBackup(path, func(f *os.File) error { return h.Backup(f) })
+	err := WriteVerifiedBackup(path, func(f *os.File) error { return h.Backup(f) })
 	var removed []string
 	if err == nil {
 		removed, err = rotateBackups(dir, h.cfg.BackupKeep)
@@ -129,7 +128,7 @@ func rotateBackups(dir string, keep int) ([]string, error) {
 	if err != nil || len(names) <= keep {
 		return nil, err
 	}
-	old := slices.Clone(names[:len(names)-keep])
+	old := names[:len(names)-keep]
 	for _, n := range old {
 		if err := os.Remove(n); err != nil {
 			return nil, err

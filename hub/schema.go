@@ -147,7 +147,7 @@ func preMigrationBackup(dataDir string, s *Store, from int) (string, error) {
 		return "", err
 	}
 	name := filepath.Join(dir, fmt.Sprintf("schema-%d-%s.tar", from, time.Now().UTC().Format("20060102T150405Z")))
-	return name, writeVerifiedBackup(name, func(f *os.File) error {
+	return name, WriteVerifiedBackup(name, func(f *os.File) error {
 		return writeBackup(f, filepath.Join(dataDir, "identity.json"), s)
 	})
 }

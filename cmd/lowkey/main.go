@@ -440,28 +440,14 @@ type backupCmd struct {
 }
 
 func (c *backupCmd) Run(g *lowkey, o *cli.IO) error {
-	tmp := c.File + ".partial"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	err = admin.New(hub.SocketPath(g.Data)).Download("/admin/backup", f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		if errors.Is(err, admin.ErrNoHub) {
-			return &cli.Unreachable{Err: err}
-		}
-		return err
-	}
 	// "Backed up" only for an archive that is whole.
-	if err := hub.VerifyBackupFile(tmp); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("backup not written: %w", err)
+	err := hub.WriteVerifiedBackup(c.File, func(f *os.File) error {
+		return admin.New(hub.SocketPath(g.Data)).Download("/admin/backup", f)
+	})
+	if errors.Is(err, admin.ErrNoHub) {
+		return &cli.Unreachable{Err: err}
 	}
-	if err := os.Rename(tmp, c.File); err != nil {
+	if err != nil {
 		return err
 	}
 	fi, err := os.Stat(c.File)

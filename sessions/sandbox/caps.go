@@ -28,37 +28,24 @@ func MaySwitchUser() (bool, error) {
 	if os.Geteuid() == 0 {
 		return true, nil
 	}
-	var missing []string
-	have := 0
-	for _, c := range AgentUserCaps {
-		eff, err := hasEffective(c)
-		if err != nil {
-			return false, err
-		}
-		amb, err := unix.PrctlRetInt(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_IS_SET, c, 0, 0)
-		if err != nil {
-			amb = 0
-		}
-		if eff && amb == 1 {
-			have++
-		} else {
-			missing = append(missing, "cap_"+capNames[c])
-		}
-	}
-	switch have {
-	case 0:
-		return false, nil
-	case len(AgentUserCaps):
-		return true, nil
-	}
-	return false, fmt.Errorf("the hub's account holds some of the capabilities that running agents as their own account needs, not all: it lacks %s (as ambient capabilities: AmbientCapabilities= in its unit)", strings.Join(missing, ", "))
-}
-
-func hasEffective(c uintptr) (bool, error) {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return false, fmt.Errorf("reading the hub's capabilities: %w", err)
 	}
-	return data[c/32].Effective&(1<<(c%32)) != 0, nil
+	var missing []string
+	for _, c := range AgentUserCaps {
+		effective := data[c/32].Effective&(1<<(c%32)) != 0
+		ambient, err := unix.PrctlRetInt(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_IS_SET, c, 0, 0)
+		if !effective || err != nil || ambient != 1 {
+			missing = append(missing, "cap_"+capNames[c])
+		}
+	}
+	switch len(missing) {
+	case len(AgentUserCaps):
+		return false, nil
+	case 0:
+		return true, nil
+	}
+	return false, fmt.Errorf("the hub's account holds some of the capabilities that running agents as their own account needs, not all: it lacks %s (as ambient capabilities: AmbientCapabilities= in its unit)", strings.Join(missing, ", "))
 }
