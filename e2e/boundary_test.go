@@ -438,3 +438,25 @@ func TestMembersCannotChooseExecAgents(t *testing.T) {
 	}
 	apiJSON(t, "POST", base(b.addr)+"/api/v1/sessions", token, `{"agent":"exec:cat /etc/hostname"}`, http.StatusCreated)
 }
+
+// A box whose account holds some of the capabilities running agents as
+// lowkey-agent needs, not all, refuses to start, naming what it lacks (it
+// would run agents half apart). The whole set is the package's test.
+func TestABoxWithSomeCapabilitiesRefusesToStart(t *testing.T) {
+	needRoot(t, "to start a box as another account with capabilities")
+	u := ordinaryUser(t)
+	own := filepath.Join(openTempDir(t), "owned")
+	if err := os.Mkdir(own, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "chown", u.Username+":", own)
+	const some = "+setuid,+setgid"
+	cmd := exec.Command("setpriv", "--reuid="+u.Username, "--regid="+u.Gid, "--init-groups",
+		"--inh-caps="+some, "--ambient-caps="+some, "--",
+		filepath.Join(bin, "lowkey"), "hub", "--data", filepath.Join(own, "data"), "--listen", "127.0.0.1:0", "--pages-listen=", "--no-mdns")
+	cmd.Env = []string{"HOME=" + u.HomeDir, "PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "it lacks cap_sys_admin, cap_chown, cap_kill, cap_dac_override, cap_fowner") {
+		t.Fatalf("a box with setuid and setgid only: %v\n%s", err, out)
+	}
+}

@@ -124,6 +124,9 @@ func TestTimedBackupsRotateAndEachRestores(t *testing.T) {
 	if st := h.BackupState(); !strings.Contains(st.Err, backups) {
 		t.Fatalf("the failure does not say where: %+v", st)
 	}
+	if code, _, raw := (api{t: t, base: h.URL(), token: token}).do("GET", "/metrics", nil); code != 200 || !strings.Contains(string(raw), `lowkey_backups_total{result="failed"}`) {
+		t.Fatalf("the failed backup is not counted: %d", code)
+	}
 	for _, c := range h.Doctor(context.Background()) {
 		if c.Name == "backups" && (c.Status != hub.CheckFail || !strings.Contains(c.Detail, "failed")) {
 			t.Fatalf("the doctor on a failing backup: %+v", c)
